@@ -13,3 +13,11 @@
 
 pub mod event;
 pub mod types;
+pub mod config;
+pub mod daemon;
+pub mod http;
+pub mod metrics;
+pub mod net;
+pub mod pipeline;
+pub mod recovery;
+pub mod change_events;

@@ -1,0 +1,255 @@
+//! The daemon's settings: embedded defaults, overridden by a TOML file, then by environment
+//! variables, then by command-line flags (each flag has a `LEDGERD_*` variable).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::journal::FlushMode;
+
+/// `ledgerd`: the ledger daemon. Starts with embedded defaults and nothing to prepare.
+///
+/// Every setting can also come from a TOML file (`--config`, keys as the long flag names with
+/// `_` for `-`) or an environment variable (shown below). Flags beat variables, which beat the
+/// file, which beats the defaults.
+#[derive(Parser, Deserialize, Debug, Default, Clone)]
+#[command(name = "ledgerd", version, about, long_about = None)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Settings {
+    /// Settings file (TOML).
+    #[arg(long, env = "LEDGERD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Where the journal and snapshots live (created if missing). [default: ./ledgerd-data]
+    #[arg(long, env = "LEDGERD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address for clients. [default: 127.0.0.1:7400]
+    #[arg(long, env = "LEDGERD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Address for /metrics, /healthz and /readyz. [default: 127.0.0.1:7401]
+    #[arg(long, env = "LEDGERD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// File holding the token clients must present in their hello (trailing newline ignored).
+    #[arg(long, env = "LEDGERD_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Network threads. [default: 1]
+    #[arg(long, env = "LEDGERD_NET_THREADS")]
+    pub net_threads: Option<usize>,
+
+    /// Core to pin the business thread to; "none" disables pinning. [default: the last core]
+    #[arg(long, env = "LEDGERD_BUSINESS_CORE")]
+    pub business_core: Option<String>,
+
+    /// Busy-spin the business thread when idle (dedicated cores only). [default: false]
+    #[arg(long, env = "LEDGERD_BUSY_SPIN")]
+    pub busy_spin: Option<bool>,
+
+    /// Ring slots, a power of two >= 64. [default: 1024]
+    #[arg(long, env = "LEDGERD_RING_SLOTS")]
+    pub ring_slots: Option<usize>,
+
+    /// Most client connections. [default: 1024]
+    #[arg(long, env = "LEDGERD_CONNECTIONS_MAX")]
+    pub connections_max: Option<usize>,
+
+    /// Most requests in flight per connection. [default: 64]
+    #[arg(long, env = "LEDGERD_IN_FLIGHT_MAX")]
+    pub in_flight_max: Option<u32>,
+
+    /// Seconds before an idle connection is closed. [default: 300]
+    #[arg(long, env = "LEDGERD_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+
+    /// Seconds a frame may take to arrive completely. [default: 10]
+    #[arg(long, env = "LEDGERD_FRAME_TIMEOUT_SECS")]
+    pub frame_timeout_secs: Option<u64>,
+
+    /// Journal segment size in MiB. [default: 64]
+    #[arg(long, env = "LEDGERD_SEGMENT_SIZE_MIB")]
+    pub segment_size_mib: Option<u64>,
+
+    /// How the journal makes writes durable: "msync" or "fdatasync". [default: see journal-format.md]
+    #[arg(long, env = "LEDGERD_FLUSH_MODE")]
+    pub flush_mode: Option<String>,
+
+    /// Take a snapshot after this many journal records (0 disables). [default: 20000]
+    #[arg(long, env = "LEDGERD_SNAPSHOT_EVERY_RECORDS")]
+    pub snapshot_every_records: Option<u64>,
+
+    /// Snapshots kept on disk. [default: 3]
+    #[arg(long, env = "LEDGERD_SNAPSHOTS_KEEP")]
+    pub snapshots_keep: Option<usize>,
+
+    /// Cut a corrupt journal back to its last valid record instead of refusing to start.
+    #[arg(long, env = "LEDGERD_REPAIR")]
+    pub repair: Option<bool>,
+
+    /// Log format: "human" or "json". [default: human]
+    #[arg(long, env = "LEDGERD_LOG_FORMAT")]
+    pub log_format: Option<String>,
+
+    /// Log filter (tracing EnvFilter syntax, e.g. "info" or "ledgerd=debug"). [default: info]
+    #[arg(long, env = "LEDGERD_LOG")]
+    pub log: Option<String>,
+
+    /// Internal: write a snapshot of the data directory at this journal sequence and exit
+    /// (the daemon runs itself this way so that snapshots never stall it).
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub build_snapshot_up_to: Option<u64>,
+}
+
+/// Settings with every default applied and every value checked.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub auth_token: Option<Vec<u8>>,
+    pub net_threads: usize,
+    pub business_core: Option<usize>,
+    pub busy_spin: bool,
+    pub ring_slots: usize,
+    pub connections_max: usize,
+    pub in_flight_max: u32,
+    pub idle_timeout: Duration,
+    pub frame_timeout: Duration,
+    pub segment_size_bytes: u64,
+    pub flush_mode: FlushMode,
+    pub snapshot_every_records: u64,
+    pub snapshots_keep: usize,
+    pub repair: bool,
+    pub log_json: bool,
+    pub log: String,
+}
+
+/// Longest accepted auth token.
+pub const AUTH_TOKEN_MAX_BYTES: usize = 256;
+
+macro_rules! merge {
+    ($cli:ident, $file:ident, $($field:ident),*) => { $( if $cli.$field.is_none() { $cli.$field = $file.$field.take(); } )* };
+}
+
+impl Settings {
+    /// Fills what flags and variables left unset from the TOML file, if one is named.
+    pub fn with_file(mut self) -> anyhow::Result<Settings> {
+        let Some(path) = self.config.clone() else { return Ok(self) };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut file: Settings = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        merge!(
+            self, file, data_dir, listen, metrics_listen, auth_token_file, net_threads, business_core,
+            busy_spin, ring_slots, connections_max, in_flight_max, idle_timeout_secs, frame_timeout_secs,
+            segment_size_mib, flush_mode, snapshot_every_records, snapshots_keep, repair, log_format, log
+        );
+        Ok(self)
+    }
+
+    /// Applies the defaults and checks every value.
+    pub fn resolve(self) -> anyhow::Result<DaemonConfig> {
+        let auth_token = match &self.auth_token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        };
+        let business_core = match self.business_core.as_deref() {
+            Some("none") => None,
+            Some(n) => Some(n.parse::<usize>().with_context(|| format!("--business-core {n:?}: a core number or \"none\""))?),
+            None => core_affinity::get_core_ids().and_then(|ids| ids.last().map(|c| c.id)),
+        };
+        let ring_slots = self.ring_slots.unwrap_or(crate::pipeline::RING_SLOTS_DEFAULT);
+        anyhow::ensure!(ring_slots.is_power_of_two() && ring_slots >= 64, "--ring-slots {ring_slots}: must be a power of two >= 64");
+        let net_threads = self.net_threads.unwrap_or(1);
+        anyhow::ensure!((1..=64).contains(&net_threads), "--net-threads {net_threads}: must be 1..=64");
+        let flush_mode = match self.flush_mode.as_deref() {
+            None => FlushMode::default(),
+            Some("msync") => FlushMode::Msync,
+            Some("fdatasync") => FlushMode::Fdatasync,
+            Some(other) => anyhow::bail!("--flush-mode {other:?}: \"msync\" or \"fdatasync\""),
+        };
+        let log_json = match self.log_format.as_deref() {
+            None | Some("human") => false,
+            Some("json") => true,
+            Some(other) => anyhow::bail!("--log-format {other:?}: \"human\" or \"json\""),
+        };
+        let segment_size_mib = self.segment_size_mib.unwrap_or(64);
+        anyhow::ensure!((8..=4096).contains(&segment_size_mib), "--segment-size-mib {segment_size_mib}: must be 8..=4096");
+        let in_flight_max = self.in_flight_max.unwrap_or(64);
+        anyhow::ensure!(in_flight_max >= 1, "--in-flight-max must be at least 1");
+        let connections_max = self.connections_max.unwrap_or(1024);
+        anyhow::ensure!(connections_max >= 1, "--connections-max must be at least 1");
+        Ok(DaemonConfig {
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./ledgerd-data")),
+            listen: self.listen.unwrap_or_else(|| "127.0.0.1:7400".parse().expect("literal")),
+            metrics_listen: self.metrics_listen.unwrap_or_else(|| "127.0.0.1:7401".parse().expect("literal")),
+            auth_token,
+            net_threads,
+            business_core,
+            busy_spin: self.busy_spin.unwrap_or(false),
+            ring_slots,
+            connections_max,
+            in_flight_max,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.unwrap_or(300)),
+            frame_timeout: Duration::from_secs(self.frame_timeout_secs.unwrap_or(10)),
+            segment_size_bytes: segment_size_mib * 1024 * 1024,
+            flush_mode,
+            snapshot_every_records: self.snapshot_every_records.unwrap_or(20_000),
+            snapshots_keep: self.snapshots_keep.unwrap_or(3).max(1),
+            repair: self.repair.unwrap_or(false),
+            log_json,
+            log: self.log.unwrap_or_else(|| "info".to_string()),
+        })
+    }
+}
+
+fn read_token(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut token = std::fs::read(path).with_context(|| format!("reading the auth token file {}", path.display()))?;
+    while token.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        token.pop();
+    }
+    anyhow::ensure!(!token.is_empty(), "auth token file {} is empty", path.display());
+    anyhow::ensure!(token.len() <= AUTH_TOKEN_MAX_BYTES, "auth token longer than {AUTH_TOKEN_MAX_BYTES} bytes");
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Settings { business_core: Some("none".into()), ..Default::default() }.resolve().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./ledgerd-data"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7400");
+        assert_eq!(c.metrics_listen.to_string(), "127.0.0.1:7401");
+        assert_eq!(c.net_threads, 1);
+        assert!(!c.busy_spin);
+    }
+
+    #[test]
+    fn file_fills_only_what_flags_left_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledgerd.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nnet_threads = 2\n").unwrap();
+        let s = Settings { config: Some(path), net_threads: Some(3), ..Default::default() }.with_file().unwrap();
+        assert_eq!(s.listen.unwrap().to_string(), "127.0.0.1:9000");
+        assert_eq!(s.net_threads, Some(3));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledgerd.toml");
+        std::fs::write(&path, "listn = \"127.0.0.1:9000\"\n").unwrap();
+        assert!(Settings { config: Some(path), ..Default::default() }.with_file().is_err());
+        assert!(Settings { ring_slots: Some(100), ..Default::default() }.resolve().is_err());
+        assert!(Settings { flush_mode: Some("never".into()), ..Default::default() }.resolve().is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! Process-wide counters and gauges, rendered in the Prometheus text format.
+//!
+//! Everything is a relaxed atomic written by the thread that owns the fact (network threads
+//! for connections and rejections, the business thread for requests, events, batches and
+//! flushes) and read by the metrics endpoint. Nothing here allocates after construction.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::protocol::{Operation, Status};
+use crate::types::ResultCode;
+
+/// Upper bounds (inclusive) of the histogram buckets for batch sizes, in requests.
+const BATCH_BUCKETS: [u64; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
+/// Upper bounds (inclusive) of the histogram buckets for flush latency, in microseconds.
+const FLUSH_BUCKETS_US: [u64; 10] = [50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 250_000];
+
+/// Operations counted per operation (indexed by the operation number).
+pub const OPERATION_SLOTS: usize = 16;
+/// Statuses counted per status (indexed by the status number).
+pub const STATUS_SLOTS: usize = 32;
+
+/// A histogram with fixed bucket bounds.
+pub struct Buckets<const N: usize> {
+    bounds: [u64; N],
+    counts: [AtomicU64; N],
+    overflow: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl<const N: usize> Buckets<N> {
+    fn new(bounds: [u64; N]) -> Self {
+        Buckets {
+            bounds,
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            overflow: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: u64) {
+        self.sum.fetch_add(value, Relaxed);
+        match self.bounds.iter().position(|&b| value <= b) {
+            Some(i) => self.counts[i].fetch_add(1, Relaxed),
+            None => self.overflow.fetch_add(1, Relaxed),
+        };
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, scale: f64) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 * scale);
+        }
+        cumulative += self.overflow.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum.load(Relaxed) as f64 * scale);
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    /// Requests answered, by operation and status.
+    pub requests: [[AtomicU64; STATUS_SLOTS]; OPERATION_SLOTS],
+    /// Create events, by operation (create_accounts, create_transfers, set_account_limits) and
+    /// result code.
+    pub events: [Vec<AtomicU64>; 3],
+    /// Requests per consumer batch.
+    pub batch_requests: Buckets<8>,
+    /// Journal flush latency.
+    pub flush_us: Buckets<10>,
+    pub journal_sequence: AtomicU64,
+    pub journal_errors: AtomicU64,
+    pub expired_transfers: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    /// Refusals, by reason (see [`Rejection`]).
+    pub rejections: [AtomicU64; Rejection::COUNT],
+    /// Sequences published into the ring and consumed from it: their difference is occupancy.
+    pub ring_published: AtomicU64,
+    pub ring_consumed: AtomicU64,
+    pub ring_capacity: AtomicU64,
+    pub snapshots_taken: AtomicU64,
+    pub recovery_ms: AtomicU64,
+    pub ready: AtomicU64,
+    pub degraded: AtomicU64,
+}
+
+/// Why the network layer refused something.
+#[derive(Clone, Copy, Debug)]
+pub enum Rejection {
+    ConnectionLimit = 0,
+    BadFrame = 1,
+    AuthFailed = 2,
+    InFlightLimit = 3,
+    RingFull = 4,
+    IdleTimeout = 5,
+    FrameTimeout = 6,
+    InvalidRequest = 7,
+}
+
+impl Rejection {
+    pub const COUNT: usize = 8;
+    const NAMES: [&'static str; Self::COUNT] = [
+        "connection_limit",
+        "bad_frame",
+        "auth_failed",
+        "in_flight_limit",
+        "ring_full",
+        "idle_timeout",
+        "frame_timeout",
+        "invalid_request",
+    ];
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let codes = || (0..ResultCode::ALL.len()).map(|_| AtomicU64::new(0)).collect();
+        Metrics {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            events: [codes(), codes(), codes()],
+            batch_requests: Buckets::new(BATCH_BUCKETS),
+            flush_us: Buckets::new(FLUSH_BUCKETS_US),
+            journal_sequence: AtomicU64::new(0),
+            journal_errors: AtomicU64::new(0),
+            expired_transfers: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            rejections: std::array::from_fn(|_| AtomicU64::new(0)),
+            ring_published: AtomicU64::new(0),
+            ring_consumed: AtomicU64::new(0),
+            ring_capacity: AtomicU64::new(0),
+            snapshots_taken: AtomicU64::new(0),
+            recovery_ms: AtomicU64::new(0),
+            ready: AtomicU64::new(0),
+            degraded: AtomicU64::new(0),
+        }
+    }
+
+    pub fn request(&self, operation: u16, status: Status) {
+        let op = (operation as usize).min(OPERATION_SLOTS - 1);
+        let st = (status as usize).min(STATUS_SLOTS - 1);
+        self.requests[op][st].fetch_add(1, Relaxed);
+    }
+
+    pub fn reject(&self, why: Rejection) {
+        self.rejections[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts create results: `failed` lists the failures, every other event was `ok`.
+    pub fn events(&self, kind: usize, total: usize, failed: &[crate::types::CreateResult]) {
+        let counters = &self.events[kind];
+        for r in failed {
+            counters[r.result as usize].fetch_add(1, Relaxed);
+        }
+        let ok = total.saturating_sub(failed.len()) as u64;
+        counters[ResultCode::Ok as usize].fetch_add(ok, Relaxed);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let _ = writeln!(
+            out,
+            "# HELP ledgerd_requests_total Requests answered, by operation and status.\n\
+             # TYPE ledgerd_requests_total counter"
+        );
+        for (op, row) in self.requests.iter().enumerate() {
+            let Some(operation) = Operation::from_u16(op as u16) else { continue };
+            for (st, count) in row.iter().enumerate() {
+                let n = count.load(Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let status = Status::from_u16(st as u16).map_or("other", |s| s.name());
+                let _ = writeln!(
+                    out,
+                    "ledgerd_requests_total{{operation=\"{}\",status=\"{status}\"}} {n}",
+                    operation.name()
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ledgerd_events_total Create events, by operation and result.\n\
+             # TYPE ledgerd_events_total counter"
+        );
+        for (kind, counters) in self.events.iter().enumerate() {
+            let operation = ["create_accounts", "create_transfers", "set_account_limits"][kind];
+            for (code, count) in ResultCode::ALL.iter().zip(counters) {
+                let n = count.load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "ledgerd_events_total{{operation=\"{operation}\",result=\"{}\"}} {n}",
+                        code.name()
+                    );
+                }
+            }
+        }
+        self.batch_requests.render(
+            &mut out,
+            "ledgerd_batch_requests",
+            "Requests handled per consumer batch (one journal flush each).",
+            1.0,
+        );
+        self.flush_us.render(
+            &mut out,
+            "ledgerd_journal_flush_seconds",
+            "Latency of one journal flush (group commit).",
+            1e-6,
+        );
+        let gauges: [(&str, &str, u64); 12] = [
+            ("ledgerd_journal_sequence", "Last durable journal sequence.", self.journal_sequence.load(Relaxed)),
+            ("ledgerd_journal_errors_total", "Journal I/O errors.", self.journal_errors.load(Relaxed)),
+            ("ledgerd_expired_transfers_total", "Pending transfers voided by their timeout.", self.expired_transfers.load(Relaxed)),
+            ("ledgerd_connections", "Open client connections.", self.connections_open.load(Relaxed)),
+            ("ledgerd_connections_accepted_total", "Client connections accepted.", self.connections_accepted.load(Relaxed)),
+            (
+                "ledgerd_ring_occupancy",
+                "Requests published into the ring and not yet consumed.",
+                self.ring_published.load(Relaxed).saturating_sub(self.ring_consumed.load(Relaxed)),
+            ),
+            ("ledgerd_ring_capacity", "Slots in the ring.", self.ring_capacity.load(Relaxed)),
+            ("ledgerd_ring_consumed_total", "Ring entries consumed by the business thread.", self.ring_consumed.load(Relaxed)),
+            ("ledgerd_snapshots_total", "Snapshots written.", self.snapshots_taken.load(Relaxed)),
+            ("ledgerd_recovery_milliseconds", "Duration of the last recovery.", self.recovery_ms.load(Relaxed)),
+            ("ledgerd_ready", "1 when the daemon serves requests.", self.ready.load(Relaxed)),
+            ("ledgerd_degraded", "1 while the journal is unavailable.", self.degraded.load(Relaxed)),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ledgerd_rejections_total Refusals by the network layer, by reason.\n\
+             # TYPE ledgerd_rejections_total counter"
+        );
+        for (name, count) in Rejection::NAMES.iter().zip(&self.rejections) {
+            let _ = writeln!(out, "ledgerd_rejections_total{{reason=\"{name}\"}} {}", count.load(Relaxed));
+        }
+        out
+    }
+}

@@ -1,0 +1,424 @@
+//! The business-logic thread: consumes the ring, applies, journals, flushes, replies.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use disruptor::Polling;
+use rkyv::util::AlignedVec;
+
+use super::{Doorbell, Poller, ReplyBatch, ReplyEntry, ReplySink, Slot, SlotKind};
+use super::{BATCH_EVENTS_MAX, BATCH_REQUESTS_MAX};
+use crate::event::{self, Event};
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+use crate::protocol::{self, Operation, Status};
+use crate::recovery::{self, RecoveryConfig};
+use crate::state_machine::StateMachine;
+use crate::types::{Account, AccountBalance, AccountFilter, AccountLimit, CreateResult, Transfer};
+
+/// How long the idle business thread spins before it parks.
+const IDLE_SPIN_DEFAULT: Duration = Duration::from_micros(20);
+/// Longest park: a missed wake-up (which the doorbell prevents) would cost at most this.
+const IDLE_PARK_MAX: Duration = Duration::from_millis(50);
+
+/// Settings of the business thread.
+#[derive(Clone, Debug)]
+pub struct BusinessConfig {
+    /// How to rebuild the state from disk after a journal error.
+    pub recovery: RecoveryConfig,
+    /// Core to pin the thread to; `None` leaves it unpinned.
+    pub pin_core: Option<usize>,
+    /// Never park when idle (for dedicated cores): lowest latency, one core always busy.
+    pub busy_spin: bool,
+    /// Where the business thread publishes its next expiry deadline (ns; `u64::MAX` for
+    /// none), so that the timer publishes ticks only when one is due.
+    pub next_expiry_ns: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Where a buffered reply goes, kept until the flush so that a journal error can turn it
+/// into an error reply.
+#[derive(Clone, Copy)]
+struct PendingReply {
+    net: u16,
+    operation: u16,
+    conn: u64,
+    request_id: u64,
+}
+
+/// The state owned by the business thread.
+pub struct Business {
+    config: BusinessConfig,
+    state: StateMachine,
+    /// `None` while degraded: the journal failed and could not be reopened yet.
+    journal: Option<Journal>,
+    metrics: Arc<Metrics>,
+    sinks: Vec<Arc<ReplySink>>,
+    /// Replies of the current batch, per network thread, released after the flush.
+    outs: Vec<ReplyBatch>,
+    pending: Vec<PendingReply>,
+    /// Something was appended since the last flush.
+    unflushed: bool,
+    events_since_flush: usize,
+    // Scratch buffers reused across requests: the hot path does not allocate once warm.
+    event: Event,
+    encoded: AlignedVec<16>,
+    results: Vec<CreateResult>,
+    accounts: Vec<Account>,
+    transfers: Vec<Transfer>,
+    limits: Vec<AccountLimit>,
+    ids: Vec<u128>,
+    balances: Vec<AccountBalance>,
+    body: Vec<u8>,
+}
+
+impl Business {
+    pub fn new(
+        config: BusinessConfig,
+        state: StateMachine,
+        journal: Journal,
+        metrics: Arc<Metrics>,
+        sinks: Vec<Arc<ReplySink>>,
+    ) -> Self {
+        metrics.journal_sequence.store(journal.last_sequence(), Relaxed);
+        let outs = sinks.iter().map(|_| ReplyBatch::default()).collect();
+        Business {
+            config,
+            state,
+            journal: Some(journal),
+            metrics,
+            sinks,
+            outs,
+            pending: Vec::new(),
+            unflushed: false,
+            events_since_flush: 0,
+            event: Event::default(),
+            encoded: AlignedVec::new(),
+            results: Vec::new(),
+            accounts: Vec::new(),
+            transfers: Vec::new(),
+            limits: Vec::new(),
+            ids: Vec::new(),
+            balances: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Consumes the ring until every producer is gone and the ring is drained.
+    pub fn run(mut self, mut poller: Poller, doorbell: Arc<Doorbell>) {
+        if let Some(core) = self.config.pin_core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                tracing::warn!(core, "could not pin the business thread; running unpinned");
+            }
+        }
+        doorbell.register_current();
+        loop {
+            match poller.take(BATCH_REQUESTS_MAX) {
+                Ok(mut guard) => {
+                    let mut handled = 0u64;
+                    for slot in &mut guard {
+                        self.handle(slot);
+                        handled += 1;
+                        if self.events_since_flush >= BATCH_EVENTS_MAX {
+                            self.commit();
+                        }
+                    }
+                    drop(guard);
+                    self.metrics.ring_consumed.fetch_add(handled, Relaxed);
+                    self.metrics.batch_requests.observe(handled);
+                    self.commit();
+                }
+                Err(Polling::NoEvents) => self.idle(&poller, &doorbell),
+                Err(Polling::Shutdown) => break,
+            }
+        }
+        self.commit();
+        tracing::info!(sequence = self.metrics.journal_sequence.load(Relaxed), "business thread stopped");
+    }
+
+    fn idle(&self, poller: &Poller, doorbell: &Doorbell) {
+        let spin_until = Instant::now() + IDLE_SPIN_DEFAULT;
+        loop {
+            if poller.has_available() {
+                return;
+            }
+            if self.config.busy_spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            if Instant::now() >= spin_until {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        doorbell.set_sleeping(true);
+        if !poller.has_available() {
+            std::thread::park_timeout(IDLE_PARK_MAX);
+        }
+        doorbell.set_sleeping(false);
+    }
+
+    fn handle(&mut self, slot: &Slot) {
+        match slot.kind {
+            SlotKind::Request => self.request(slot),
+            SlotKind::Reject => {
+                self.body.clear();
+                let status = Status::from_u16(slot.status).unwrap_or(Status::InternalError);
+                self.reply(slot, status);
+            }
+            SlotKind::Tick => self.tick(),
+            SlotKind::Empty => {}
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.journal.is_none() {
+            self.rebuild();
+            return;
+        }
+        let due = self.state.next_expiry_ns().is_some_and(|deadline| deadline <= now_ns());
+        if !due {
+            return;
+        }
+        self.state.expire(now_ns(), &mut self.event);
+        let expired = self.event.expired.len() as u64;
+        if self.journal_event().is_ok() {
+            self.metrics.expired_transfers.fetch_add(expired, Relaxed);
+        }
+    }
+
+    fn request(&mut self, slot: &Slot) {
+        let Some(operation) = Operation::from_u16(slot.operation) else {
+            // The network layer validates operations before publishing.
+            self.reply(slot, Status::InternalError);
+            return;
+        };
+        if self.journal.is_none() {
+            self.reply(slot, Status::JournalUnavailable);
+            return;
+        }
+        self.body.clear();
+        let status = match self.execute(operation, &slot.body) {
+            Ok(()) => Status::Ok,
+            Err(status) => {
+                self.body.clear();
+                status
+            }
+        };
+        self.reply(slot, status);
+    }
+
+    /// Runs one request, leaving the reply body in `self.body`.
+    fn execute(&mut self, operation: Operation, body: &[u8]) -> Result<(), Status> {
+        let now = now_ns();
+        match operation {
+            Operation::CreateAccounts => {
+                decode_records(body, Account::SIZE, &mut self.accounts, Account::read_from);
+                self.state.create_accounts(now, &self.accounts, &mut self.results, &mut self.event);
+                self.metrics.events(0, self.accounts.len(), &self.results);
+                self.events_since_flush += self.accounts.len();
+                self.journal_event()?;
+                encode_results(&self.results, &mut self.body);
+            }
+            Operation::CreateTransfers => {
+                decode_records(body, Transfer::SIZE, &mut self.transfers, Transfer::read_from);
+                self.state.create_transfers(now, &self.transfers, &mut self.results, &mut self.event);
+                self.metrics.events(1, self.transfers.len(), &self.results);
+                self.events_since_flush += self.transfers.len();
+                self.journal_event()?;
+                encode_results(&self.results, &mut self.body);
+            }
+            Operation::SetAccountLimits => {
+                decode_records(body, AccountLimit::SIZE, &mut self.limits, AccountLimit::read_from);
+                self.state.set_account_limits(now, &self.limits, &mut self.results, &mut self.event);
+                self.metrics.events(2, self.limits.len(), &self.results);
+                self.events_since_flush += self.limits.len();
+                self.journal_event()?;
+                encode_results(&self.results, &mut self.body);
+            }
+            Operation::LookupAccounts => {
+                decode_records(body, 16, &mut self.ids, |b| crate::types::read_u128(b, 0));
+                self.state.lookup_accounts(&self.ids, &mut self.accounts);
+                encode_records(&self.accounts, Account::SIZE, &mut self.body, Account::write_to);
+            }
+            Operation::LookupTransfers => {
+                decode_records(body, 16, &mut self.ids, |b| crate::types::read_u128(b, 0));
+                self.state.lookup_transfers(&self.ids, &mut self.transfers);
+                encode_records(&self.transfers, Transfer::SIZE, &mut self.body, Transfer::write_to);
+            }
+            Operation::LookupAccountLimits => {
+                decode_records(body, 16, &mut self.ids, |b| crate::types::read_u128(b, 0));
+                self.state.lookup_account_limits(&self.ids, &mut self.limits);
+                encode_records(&self.limits, AccountLimit::SIZE, &mut self.body, AccountLimit::write_to);
+            }
+            Operation::GetAccountTransfers => {
+                let filter = AccountFilter::read_from(&body[..AccountFilter::SIZE]);
+                self.state.get_account_transfers(&filter, &mut self.transfers);
+                encode_records(&self.transfers, Transfer::SIZE, &mut self.body, Transfer::write_to);
+            }
+            Operation::GetAccountBalances => {
+                let filter = AccountFilter::read_from(&body[..AccountFilter::SIZE]);
+                self.state.get_account_balances(&filter, &mut self.balances);
+                encode_records(&self.balances, AccountBalance::SIZE, &mut self.body, AccountBalance::write_to);
+            }
+            Operation::ChangeEvents => {
+                let request = protocol::ChangeEventsRequest::decode(body).map_err(|_| Status::InvalidBody)?;
+                let journal = self.journal.as_ref().expect("not degraded");
+                crate::change_events::collect(journal, &self.state, &request, &mut self.body)
+                    .map_err(|_| Status::JournalUnavailable)?;
+            }
+            Operation::Status => {
+                let counts = self.state.counts();
+                let journal = self.journal.as_ref().expect("not degraded");
+                let reply = protocol::StatusReply {
+                    sequence: journal.last_sequence(),
+                    state_hash: self.state.state_hash(),
+                    accounts: counts.accounts,
+                    transfers: counts.transfers,
+                    pending_transfers: counts.pending,
+                    failed_ids: counts.failed_ids,
+                    clock_ns: self.state.clock_ns(),
+                    ..Default::default()
+                };
+                reply.encode(&mut self.body);
+            }
+            Operation::Hello => return Err(Status::InternalError),
+        }
+        Ok(())
+    }
+
+    /// Journals `self.event` if it holds any change. On failure every unflushed reply
+    /// (including the current one) becomes `journal_unavailable` and the state is rebuilt.
+    fn journal_event(&mut self) -> Result<(), Status> {
+        if self.event.is_empty() {
+            return Ok(());
+        }
+        event::encode(&self.event, &mut self.encoded);
+        let journal = self.journal.as_mut().expect("not degraded");
+        match journal.append(&self.encoded) {
+            Ok(_) => {
+                self.unflushed = true;
+                Ok(())
+            }
+            Err(error) => {
+                self.journal_failed(&error);
+                Err(Status::JournalUnavailable)
+            }
+        }
+    }
+
+    /// Buffers the reply to `slot` until the batch is durable.
+    fn reply(&mut self, slot: &Slot, status: Status) {
+        self.metrics.request(slot.operation, status);
+        let out = &mut self.outs[slot.net as usize];
+        let start = out.frames.len();
+        protocol::encode_frame(&mut out.frames, slot.operation, status, slot.request_id, &self.body);
+        let len = (out.frames.len() - start) as u32;
+        out.entries.push(ReplyEntry { conn: slot.conn, len });
+        self.pending.push(PendingReply {
+            net: slot.net,
+            operation: slot.operation,
+            conn: slot.conn,
+            request_id: slot.request_id,
+        });
+    }
+
+    /// Ends a group commit: one flush, then the batch's replies go out.
+    fn commit(&mut self) {
+        if self.unflushed {
+            let started = Instant::now();
+            let result = self.journal.as_mut().expect("unflushed implies a journal").flush();
+            self.metrics.flush_us.observe(started.elapsed().as_micros() as u64);
+            self.unflushed = false;
+            match result {
+                Ok(()) => {
+                    let sequence = self.journal.as_ref().map_or(0, |j| j.last_sequence());
+                    self.metrics.journal_sequence.store(sequence, Relaxed);
+                }
+                Err(error) => self.journal_failed(&error),
+            }
+        }
+        self.events_since_flush = 0;
+        self.pending.clear();
+        let next = self.state.next_expiry_ns().unwrap_or(u64::MAX);
+        self.config.next_expiry_ns.store(next, Relaxed);
+        for (out, sink) in self.outs.iter_mut().zip(&self.sinks) {
+            sink.deliver(out);
+        }
+    }
+
+    /// Turns every buffered reply into `journal_unavailable`, drops the journal (its page
+    /// cache is no longer trusted) and rebuilds the state from disk.
+    fn journal_failed(&mut self, error: &dyn std::fmt::Display) {
+        tracing::error!(%error, "journal write failed; answering journal_unavailable and rebuilding from disk");
+        self.metrics.journal_errors.fetch_add(1, Relaxed);
+        self.journal = None;
+        self.unflushed = false;
+        self.event.clear();
+        for out in &mut self.outs {
+            out.clear();
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for p in &pending {
+            let out = &mut self.outs[p.net as usize];
+            let start = out.frames.len();
+            protocol::encode_frame(&mut out.frames, p.operation, Status::JournalUnavailable, p.request_id, &[]);
+            out.entries.push(ReplyEntry { conn: p.conn, len: (out.frames.len() - start) as u32 });
+            self.metrics.request(p.operation, Status::JournalUnavailable);
+        }
+        self.pending = pending;
+        self.pending.clear();
+        self.rebuild();
+    }
+
+    /// Reopens the journal and rebuilds the state from what is durable.
+    fn rebuild(&mut self) {
+        self.metrics.degraded.store(1, Relaxed);
+        match recovery::recover(&self.config.recovery) {
+            Ok(recovered) => {
+                tracing::info!(
+                    sequence = recovered.journal.last_sequence(),
+                    "state rebuilt from disk; serving again"
+                );
+                self.metrics.journal_sequence.store(recovered.journal.last_sequence(), Relaxed);
+                self.state = recovered.state;
+                self.journal = Some(recovered.journal);
+                self.metrics.degraded.store(0, Relaxed);
+            }
+            Err(error) => {
+                tracing::error!(%error, "journal still unavailable; retrying on the next tick");
+                self.journal = None;
+            }
+        }
+    }
+}
+
+/// Nanoseconds since the Unix epoch from the wall clock (the state machine keeps its own
+/// clock strictly increasing on top of it).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn decode_records<T>(body: &[u8], size: usize, out: &mut Vec<T>, read: impl Fn(&[u8]) -> T) {
+    debug_assert_eq!(body.len() % size, 0, "validated by the network layer");
+    out.clear();
+    out.extend(body.chunks_exact(size).map(read));
+}
+
+fn encode_records<T>(records: &[T], size: usize, body: &mut Vec<u8>, write: impl Fn(&T, &mut [u8])) {
+    body.clear();
+    body.resize(records.len() * size, 0);
+    for (record, chunk) in records.iter().zip(body.chunks_exact_mut(size)) {
+        write(record, chunk);
+    }
+}
+
+fn encode_results(results: &[CreateResult], body: &mut Vec<u8>) {
+    body.clear();
+    for r in results {
+        body.extend_from_slice(&r.index.to_le_bytes());
+        body.extend_from_slice(&(r.result as u32).to_le_bytes());
+    }
+}

@@ -1,0 +1,176 @@
+//! Shared by the end-to-end tests: start `ledgerd` on free loopback ports with a temporary
+//! data directory, wait until it answers, and stop or kill it.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ledgerd::client::Client;
+use ledgerd::types::{Account, AccountFlags, Transfer};
+
+/// How long a daemon may take to start answering.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a daemon may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr")
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "ledgerd" => PathBuf::from(env!("CARGO_BIN_EXE_ledgerd")),
+        "ledger" => PathBuf::from(env!("CARGO_BIN_EXE_ledger")),
+        "ledger-replay" => PathBuf::from(env!("CARGO_BIN_EXE_ledger-replay")),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+pub struct TestDaemon {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub extra_args: Vec<String>,
+}
+
+impl TestDaemon {
+    /// Starts a daemon on `data_dir` and waits until a client can say hello.
+    pub fn start(data_dir: &Path) -> TestDaemon {
+        Self::start_with(data_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> TestDaemon {
+        let mut daemon = TestDaemon {
+            child: None,
+            addr: free_addr(),
+            metrics_addr: free_addr(),
+            data_dir: data_dir.to_path_buf(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin("ledgerd"))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--metrics-listen")
+            .arg(self.metrics_addr.to_string())
+            .arg("--business-core")
+            .arg("none")
+            .arg("--segment-size-mib")
+            .arg("8")
+            .args(&self.extra_args)
+            .env("LEDGERD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ledgerd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(mut client) = Client::connect(self.addr, None) {
+                if client.status().is_ok() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ledgerd exited during start: {status}");
+            }
+            assert!(Instant::now() < deadline, "ledgerd did not answer within {START_TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr, None).expect("connect")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ledgerd did not stop within {STOP_TIMEOUT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn();
+    }
+
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.metrics_addr).expect("metrics connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (code, body)
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn account(id: u128, ledger: u32, flags: u16) -> Account {
+    Account { id, ledger, code: 1, flags, ..Default::default() }
+}
+
+pub fn wallet(id: u128) -> Account {
+    account(id, 1, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+}
+
+pub fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
+    Transfer { id, debit_account_id: debit, credit_account_id: credit, amount, ledger: 1, code: 1, ..Default::default() }
+}
+
+/// Runs `ledger-replay replay DIR` and returns the state hash it prints.
+pub fn replay_hash(dir: &Path) -> String {
+    let out = Command::new(bin("ledger-replay")).arg("replay").arg(dir).output().expect("run ledger-replay");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ledger-replay replay failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("state_hash: "))
+        .unwrap_or_else(|| panic!("no state_hash line in: {stdout}"))
+        .trim()
+        .to_string()
+}
