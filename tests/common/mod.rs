@@ -36,6 +36,8 @@ pub struct TestDaemon {
     pub metrics_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub extra_args: Vec<String>,
+    /// The hello token, when the daemon was started with `--auth-token-file`.
+    pub token: Option<Vec<u8>>,
 }
 
 impl TestDaemon {
@@ -51,6 +53,21 @@ impl TestDaemon {
             metrics_addr: free_addr(),
             data_dir: data_dir.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            token: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    /// Starts a daemon that requires `token` in the hello, read from `token_file`.
+    pub fn start_with_token(data_dir: &Path, token_file: &Path, token: &[u8]) -> TestDaemon {
+        let mut daemon = TestDaemon {
+            child: None,
+            addr: free_addr(),
+            metrics_addr: free_addr(),
+            data_dir: data_dir.to_path_buf(),
+            extra_args: vec!["--auth-token-file".into(), token_file.display().to_string()],
+            token: Some(token.to_vec()),
         };
         daemon.spawn();
         daemon
@@ -82,7 +99,7 @@ impl TestDaemon {
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(mut client) = Client::connect(self.addr, None) {
+            if let Ok(mut client) = Client::connect(self.addr, self.token.as_deref()) {
                 if client.status().is_ok() {
                     return;
                 }
@@ -96,7 +113,7 @@ impl TestDaemon {
     }
 
     pub fn client(&self) -> Client {
-        Client::connect(self.addr, None).expect("connect")
+        Client::connect(self.addr, self.token.as_deref()).expect("connect")
     }
 
     /// SIGKILL: no chance to flush anything.

@@ -1,0 +1,231 @@
+//! Restart = the newest valid snapshot + a replay of the journal records after it.
+//!
+//! A snapshot is trusted only when the journal still holds the record it was taken at, with
+//! the same checksum: a snapshot from another journal, or one past a journal that was cut
+//! back, is skipped like a damaged one. With no usable snapshot the whole journal is
+//! replayed. Snapshots are built outside the daemon ([`build_snapshot`], run in a child
+//! process or by `ledger-replay snapshot`) from the durable journal alone, so the business
+//! thread never stops for one.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::event;
+use crate::journal::{FlushMode, Journal, JournalConfig, JournalError, JournalReader};
+use crate::snapshot;
+use crate::state_machine::StateMachine;
+
+/// What recovery needs to know about the data directory.
+#[derive(Clone, Debug)]
+pub struct RecoveryConfig {
+    pub data_dir: PathBuf,
+    pub segment_size_bytes: u64,
+    pub flush_mode: FlushMode,
+    /// Cut a torn or zero-filled journal tail (the normal case after a crash).
+    pub repair: bool,
+}
+
+impl RecoveryConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let journal = JournalConfig::new(data_dir.into());
+        RecoveryConfig {
+            data_dir: journal.dir.clone(),
+            segment_size_bytes: journal.segment_size,
+            flush_mode: journal.flush_mode,
+            repair: true,
+        }
+    }
+
+    fn journal_config(&self) -> JournalConfig {
+        let mut config = JournalConfig::new(self.data_dir.clone());
+        config.segment_size = self.segment_size_bytes;
+        config.flush_mode = self.flush_mode;
+        config.repair = self.repair;
+        config
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("journal record {sequence} does not apply: {reason}")]
+    Replay { sequence: u64, reason: String },
+    #[error("snapshot I/O: {0}")]
+    Snapshot(#[from] std::io::Error),
+}
+
+/// How a recovery went, for logs, metrics and tools.
+#[derive(Debug, Default)]
+pub struct RecoveryReport {
+    /// The sequence of the snapshot the state started from, if one was usable.
+    pub snapshot_sequence: Option<u64>,
+    /// Snapshots passed over, newest first, with the reason.
+    pub skipped_snapshots: Vec<(PathBuf, String)>,
+    /// Records replayed after the snapshot.
+    pub replayed_records: u64,
+    /// Bytes of torn or zero-filled tail the journal cut on open.
+    pub truncated_bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// A recovered daemon state, ready to serve.
+pub struct Recovered {
+    pub state: StateMachine,
+    pub journal: Journal,
+    pub report: RecoveryReport,
+}
+
+/// Opens the journal for writing (cutting a torn tail when `repair` is set) and rebuilds the
+/// state from the newest usable snapshot plus the records after it.
+pub fn recover(config: &RecoveryConfig) -> Result<Recovered, RecoveryError> {
+    let started = Instant::now();
+    let (journal, open) = Journal::open(config.journal_config())?;
+    let last = journal.last_sequence();
+    let mut report = RecoveryReport { truncated_bytes: open.truncated_bytes, ..Default::default() };
+    let (state, from) =
+        newest_snapshot_state(&config.data_dir, last, |seq| journal.checksum_of(seq), &mut report);
+    let state = replay_into(state, &config.data_dir, from, last, &mut report, &mut |_| {})?;
+    report.elapsed = started.elapsed();
+    Ok(Recovered { state, journal, report })
+}
+
+/// Rebuilds the state read-only (no lock, no repair): what `ledger-replay` and the snapshot
+/// builder use while a daemon may be running. `up_to` stops at that sequence.
+pub fn rebuild(
+    data_dir: &Path,
+    up_to: Option<u64>,
+    use_snapshots: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(StateMachine, u64, RecoveryReport), RecoveryError> {
+    let started = Instant::now();
+    let reader = JournalReader::open(data_dir)?;
+    let verified = reader.verify();
+    let mut last = verified.last_sequence;
+    if let Some(limit) = up_to {
+        last = last.min(limit);
+    }
+    let mut report = RecoveryReport::default();
+    let (state, from) = if use_snapshots {
+        newest_snapshot_state(data_dir, last, |seq| record_checksum(&reader, seq), &mut report)
+    } else {
+        (StateMachine::new(), 1)
+    };
+    let state = replay_into(state, data_dir, from, last, &mut report, progress)?;
+    report.elapsed = started.elapsed();
+    Ok((state, last, report))
+}
+
+/// Where [`build_snapshot`] put its image.
+#[derive(Debug)]
+pub struct SnapshotWritten {
+    pub sequence: u64,
+    pub path: PathBuf,
+}
+
+/// Builds a snapshot at `up_to` (default: the journal's last record) from the newest older
+/// snapshot plus the journal, writes it atomically and keeps the newest `keep` snapshots.
+/// Returns `None` when the journal is empty.
+pub fn build_snapshot(
+    config: &RecoveryConfig,
+    up_to: Option<u64>,
+    keep: usize,
+) -> Result<Option<SnapshotWritten>, RecoveryError> {
+    let (state, sequence, _) = rebuild(&config.data_dir, up_to, true, &mut |_| {})?;
+    if sequence == 0 {
+        return Ok(None);
+    }
+    let reader = JournalReader::open(&config.data_dir)?;
+    let checksum = record_checksum(&reader, sequence).ok_or(RecoveryError::Replay {
+        sequence,
+        reason: "the record vanished while the snapshot was being built".into(),
+    })?;
+    let mut image = rkyv::util::AlignedVec::<16>::new();
+    state.write_image(&mut image);
+    let path = snapshot::write_snapshot(&config.data_dir, sequence, checksum, &image)?;
+    snapshot::prune(&config.data_dir, keep.max(1))?;
+    Ok(Some(SnapshotWritten { sequence, path }))
+}
+
+fn record_checksum(reader: &JournalReader, sequence: u64) -> Option<RecordChecksum> {
+    let mut records = reader.records(sequence, Some(sequence));
+    match records.next_record() {
+        Some(Ok(record)) if record.seq == sequence => Some(record.checksum),
+        _ => None,
+    }
+}
+
+/// A record's checksum, as snapshots store it to prove which journal they belong to.
+type RecordChecksum = crate::journal::Checksum;
+
+/// The newest snapshot at or below `last` whose record checksum matches the journal and whose
+/// image loads; the state it holds and the first sequence still to replay.
+fn newest_snapshot_state(
+    data_dir: &Path,
+    last: u64,
+    checksum_of: impl Fn(u64) -> Option<RecordChecksum>,
+    report: &mut RecoveryReport,
+) -> (StateMachine, u64) {
+    let mut state = None;
+    let (loaded, skipped) = snapshot::load_newest(data_dir, |snap| {
+        if snap.sequence > last {
+            return false;
+        }
+        if checksum_of(snap.sequence) != Some(snap.record_checksum) {
+            return false;
+        }
+        match StateMachine::from_image(&snap.body) {
+            Ok(machine) => {
+                state = Some(machine);
+                true
+            }
+            Err(_) => false,
+        }
+    });
+    report.skipped_snapshots = skipped.into_iter().map(|(path, error)| (path, error.to_string())).collect();
+    match (loaded, state) {
+        (Some(snap), Some(machine)) => {
+            report.snapshot_sequence = Some(snap.sequence);
+            (machine, snap.sequence + 1)
+        }
+        _ => (StateMachine::new(), 1),
+    }
+}
+
+/// Applies records `from..=last` to `state`.
+fn replay_into(
+    mut state: StateMachine,
+    data_dir: &Path,
+    from: u64,
+    last: u64,
+    report: &mut RecoveryReport,
+    progress: &mut dyn FnMut(u64),
+) -> Result<StateMachine, RecoveryError> {
+    if from > last {
+        return Ok(state);
+    }
+    let reader = JournalReader::open(data_dir)?;
+    let mut records = reader.records(from, Some(last));
+    let mut expected = from;
+    while let Some(record) = records.next_record() {
+        let record = record?;
+        if record.seq != expected {
+            return Err(RecoveryError::Replay { sequence: expected, reason: "missing record".into() });
+        }
+        let archived = event::access(record.body)
+            .map_err(|e| RecoveryError::Replay { sequence: record.seq, reason: e.to_string() })?;
+        state
+            .apply_event(archived)
+            .map_err(|e| RecoveryError::Replay { sequence: record.seq, reason: e.to_string() })?;
+        report.replayed_records += 1;
+        if report.replayed_records % 65_536 == 0 {
+            progress(record.seq);
+        }
+        expected += 1;
+    }
+    if expected != last + 1 {
+        return Err(RecoveryError::Replay { sequence: expected, reason: "journal ends early".into() });
+    }
+    progress(last);
+    Ok(state)
+}
