@@ -12,4 +12,5 @@
 //! - [`protocol`], `client`, `net`, `pipeline`: the daemon's wire format and moving parts.
 
 pub mod event;
+pub mod state_machine;
 pub mod types;
