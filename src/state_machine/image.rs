@@ -194,10 +194,9 @@ impl StateMachine {
         }
         for l in image.limits.iter() {
             let l = AccountLimit::from(l);
-            let index = *sm
-                .account_index
-                .get(&l.account_id)
-                .ok_or_else(|| inconsistent(format!("limit of unknown account {}", l.account_id)))?;
+            let index = *sm.account_index.get(&l.account_id).ok_or_else(|| {
+                inconsistent(format!("limit of unknown account {}", l.account_id))
+            })?;
             sm.apply_limit(index, &l);
         }
         for h in image.history.iter() {

@@ -101,8 +101,14 @@ enum Undo {
     AccountCreated,
     /// The last transfer appended (with its account list entries and history rows).
     TransferCreated,
-    Balances { account: u32, balances: Balances },
-    State { transfer: u32, state: TransferState },
+    Balances {
+        account: u32,
+        balances: Balances,
+    },
+    State {
+        transfer: u32,
+        state: TransferState,
+    },
 }
 
 /// Sizes of the state, for metrics and logs.
@@ -740,10 +746,7 @@ impl StateMachine {
         release_pending(dr, cr, p.amount, if post { amount } else { 0 })
             .expect("a pending reservation is within the balances");
         self.record(Undo::State { transfer: p_index, state: TransferState::Pending });
-        self.set_state(
-            p_index,
-            if post { TransferState::Posted } else { TransferState::Voided },
-        );
+        self.set_state(p_index, if post { TransferState::Posted } else { TransferState::Voided });
         self.push_transfer(transfer, TransferState::Final, dr_index, cr_index);
         self.emit_transfer(event, transfer, dr_index, cr_index);
         ResultCode::Ok
@@ -757,9 +760,7 @@ impl StateMachine {
         // from the pending transfer, so compare what they resolved to.
         let post_or_void = t.has(TransferFlags::POST_PENDING_TRANSFER)
             || t.has(TransferFlags::VOID_PENDING_TRANSFER);
-        let differs = |given: u128, stored: u128| {
-            given != stored && !(post_or_void && given == 0)
-        };
+        let differs = |given: u128, stored: u128| given != stored && !(post_or_void && given == 0);
         if differs(t.debit_account_id, e.debit_account_id) {
             return ResultCode::ExistsWithDifferentDebitAccountId;
         }
@@ -1050,12 +1051,7 @@ fn expires_at_ns(p: &Transfer) -> u64 {
 }
 
 /// Releases a reservation of `pending` and posts `posted` (<= pending) of it.
-fn release_pending(
-    dr: &mut Account,
-    cr: &mut Account,
-    pending: u128,
-    posted: u128,
-) -> Option<()> {
+fn release_pending(dr: &mut Account, cr: &mut Account, pending: u128, posted: u128) -> Option<()> {
     debug_assert!(posted <= pending);
     let dr_pending = dr.debits_pending.checked_sub(pending)?;
     let cr_pending = cr.credits_pending.checked_sub(pending)?;
