@@ -496,10 +496,31 @@ impl StateMachine {
         if t.id == ID_INVALID_MAX {
             return ResultCode::IdMustNotBeIntMax;
         }
-        if let Some(&i) = self.transfer_index.get(&t.id) {
+        // One probe of the (large) id index on the success path: claim the id for the index
+        // the transfer will get, and give it back if the transfer fails.
+        let index = u32::try_from(self.transfers.len()).expect("transfers fit u32 indexes");
+        let existing = match self.transfer_index.entry(t.id) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(index);
+                None
+            }
+        };
+        if let Some(i) = existing {
             return self.transfer_exists(t, &self.transfers[i as usize]);
         }
-        if self.failed_index.contains_key(&t.id) {
+        let result = self.create_new_transfer(t, ts, event);
+        if result != ResultCode::Ok {
+            self.transfer_index.remove(&t.id);
+        }
+        debug_assert!(result != ResultCode::Ok || self.transfers[index as usize].id == t.id);
+        result
+    }
+
+    /// [`StateMachine::create_transfer`] for an id that does not exist (already claimed in
+    /// the id index at `transfers.len()`).
+    fn create_new_transfer(&mut self, t: &Transfer, ts: u64, event: &mut Event) -> ResultCode {
+        if !self.failed.is_empty() && self.failed_index.contains_key(&t.id) {
             return ResultCode::IdAlreadyFailed;
         }
         let post = t.has(TransferFlags::POST_PENDING_TRANSFER);
@@ -895,11 +916,11 @@ impl StateMachine {
         *slot = state;
     }
 
-    /// Appends a transfer (balances already updated): indexes, account lists, history rows.
+    /// Appends a transfer (balances already updated): account lists, history rows.
+    /// The caller has already put `t.id` into the id index.
     fn push_transfer(&mut self, t: Transfer, state: TransferState, dr: u32, cr: u32) -> u32 {
         let index = u32::try_from(self.transfers.len()).expect("transfers fit u32 indexes");
-        let previous = self.transfer_index.insert(t.id, index);
-        debug_assert!(previous.is_none());
+        debug_assert_eq!(self.transfer_index.get(&t.id), Some(&index));
         self.transfers.push(t);
         self.transfer_states.push(TransferState::Final);
         self.set_state(index, state);

@@ -136,6 +136,7 @@ impl StateMachine {
         if dr_index == cr_index {
             return Err(ReplayError::SameAccount { transfer: t.id });
         }
+        self.transfer_index.insert(t.id, self.transfers.len() as u32);
         let post = t.has(TransferFlags::POST_PENDING_TRANSFER);
         if post || t.has(TransferFlags::VOID_PENDING_TRANSFER) {
             let p_index = *self
