@@ -12,6 +12,7 @@
 //! - [`protocol`], `client`, `net`, `pipeline`: the daemon's wire format and moving parts.
 
 pub mod event;
+pub mod state_machine;
 pub mod types;
 pub mod config;
 pub mod daemon;

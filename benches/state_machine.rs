@@ -1,0 +1,118 @@
+//! State machine throughput alone (no journal, no network): 10,000 accounts, batches of 8189
+//! single-phase transfers between uniformly chosen accounts.
+//!
+//! Prints `state_machine.transfers_per_s: N` and the batch latency percentiles.
+//! `LEDGERD_BENCH_SMOKE=1` runs a short version (about a second) for CI.
+
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use ledgerd::event::Event;
+use ledgerd::state_machine::StateMachine;
+use ledgerd::types::{Account, CreateResult, Transfer};
+
+const ACCOUNTS: u64 = 10_000;
+const BATCH_EVENTS: usize = 8189;
+
+/// xorshift64*: deterministic, cheap, good enough to pick accounts.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn main() {
+    let smoke = std::env::var("LEDGERD_BENCH_SMOKE").is_ok_and(|v| v == "1");
+    let batches: usize = if smoke { 30 } else { 300 };
+    let warmup_batches: usize = if smoke { 3 } else { 30 };
+    let total = (batches + warmup_batches) * BATCH_EVENTS;
+
+    let mut sm = StateMachine::with_capacity(ACCOUNTS as usize, total);
+    let mut results: Vec<CreateResult> = Vec::with_capacity(BATCH_EVENTS);
+    let mut event = Event::default();
+    let accounts: Vec<Account> = (1..=ACCOUNTS as u128)
+        .map(|id| Account { id, ledger: 1, code: 1, ..Default::default() })
+        .collect();
+    for chunk in accounts.chunks(8190) {
+        sm.create_accounts(1, chunk, &mut results, &mut event);
+        assert!(results.is_empty());
+    }
+
+    // Prepare every batch up front so that only the state machine is measured.
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut next_id: u128 = 1;
+    let mut make_batch = |batch: &mut Vec<Transfer>| {
+        batch.clear();
+        batch.extend((0..BATCH_EVENTS).map(|_| {
+            let dr = rng.next() % ACCOUNTS + 1;
+            let mut cr = rng.next() % ACCOUNTS + 1;
+            if cr == dr {
+                cr = dr % ACCOUNTS + 1;
+            }
+            next_id += 1;
+            Transfer {
+                id: next_id,
+                debit_account_id: dr as u128,
+                credit_account_id: cr as u128,
+                amount: 1 + (rng.next() % 1000) as u128,
+                ledger: 1,
+                code: 1,
+                ..Default::default()
+            }
+        }));
+    };
+    // Batches are generated outside the timed region, into one reused buffer.
+    let mut batch: Vec<Transfer> = Vec::with_capacity(BATCH_EVENTS);
+
+    let mut now_ns: u64 = 1_700_000_000_000_000_000;
+    for _ in 0..warmup_batches {
+        make_batch(&mut batch);
+        now_ns += 1_000_000;
+        sm.create_transfers(now_ns, &batch, &mut results, &mut event);
+        assert!(results.is_empty());
+    }
+
+    let mut latency_ns = Histogram::<u64>::new(3).expect("histogram");
+    let mut applying = std::time::Duration::ZERO;
+    for _ in 0..batches {
+        make_batch(&mut batch);
+        now_ns += 1_000_000;
+        let t0 = Instant::now();
+        sm.create_transfers(now_ns, &batch, &mut results, &mut event);
+        let took = t0.elapsed();
+        applying += took;
+        latency_ns.record(took.as_nanos() as u64).expect("record");
+        assert!(results.is_empty());
+        assert_eq!(event.transfers.len(), BATCH_EVENTS);
+    }
+    let applied = (batches * BATCH_EVENTS) as f64;
+    let per_s = applied / applying.as_secs_f64();
+
+    for totals in sm.ledger_totals() {
+        assert_eq!(totals.debits_posted, totals.credits_posted);
+    }
+    let hash_started = Instant::now();
+    let hash = sm.state_hash();
+    let hash_ms = hash_started.elapsed().as_secs_f64() * 1e3;
+
+    println!("state_machine.accounts: {ACCOUNTS}");
+    println!("state_machine.batch_events: {BATCH_EVENTS}");
+    println!("state_machine.batches: {batches}");
+    println!("state_machine.transfers_per_s: {per_s:.0}");
+    println!(
+        "state_machine.batch_latency_us_p50: {:.1}",
+        latency_ns.value_at_quantile(0.50) as f64 / 1e3
+    );
+    println!(
+        "state_machine.batch_latency_us_p99: {:.1}",
+        latency_ns.value_at_quantile(0.99) as f64 / 1e3
+    );
+    println!("state_machine.batch_latency_us_max: {:.1}", latency_ns.max() as f64 / 1e3);
+    println!("state_machine.transfers: {}", sm.counts().transfers);
+    println!("state_machine.state_hash_ms: {hash_ms:.1} (hash {hash:032x})");
+}

@@ -1,0 +1,1106 @@
+//! The deterministic state machine of SPEC §3: `(state, batch, now_ns) -> (results, event)`.
+//!
+//! It owns every account, transfer, pending status, limit, balance history row and remembered
+//! failed id, in memory. It does no I/O and reads no clock: the caller passes `now_ns`, and
+//! replay ([`StateMachine::apply_event`]) needs no clock at all because every change event
+//! carries its final records and timestamps.
+//!
+//! Layout: records live in append-only vectors (`accounts`, `transfers`) indexed by `u32`, with
+//! foldhash maps from id to index. Insertion order is timestamp order, so it is canonical:
+//! replay and snapshot images reproduce it exactly, and [`StateMachine::state_hash`] hashes it.
+//!
+//! Linked chains are all-or-nothing: each event is fully validated before it mutates anything,
+//! and while a chain is open every mutation pushes an [`Undo`] record into a reused log, so a
+//! failing event rolls the chain back in reverse order. Pending expiries reached by a chain are
+//! only pushed into the expiry heap when the chain commits.
+//!
+//! Submodules: `image` (snapshot images and the state hash), `query` (lookups and filters),
+//! `replay` (applying journaled events).
+
+mod image;
+mod query;
+mod replay;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::event::{BalancePair, Balances, Event, Expiry, FailedId, EXPIRED_PER_EVENT_MAX};
+use crate::types::{
+    Account, AccountBalance, AccountFlags, AccountLimit, CreateResult, ResultCode, Transfer,
+    TransferFlags, EVENTS_PER_REQUEST_MAX, ID_INVALID_MAX,
+};
+
+pub use image::{ImageError, IMAGE_VERSION};
+pub use replay::ReplayError;
+
+/// Nanoseconds per second, for pending transfer timeouts (given in seconds).
+pub const NS_PER_S: u64 = 1_000_000_000;
+
+/// Most records `get_account_transfers` / `get_account_balances` return in one reply.
+pub const QUERY_RESULTS_MAX: usize = EVENTS_PER_REQUEST_MAX;
+
+/// Maps keyed by u128 ids. A fixed seed keeps behaviour reproducible run to run.
+type IdMap = std::collections::HashMap<u128, u32, foldhash::fast::FixedState>;
+
+fn id_map(capacity: usize) -> IdMap {
+    IdMap::with_capacity_and_hasher(capacity, foldhash::fast::FixedState::default())
+}
+
+/// The life of a transfer as far as two-phase commits are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum TransferState {
+    /// A single-phase transfer, or a post or void: nothing more can happen to it.
+    Final = 0,
+    /// A pending transfer still holding its reservation.
+    Pending = 1,
+    Posted = 2,
+    Voided = 3,
+    /// Voided by the ledger because its timeout passed.
+    Expired = 4,
+}
+
+impl TransferState {
+    fn from_u8(n: u8) -> Option<Self> {
+        Some(match n {
+            0 => TransferState::Final,
+            1 => TransferState::Pending,
+            2 => TransferState::Posted,
+            3 => TransferState::Voided,
+            4 => TransferState::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// Row flags of a balance history entry: which side of the transfer the account was on.
+const SIDE_DEBIT: u8 = 1;
+const SIDE_CREDIT: u8 = 2;
+
+/// What the ledger keeps beside an account record.
+#[derive(Clone, Debug, Default)]
+struct AccountExt {
+    /// Overdraft / credit line (see [`AccountLimit`]); 0 until set.
+    limit: u128,
+    /// When the limit was last set; 0 if never.
+    limit_timestamp: u64,
+    /// Indexes into `transfers` of every transfer on either side, ascending timestamps.
+    transfers: Vec<u32>,
+    /// `history` accounts only: balances after each change, ascending timestamps.
+    history: Vec<AccountBalance>,
+    /// `SIDE_*` of each `history` row.
+    history_sides: Vec<u8>,
+}
+
+/// One mutation, recorded while a linked chain is open so that the chain can be undone.
+#[derive(Clone, Copy, Debug)]
+enum Undo {
+    /// The last account appended.
+    AccountCreated,
+    /// The last transfer appended (with its account list entries and history rows).
+    TransferCreated,
+    Balances {
+        account: u32,
+        balances: Balances,
+    },
+    State {
+        transfer: u32,
+        state: TransferState,
+    },
+}
+
+/// Sizes of the state, for metrics and logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub accounts: u64,
+    pub transfers: u64,
+    /// Pending transfers still holding a reservation.
+    pub pending: u64,
+    pub failed_ids: u64,
+}
+
+/// Sums of all account balances of one ledger. Debits equal credits, always.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LedgerTotals {
+    pub ledger: u32,
+    pub debits_posted: u128,
+    pub credits_posted: u128,
+    pub debits_pending: u128,
+    pub credits_pending: u128,
+}
+
+/// The whole ledger state. See the module docs.
+pub struct StateMachine {
+    /// Highest timestamp assigned so far (ns since the Unix epoch).
+    clock_ns: u64,
+    accounts: Vec<Account>,
+    account_ext: Vec<AccountExt>,
+    account_index: IdMap,
+    transfers: Vec<Transfer>,
+    transfer_states: Vec<TransferState>,
+    transfer_index: IdMap,
+    /// Transfer ids that failed transiently, with their code, in the order they failed.
+    failed: Vec<FailedId>,
+    failed_index: IdMap,
+    /// `(expires_at_ns, transfer index)` of pending transfers with a timeout. Entries of
+    /// transfers no longer pending are dropped lazily; the top is always live between calls.
+    expiries: BinaryHeap<Reverse<(u64, u32)>>,
+    pending_count: u64,
+
+    // Scratch, reused across calls (no allocation on the hot path once grown).
+    undo: Vec<Undo>,
+    in_chain: bool,
+    chain_expiries: Vec<(u64, u32)>,
+    chain_event_lens: (usize, usize),
+}
+
+impl Default for StateMachine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How a batch of one kind of event is driven through linked chains.
+trait BatchEvent: Copy {
+    fn linked(&self) -> bool;
+    fn apply(sm: &mut StateMachine, e: &Self, ts: u64, event: &mut Event) -> ResultCode;
+    /// Called for every failed event (after any chain rollback).
+    fn failed(_sm: &mut StateMachine, _e: &Self, _code: ResultCode, _event: &mut Event) {}
+}
+
+impl BatchEvent for Account {
+    fn linked(&self) -> bool {
+        self.has(AccountFlags::LINKED)
+    }
+    fn apply(sm: &mut StateMachine, a: &Self, ts: u64, event: &mut Event) -> ResultCode {
+        sm.create_account(a, ts, event)
+    }
+}
+
+impl BatchEvent for Transfer {
+    fn linked(&self) -> bool {
+        self.has(TransferFlags::LINKED)
+    }
+    fn apply(sm: &mut StateMachine, t: &Self, ts: u64, event: &mut Event) -> ResultCode {
+        sm.create_transfer(t, ts, event)
+    }
+    fn failed(sm: &mut StateMachine, t: &Self, code: ResultCode, event: &mut Event) {
+        if code.is_transient() {
+            debug_assert!(t.id != 0 && t.id != ID_INVALID_MAX);
+            debug_assert!(!sm.transfer_index.contains_key(&t.id));
+            let failed = FailedId::new(t.id, code);
+            sm.remember_failed(failed);
+            event.failed.push(failed);
+        }
+    }
+}
+
+impl BatchEvent for AccountLimit {
+    fn linked(&self) -> bool {
+        false
+    }
+    fn apply(sm: &mut StateMachine, l: &Self, ts: u64, event: &mut Event) -> ResultCode {
+        sm.set_account_limit(l, ts, event)
+    }
+}
+
+impl StateMachine {
+    pub fn new() -> Self {
+        Self::with_capacity(0, 0)
+    }
+
+    /// Preallocates the id indexes and record vectors.
+    pub fn with_capacity(accounts: usize, transfers: usize) -> Self {
+        StateMachine {
+            clock_ns: 0,
+            accounts: Vec::with_capacity(accounts),
+            account_ext: Vec::with_capacity(accounts),
+            account_index: id_map(accounts),
+            transfers: Vec::with_capacity(transfers),
+            transfer_states: Vec::with_capacity(transfers),
+            transfer_index: id_map(transfers),
+            failed: Vec::new(),
+            failed_index: id_map(0),
+            expiries: BinaryHeap::new(),
+            pending_count: 0,
+            undo: Vec::with_capacity(64),
+            in_chain: false,
+            chain_expiries: Vec::new(),
+            chain_event_lens: (0, 0),
+        }
+    }
+
+    /// The highest timestamp assigned (or replayed) so far.
+    pub fn clock_ns(&self) -> u64 {
+        self.clock_ns
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            accounts: self.accounts.len() as u64,
+            transfers: self.transfers.len() as u64,
+            pending: self.pending_count,
+            failed_ids: self.failed.len() as u64,
+        }
+    }
+
+    /// Per-ledger sums of all account balances, sorted by ledger. Sums saturate at u128::MAX
+    /// (only reachable with more than 2^128 units moved in total).
+    pub fn ledger_totals(&self) -> Vec<LedgerTotals> {
+        let mut totals: Vec<LedgerTotals> = Vec::new();
+        let mut by_ledger = std::collections::BTreeMap::<u32, LedgerTotals>::new();
+        for a in &self.accounts {
+            let t = by_ledger
+                .entry(a.ledger)
+                .or_insert(LedgerTotals { ledger: a.ledger, ..Default::default() });
+            t.debits_posted = t.debits_posted.saturating_add(a.debits_posted);
+            t.credits_posted = t.credits_posted.saturating_add(a.credits_posted);
+            t.debits_pending = t.debits_pending.saturating_add(a.debits_pending);
+            t.credits_pending = t.credits_pending.saturating_add(a.credits_pending);
+        }
+        totals.extend(by_ledger.into_values());
+        totals
+    }
+
+    pub fn account(&self, id: u128) -> Option<&Account> {
+        self.account_index.get(&id).map(|&i| &self.accounts[i as usize])
+    }
+
+    pub fn transfer_by_id(&self, id: u128) -> Option<&Transfer> {
+        self.transfer_index.get(&id).map(|&i| &self.transfers[i as usize])
+    }
+
+    /// When the earliest pending transfer with a timeout expires, if any.
+    pub fn next_expiry_ns(&self) -> Option<u64> {
+        self.expiries.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next timestamp: `max(now_ns, clock + 1)`, strictly increasing.
+    fn tick(&mut self, now_ns: u64) -> u64 {
+        let next = self.clock_ns.checked_add(1).expect("ledger clock overflow");
+        self.clock_ns = now_ns.max(next);
+        self.clock_ns
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Batches and linked chains.
+
+    pub fn create_accounts(
+        &mut self,
+        now_ns: u64,
+        accounts: &[Account],
+        results: &mut Vec<CreateResult>,
+        event: &mut Event,
+    ) {
+        self.run_batch(now_ns, accounts, results, event);
+    }
+
+    pub fn create_transfers(
+        &mut self,
+        now_ns: u64,
+        transfers: &[Transfer],
+        results: &mut Vec<CreateResult>,
+        event: &mut Event,
+    ) {
+        self.run_batch(now_ns, transfers, results, event);
+        self.drop_stale_expiries();
+    }
+
+    pub fn set_account_limits(
+        &mut self,
+        now_ns: u64,
+        limits: &[AccountLimit],
+        results: &mut Vec<CreateResult>,
+        event: &mut Event,
+    ) {
+        self.run_batch(now_ns, limits, results, event);
+    }
+
+    fn run_batch<E: BatchEvent>(
+        &mut self,
+        now_ns: u64,
+        events: &[E],
+        results: &mut Vec<CreateResult>,
+        event: &mut Event,
+    ) {
+        assert!(events.len() <= EVENTS_PER_REQUEST_MAX, "batch of {} events", events.len());
+        results.clear();
+        event.clear();
+        debug_assert!(!self.in_chain && self.undo.is_empty() && self.chain_expiries.is_empty());
+
+        let last = events.len().wrapping_sub(1);
+        let mut chain_start: Option<usize> = None;
+        let mut chain_broken = false;
+        for (i, e) in events.iter().enumerate() {
+            let ts = self.tick(now_ns);
+            let linked = e.linked();
+            if linked && chain_start.is_none() {
+                chain_start = Some(i);
+                chain_broken = false;
+                self.chain_open(event);
+            }
+            let result = if linked && i == last {
+                ResultCode::LinkedEventChainOpen
+            } else if chain_broken {
+                ResultCode::LinkedEventFailed
+            } else {
+                E::apply(self, e, ts, event)
+            };
+            if result != ResultCode::Ok {
+                if let Some(start) = chain_start {
+                    if !chain_broken {
+                        chain_broken = true;
+                        self.chain_rollback(event);
+                        for j in start..i {
+                            results.push(CreateResult {
+                                index: j as u32,
+                                result: ResultCode::LinkedEventFailed,
+                            });
+                        }
+                    }
+                }
+                results.push(CreateResult { index: i as u32, result });
+                E::failed(self, e, result, event);
+            }
+            if chain_start.is_some() && (!linked || result == ResultCode::LinkedEventChainOpen) {
+                if !chain_broken {
+                    self.chain_commit();
+                }
+                self.in_chain = false;
+                chain_start = None;
+                chain_broken = false;
+            }
+        }
+        debug_assert!(chain_start.is_none() && !self.in_chain);
+        if !event.is_empty() {
+            event.timestamp = self.clock_ns;
+        }
+    }
+
+    fn chain_open(&mut self, event: &Event) {
+        debug_assert!(self.undo.is_empty() && self.chain_expiries.is_empty());
+        self.in_chain = true;
+        self.chain_event_lens = (event.accounts.len(), event.transfers.len());
+    }
+
+    fn chain_commit(&mut self) {
+        self.undo.clear();
+        for &(at, index) in &self.chain_expiries {
+            self.expiries.push(Reverse((at, index)));
+        }
+        self.chain_expiries.clear();
+        self.in_chain = false;
+    }
+
+    fn chain_rollback(&mut self, event: &mut Event) {
+        while let Some(undo) = self.undo.pop() {
+            match undo {
+                Undo::AccountCreated => {
+                    let a = self.accounts.pop().expect("undo account");
+                    self.account_ext.pop();
+                    self.account_index.remove(&a.id);
+                }
+                Undo::TransferCreated => self.pop_transfer(),
+                Undo::Balances { account, balances } => {
+                    set_balances(&mut self.accounts[account as usize], &balances)
+                }
+                Undo::State { transfer, state } => self.set_state(transfer, state),
+            }
+        }
+        self.chain_expiries.clear();
+        let (accounts_len, transfers_len) = self.chain_event_lens;
+        event.accounts.truncate(accounts_len);
+        event.transfers.truncate(transfers_len);
+        event.transfer_balances.truncate(transfers_len);
+        self.in_chain = false;
+    }
+
+    fn record(&mut self, undo: Undo) {
+        if self.in_chain {
+            self.undo.push(undo);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Accounts.
+
+    fn create_account(&mut self, a: &Account, ts: u64, event: &mut Event) -> ResultCode {
+        if let Err(code) = validate_account(a) {
+            return code;
+        }
+        if let Some(&i) = self.account_index.get(&a.id) {
+            return account_exists(a, &self.accounts[i as usize]);
+        }
+        let account = Account { timestamp: ts, ..*a };
+        self.insert_account(account);
+        self.record(Undo::AccountCreated);
+        event.accounts.push(account);
+        ResultCode::Ok
+    }
+
+    fn insert_account(&mut self, account: Account) {
+        let index = u32::try_from(self.accounts.len()).expect("accounts fit u32 indexes");
+        let previous = self.account_index.insert(account.id, index);
+        debug_assert!(previous.is_none());
+        self.accounts.push(account);
+        self.account_ext.push(AccountExt::default());
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Limits.
+
+    fn set_account_limit(&mut self, l: &AccountLimit, ts: u64, event: &mut Event) -> ResultCode {
+        if l.timestamp != 0 {
+            return ResultCode::TimestampMustBeZero;
+        }
+        if l.reserved != [0; 24] {
+            return ResultCode::ReservedField;
+        }
+        if l.account_id == 0 || l.account_id == ID_INVALID_MAX {
+            return ResultCode::AccountIdMustNotBeZero;
+        }
+        let Some(&index) = self.account_index.get(&l.account_id) else {
+            return ResultCode::AccountNotFound;
+        };
+        let a = &self.accounts[index as usize];
+        if let Err(code) = limit_allows(a, l.limit) {
+            return code;
+        }
+        let limit = AccountLimit { timestamp: ts, ..*l };
+        self.apply_limit(index, &limit);
+        event.limits.push(limit);
+        ResultCode::Ok
+    }
+
+    fn apply_limit(&mut self, index: u32, limit: &AccountLimit) {
+        let ext = &mut self.account_ext[index as usize];
+        ext.limit = limit.limit;
+        ext.limit_timestamp = limit.timestamp;
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Transfers.
+
+    fn create_transfer(&mut self, t: &Transfer, ts: u64, event: &mut Event) -> ResultCode {
+        if t.timestamp != 0 {
+            return ResultCode::TimestampMustBeZero;
+        }
+        if t.flags & !TransferFlags::ALL != 0 {
+            return ResultCode::FlagsUnknown;
+        }
+        if t.id == 0 {
+            return ResultCode::IdMustNotBeZero;
+        }
+        if t.id == ID_INVALID_MAX {
+            return ResultCode::IdMustNotBeIntMax;
+        }
+        // One probe of the (large) id index on the success path: claim the id for the index
+        // the transfer will get, and give it back if the transfer fails.
+        let index = u32::try_from(self.transfers.len()).expect("transfers fit u32 indexes");
+        let existing = match self.transfer_index.entry(t.id) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(index);
+                None
+            }
+        };
+        if let Some(i) = existing {
+            return self.transfer_exists(t, &self.transfers[i as usize]);
+        }
+        let result = self.create_new_transfer(t, ts, event);
+        if result != ResultCode::Ok {
+            self.transfer_index.remove(&t.id);
+        }
+        debug_assert!(result != ResultCode::Ok || self.transfers[index as usize].id == t.id);
+        result
+    }
+
+    /// [`StateMachine::create_transfer`] for an id that does not exist (already claimed in
+    /// the id index at `transfers.len()`).
+    fn create_new_transfer(&mut self, t: &Transfer, ts: u64, event: &mut Event) -> ResultCode {
+        if !self.failed.is_empty() && self.failed_index.contains_key(&t.id) {
+            return ResultCode::IdAlreadyFailed;
+        }
+        let post = t.has(TransferFlags::POST_PENDING_TRANSFER);
+        let void = t.has(TransferFlags::VOID_PENDING_TRANSFER);
+        let pending = t.has(TransferFlags::PENDING);
+        let balancing =
+            t.has(TransferFlags::BALANCING_DEBIT) || t.has(TransferFlags::BALANCING_CREDIT);
+        if (pending as u8 + post as u8 + void as u8) > 1 || (balancing && (post || void)) {
+            return ResultCode::FlagsAreMutuallyExclusive;
+        }
+        if post || void {
+            self.post_or_void(t, ts, post, event)
+        } else {
+            self.single_or_pending(t, ts, pending, event)
+        }
+    }
+
+    fn single_or_pending(
+        &mut self,
+        t: &Transfer,
+        ts: u64,
+        pending: bool,
+        event: &mut Event,
+    ) -> ResultCode {
+        if t.pending_id != 0 {
+            return ResultCode::PendingIdMustBeZero;
+        }
+        if t.timeout != 0 && !pending {
+            return ResultCode::TimeoutReservedForPendingTransfer;
+        }
+        if t.debit_account_id == 0 {
+            return ResultCode::DebitAccountIdMustNotBeZero;
+        }
+        if t.debit_account_id == ID_INVALID_MAX {
+            return ResultCode::DebitAccountIdMustNotBeIntMax;
+        }
+        if t.credit_account_id == 0 {
+            return ResultCode::CreditAccountIdMustNotBeZero;
+        }
+        if t.credit_account_id == ID_INVALID_MAX {
+            return ResultCode::CreditAccountIdMustNotBeIntMax;
+        }
+        if t.debit_account_id == t.credit_account_id {
+            return ResultCode::AccountsMustBeDifferent;
+        }
+        if t.ledger == 0 {
+            return ResultCode::LedgerMustNotBeZero;
+        }
+        if t.code == 0 {
+            return ResultCode::CodeMustNotBeZero;
+        }
+        if t.amount == 0 {
+            return ResultCode::AmountMustNotBeZero;
+        }
+        let Some(&dr_index) = self.account_index.get(&t.debit_account_id) else {
+            return ResultCode::DebitAccountNotFound;
+        };
+        let Some(&cr_index) = self.account_index.get(&t.credit_account_id) else {
+            return ResultCode::CreditAccountNotFound;
+        };
+        let dr = &self.accounts[dr_index as usize];
+        let cr = &self.accounts[cr_index as usize];
+        if dr.ledger != cr.ledger {
+            return ResultCode::AccountsMustHaveTheSameLedger;
+        }
+        if t.ledger != dr.ledger {
+            return ResultCode::TransferMustHaveTheSameLedgerAsAccounts;
+        }
+
+        let mut amount = t.amount;
+        if t.has(TransferFlags::BALANCING_DEBIT) {
+            let limit = self.account_ext[dr_index as usize].limit;
+            let room = dr
+                .credits_posted
+                .saturating_add(limit)
+                .saturating_sub(dr.debits_pending.saturating_add(dr.debits_posted));
+            amount = amount.min(room);
+            if amount == 0 {
+                return ResultCode::ExceedsCredits;
+            }
+        }
+        if t.has(TransferFlags::BALANCING_CREDIT) {
+            let limit = self.account_ext[cr_index as usize].limit;
+            let room = cr
+                .debits_posted
+                .saturating_add(limit)
+                .saturating_sub(cr.credits_pending.saturating_add(cr.credits_posted));
+            amount = amount.min(room);
+            if amount == 0 {
+                return ResultCode::ExceedsDebits;
+            }
+        }
+
+        if pending {
+            if dr.debits_pending.checked_add(amount).is_none() {
+                return ResultCode::OverflowsDebitsPending;
+            }
+            if cr.credits_pending.checked_add(amount).is_none() {
+                return ResultCode::OverflowsCreditsPending;
+            }
+        } else {
+            if dr.debits_posted.checked_add(amount).is_none() {
+                return ResultCode::OverflowsDebitsPosted;
+            }
+            if cr.credits_posted.checked_add(amount).is_none() {
+                return ResultCode::OverflowsCreditsPosted;
+            }
+        }
+        // Invariant kept by every change: pending + posted never overflows.
+        let dr_debits = dr.debits_pending + dr.debits_posted;
+        let cr_credits = cr.credits_pending + cr.credits_posted;
+        let Some(dr_debits_new) = dr_debits.checked_add(amount) else {
+            return ResultCode::OverflowsDebits;
+        };
+        let Some(cr_credits_new) = cr_credits.checked_add(amount) else {
+            return ResultCode::OverflowsCredits;
+        };
+        let mut expires_at = 0;
+        if pending && t.timeout > 0 {
+            match (t.timeout as u64).checked_mul(NS_PER_S).and_then(|ns| ts.checked_add(ns)) {
+                Some(at) => expires_at = at,
+                None => return ResultCode::OverflowsTimeout,
+            }
+        }
+        if dr.has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
+            let limit = self.account_ext[dr_index as usize].limit;
+            if dr_debits_new > dr.credits_posted.saturating_add(limit) {
+                return ResultCode::ExceedsCredits;
+            }
+        }
+        if cr.has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) {
+            let limit = self.account_ext[cr_index as usize].limit;
+            if cr_credits_new > cr.debits_posted.saturating_add(limit) {
+                return ResultCode::ExceedsDebits;
+            }
+        }
+
+        // Validated: from here on nothing fails.
+        let transfer = Transfer { amount, timestamp: ts, ..*t };
+        self.save_balances(dr_index);
+        self.save_balances(cr_index);
+        let (dr, cr) = pair_mut(&mut self.accounts, dr_index, cr_index);
+        if pending {
+            dr.debits_pending += amount;
+            cr.credits_pending += amount;
+        } else {
+            dr.debits_posted += amount;
+            cr.credits_posted += amount;
+        }
+        let state = if pending { TransferState::Pending } else { TransferState::Final };
+        let index = self.push_transfer(transfer, state, dr_index, cr_index);
+        if expires_at != 0 {
+            if self.in_chain {
+                self.chain_expiries.push((expires_at, index));
+            } else {
+                self.expiries.push(Reverse((expires_at, index)));
+            }
+        }
+        self.emit_transfer(event, transfer, dr_index, cr_index);
+        ResultCode::Ok
+    }
+
+    fn post_or_void(&mut self, t: &Transfer, ts: u64, post: bool, event: &mut Event) -> ResultCode {
+        if t.pending_id == 0 {
+            return ResultCode::PendingIdMustNotBeZero;
+        }
+        if t.pending_id == ID_INVALID_MAX {
+            return ResultCode::PendingIdMustNotBeIntMax;
+        }
+        if t.pending_id == t.id {
+            return ResultCode::PendingIdMustBeDifferent;
+        }
+        if t.timeout != 0 {
+            return ResultCode::TimeoutReservedForPendingTransfer;
+        }
+        if t.debit_account_id == ID_INVALID_MAX {
+            return ResultCode::DebitAccountIdMustNotBeIntMax;
+        }
+        if t.credit_account_id == ID_INVALID_MAX {
+            return ResultCode::CreditAccountIdMustNotBeIntMax;
+        }
+        if t.debit_account_id != 0 && t.debit_account_id == t.credit_account_id {
+            return ResultCode::AccountsMustBeDifferent;
+        }
+        let Some(&p_index) = self.transfer_index.get(&t.pending_id) else {
+            return ResultCode::PendingTransferNotFound;
+        };
+        let p = self.transfers[p_index as usize];
+        if !p.has(TransferFlags::PENDING) {
+            return ResultCode::PendingTransferNotPending;
+        }
+        if t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id {
+            return ResultCode::PendingTransferHasDifferentDebitAccountId;
+        }
+        if t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id {
+            return ResultCode::PendingTransferHasDifferentCreditAccountId;
+        }
+        if t.ledger != 0 && t.ledger != p.ledger {
+            return ResultCode::PendingTransferHasDifferentLedger;
+        }
+        if t.code != 0 && t.code != p.code {
+            return ResultCode::PendingTransferHasDifferentCode;
+        }
+        match self.transfer_states[p_index as usize] {
+            TransferState::Pending => {}
+            TransferState::Posted => return ResultCode::PendingTransferAlreadyPosted,
+            TransferState::Voided => return ResultCode::PendingTransferAlreadyVoided,
+            TransferState::Expired => return ResultCode::PendingTransferExpired,
+            TransferState::Final => unreachable!("a pending transfer has a pending state"),
+        }
+        let amount = if post {
+            if t.amount > p.amount {
+                return ResultCode::ExceedsPendingTransferAmount;
+            }
+            if t.amount == 0 {
+                p.amount
+            } else {
+                t.amount
+            }
+        } else {
+            if t.amount != 0 && t.amount != p.amount {
+                return ResultCode::PendingTransferHasDifferentAmount;
+            }
+            p.amount
+        };
+        if p.timeout > 0 && expires_at_ns(&p) <= ts {
+            return ResultCode::PendingTransferExpired;
+        }
+        let dr_index = self.account_index[&p.debit_account_id];
+        let cr_index = self.account_index[&p.credit_account_id];
+
+        let transfer = Transfer {
+            debit_account_id: p.debit_account_id,
+            credit_account_id: p.credit_account_id,
+            ledger: p.ledger,
+            code: p.code,
+            amount,
+            timestamp: ts,
+            ..*t
+        };
+        self.save_balances(dr_index);
+        self.save_balances(cr_index);
+        let (dr, cr) = pair_mut(&mut self.accounts, dr_index, cr_index);
+        release_pending(dr, cr, p.amount, if post { amount } else { 0 })
+            .expect("a pending reservation is within the balances");
+        self.record(Undo::State { transfer: p_index, state: TransferState::Pending });
+        self.set_state(p_index, if post { TransferState::Posted } else { TransferState::Voided });
+        self.push_transfer(transfer, TransferState::Final, dr_index, cr_index);
+        self.emit_transfer(event, transfer, dr_index, cr_index);
+        ResultCode::Ok
+    }
+
+    fn transfer_exists(&self, t: &Transfer, e: &Transfer) -> ResultCode {
+        if t.flags != e.flags {
+            return ResultCode::ExistsWithDifferentFlags;
+        }
+        // A post or void may leave accounts, ledger, code and amount at zero: they were taken
+        // from the pending transfer, so compare what they resolved to.
+        let post_or_void = t.has(TransferFlags::POST_PENDING_TRANSFER)
+            || t.has(TransferFlags::VOID_PENDING_TRANSFER);
+        let differs = |given: u128, stored: u128| given != stored && !(post_or_void && given == 0);
+        if differs(t.debit_account_id, e.debit_account_id) {
+            return ResultCode::ExistsWithDifferentDebitAccountId;
+        }
+        if differs(t.credit_account_id, e.credit_account_id) {
+            return ResultCode::ExistsWithDifferentCreditAccountId;
+        }
+        let balancing =
+            t.has(TransferFlags::BALANCING_DEBIT) || t.has(TransferFlags::BALANCING_CREDIT);
+        let amount_differs = if post_or_void {
+            let resolved = if t.amount == 0 {
+                self.transfer_by_id(e.pending_id).map_or(e.amount, |p| p.amount)
+            } else {
+                t.amount
+            };
+            resolved != e.amount
+        } else if balancing {
+            // The stored amount is the clamped one: any larger request clamps to it too.
+            t.amount < e.amount
+        } else {
+            t.amount != e.amount
+        };
+        if amount_differs {
+            return ResultCode::ExistsWithDifferentAmount;
+        }
+        if t.pending_id != e.pending_id {
+            return ResultCode::ExistsWithDifferentPendingId;
+        }
+        if t.user_data_128 != e.user_data_128 {
+            return ResultCode::ExistsWithDifferentUserData128;
+        }
+        if t.user_data_64 != e.user_data_64 {
+            return ResultCode::ExistsWithDifferentUserData64;
+        }
+        if t.user_data_32 != e.user_data_32 {
+            return ResultCode::ExistsWithDifferentUserData32;
+        }
+        if t.timeout != e.timeout {
+            return ResultCode::ExistsWithDifferentTimeout;
+        }
+        if differs(t.ledger as u128, e.ledger as u128) {
+            return ResultCode::ExistsWithDifferentLedger;
+        }
+        if differs(t.code as u128, e.code as u128) {
+            return ResultCode::ExistsWithDifferentCode;
+        }
+        ResultCode::Exists
+    }
+
+    fn remember_failed(&mut self, failed: FailedId) {
+        let index = u32::try_from(self.failed.len()).expect("failed ids fit u32 indexes");
+        let previous = self.failed_index.insert(failed.id, index);
+        debug_assert!(previous.is_none());
+        self.failed.push(failed);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Expiry.
+
+    /// Voids every pending transfer whose deadline is at or before `now_ns`, at most
+    /// [`EXPIRED_PER_EVENT_MAX`] per call, oldest deadline first.
+    pub fn expire(&mut self, now_ns: u64, event: &mut Event) {
+        event.clear();
+        debug_assert!(!self.in_chain);
+        while event.expired.len() < EXPIRED_PER_EVENT_MAX {
+            let Some(&Reverse((at, index))) = self.expiries.peek() else {
+                break;
+            };
+            if at > now_ns {
+                break;
+            }
+            self.expiries.pop();
+            if self.transfer_states[index as usize] != TransferState::Pending {
+                continue;
+            }
+            let ts = self.tick(now_ns);
+            let balances = self.expire_pending(index, ts);
+            event.expired.push(Expiry {
+                pending_id: self.transfers[index as usize].id,
+                timestamp: ts,
+                reserved: 0,
+                balances,
+            });
+        }
+        self.drop_stale_expiries();
+        if !event.is_empty() {
+            event.timestamp = self.clock_ns;
+        }
+    }
+
+    /// Releases the reservation of pending transfer `index` at `ts`; returns the post-balances.
+    fn expire_pending(&mut self, index: u32, ts: u64) -> BalancePair {
+        let p = self.transfers[index as usize];
+        debug_assert_eq!(self.transfer_states[index as usize], TransferState::Pending);
+        let dr_index = self.account_index[&p.debit_account_id];
+        let cr_index = self.account_index[&p.credit_account_id];
+        let (dr, cr) = pair_mut(&mut self.accounts, dr_index, cr_index);
+        release_pending(dr, cr, p.amount, 0).expect("a pending reservation is within the balances");
+        self.set_state(index, TransferState::Expired);
+        self.push_history(dr_index, ts, SIDE_DEBIT);
+        self.push_history(cr_index, ts, SIDE_CREDIT);
+        BalancePair {
+            debit: Balances::of(&self.accounts[dr_index as usize]),
+            credit: Balances::of(&self.accounts[cr_index as usize]),
+        }
+    }
+
+    /// Keeps the invariant that the top of the expiry heap is a live pending transfer.
+    fn drop_stale_expiries(&mut self) {
+        while let Some(&Reverse((_, index))) = self.expiries.peek() {
+            if self.transfer_states[index as usize] == TransferState::Pending {
+                break;
+            }
+            self.expiries.pop();
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Shared mutation helpers (also used by replay).
+
+    fn save_balances(&mut self, account: u32) {
+        if self.in_chain {
+            let balances = Balances::of(&self.accounts[account as usize]);
+            self.undo.push(Undo::Balances { account, balances });
+        }
+    }
+
+    fn set_state(&mut self, transfer: u32, state: TransferState) {
+        let slot = &mut self.transfer_states[transfer as usize];
+        let was_pending = *slot == TransferState::Pending;
+        let is_pending = state == TransferState::Pending;
+        self.pending_count = self.pending_count + is_pending as u64 - was_pending as u64;
+        *slot = state;
+    }
+
+    /// Appends a transfer (balances already updated): account lists, history rows.
+    /// The caller has already put `t.id` into the id index.
+    fn push_transfer(&mut self, t: Transfer, state: TransferState, dr: u32, cr: u32) -> u32 {
+        let index = u32::try_from(self.transfers.len()).expect("transfers fit u32 indexes");
+        debug_assert_eq!(self.transfer_index.get(&t.id), Some(&index));
+        self.transfers.push(t);
+        self.transfer_states.push(TransferState::Final);
+        self.set_state(index, state);
+        self.account_ext[dr as usize].transfers.push(index);
+        self.account_ext[cr as usize].transfers.push(index);
+        self.push_history(dr, t.timestamp, SIDE_DEBIT);
+        self.push_history(cr, t.timestamp, SIDE_CREDIT);
+        self.record(Undo::TransferCreated);
+        index
+    }
+
+    /// Undoes [`StateMachine::push_transfer`] of the last transfer.
+    fn pop_transfer(&mut self) {
+        let t = self.transfers.pop().expect("undo transfer");
+        let index = self.transfers.len() as u32;
+        self.set_state_len_pop();
+        self.transfer_index.remove(&t.id);
+        let dr = self.account_index[&t.debit_account_id];
+        let cr = self.account_index[&t.credit_account_id];
+        for (account, side) in [(cr, SIDE_CREDIT), (dr, SIDE_DEBIT)] {
+            let ext = &mut self.account_ext[account as usize];
+            let popped = ext.transfers.pop();
+            debug_assert_eq!(popped, Some(index));
+            if self.accounts[account as usize].has(AccountFlags::HISTORY) {
+                ext.history.pop();
+                let popped = ext.history_sides.pop();
+                debug_assert_eq!(popped, Some(side));
+            }
+        }
+    }
+
+    fn set_state_len_pop(&mut self) {
+        let last = self.transfer_states.len() as u32 - 1;
+        self.set_state(last, TransferState::Final);
+        self.transfer_states.pop();
+    }
+
+    fn push_history(&mut self, account: u32, ts: u64, side: u8) {
+        let a = &self.accounts[account as usize];
+        if a.has(AccountFlags::HISTORY) {
+            let row = AccountBalance {
+                debits_pending: a.debits_pending,
+                debits_posted: a.debits_posted,
+                credits_pending: a.credits_pending,
+                credits_posted: a.credits_posted,
+                timestamp: ts,
+                reserved: [0; 56],
+            };
+            let ext = &mut self.account_ext[account as usize];
+            ext.history.push(row);
+            ext.history_sides.push(side);
+        }
+    }
+
+    fn emit_transfer(&self, event: &mut Event, t: Transfer, dr: u32, cr: u32) {
+        event.transfers.push(t);
+        event.transfer_balances.push(BalancePair {
+            debit: Balances::of(&self.accounts[dr as usize]),
+            credit: Balances::of(&self.accounts[cr as usize]),
+        });
+    }
+}
+
+/// Pure validation of an account to create (no state).
+fn validate_account(a: &Account) -> Result<(), ResultCode> {
+    if a.timestamp != 0 {
+        return Err(ResultCode::TimestampMustBeZero);
+    }
+    if a.reserved != 0 {
+        return Err(ResultCode::ReservedField);
+    }
+    if a.flags & !AccountFlags::ALL != 0 {
+        return Err(ResultCode::FlagsUnknown);
+    }
+    if a.id == 0 {
+        return Err(ResultCode::IdMustNotBeZero);
+    }
+    if a.id == ID_INVALID_MAX {
+        return Err(ResultCode::IdMustNotBeIntMax);
+    }
+    if a.has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+        && a.has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+    {
+        return Err(ResultCode::FlagsAreMutuallyExclusive);
+    }
+    if a.debits_pending != 0 {
+        return Err(ResultCode::DebitsPendingMustBeZero);
+    }
+    if a.debits_posted != 0 {
+        return Err(ResultCode::DebitsPostedMustBeZero);
+    }
+    if a.credits_pending != 0 {
+        return Err(ResultCode::CreditsPendingMustBeZero);
+    }
+    if a.credits_posted != 0 {
+        return Err(ResultCode::CreditsPostedMustBeZero);
+    }
+    if a.ledger == 0 {
+        return Err(ResultCode::LedgerMustNotBeZero);
+    }
+    if a.code == 0 {
+        return Err(ResultCode::CodeMustNotBeZero);
+    }
+    Ok(())
+}
+
+fn account_exists(a: &Account, e: &Account) -> ResultCode {
+    if a.flags != e.flags {
+        return ResultCode::ExistsWithDifferentFlags;
+    }
+    if a.user_data_128 != e.user_data_128 {
+        return ResultCode::ExistsWithDifferentUserData128;
+    }
+    if a.user_data_64 != e.user_data_64 {
+        return ResultCode::ExistsWithDifferentUserData64;
+    }
+    if a.user_data_32 != e.user_data_32 {
+        return ResultCode::ExistsWithDifferentUserData32;
+    }
+    if a.ledger != e.ledger {
+        return ResultCode::ExistsWithDifferentLedger;
+    }
+    if a.code != e.code {
+        return ResultCode::ExistsWithDifferentCode;
+    }
+    ResultCode::Exists
+}
+
+/// Whether `limit` may be set on `a`: it needs a balance-limit flag, and the account's
+/// balance must not already be further past zero than `limit` allows.
+fn limit_allows(a: &Account, limit: u128) -> Result<(), ResultCode> {
+    if a.has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
+        if a.debits_pending + a.debits_posted > a.credits_posted.saturating_add(limit) {
+            return Err(ResultCode::LimitBelowCurrentBalance);
+        }
+    } else if a.has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) {
+        if a.credits_pending + a.credits_posted > a.debits_posted.saturating_add(limit) {
+            return Err(ResultCode::LimitBelowCurrentBalance);
+        }
+    } else {
+        return Err(ResultCode::AccountHasNoBalanceLimitFlag);
+    }
+    Ok(())
+}
+
+fn expires_at_ns(p: &Transfer) -> u64 {
+    debug_assert!(p.timeout > 0);
+    p.timestamp.saturating_add((p.timeout as u64).saturating_mul(NS_PER_S))
+}
+
+/// Releases a reservation of `pending` and posts `posted` (<= pending) of it.
+fn release_pending(dr: &mut Account, cr: &mut Account, pending: u128, posted: u128) -> Option<()> {
+    debug_assert!(posted <= pending);
+    let dr_pending = dr.debits_pending.checked_sub(pending)?;
+    let cr_pending = cr.credits_pending.checked_sub(pending)?;
+    let dr_posted = dr.debits_posted.checked_add(posted)?;
+    let cr_posted = cr.credits_posted.checked_add(posted)?;
+    dr.debits_pending = dr_pending;
+    cr.credits_pending = cr_pending;
+    dr.debits_posted = dr_posted;
+    cr.credits_posted = cr_posted;
+    Some(())
+}
+
+fn set_balances(a: &mut Account, b: &Balances) {
+    a.debits_pending = b.debits_pending;
+    a.debits_posted = b.debits_posted;
+    a.credits_pending = b.credits_pending;
+    a.credits_posted = b.credits_posted;
+}
+
+/// Two distinct elements of `v`, mutably.
+fn pair_mut<T>(v: &mut [T], a: u32, b: u32) -> (&mut T, &mut T) {
+    let (a, b) = (a as usize, b as usize);
+    assert_ne!(a, b);
+    if a < b {
+        let (lo, hi) = v.split_at_mut(b);
+        (&mut lo[a], &mut hi[0])
+    } else {
+        let (lo, hi) = v.split_at_mut(a);
+        (&mut hi[0], &mut lo[b])
+    }
+}

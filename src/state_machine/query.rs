@@ -1,0 +1,130 @@
+//! Read-only queries: lookups by id and the account filters. Nothing here changes state.
+
+use super::{StateMachine, QUERY_RESULTS_MAX, SIDE_CREDIT, SIDE_DEBIT};
+use crate::types::{
+    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, AccountLimit,
+    Transfer, ID_INVALID_MAX,
+};
+
+/// A validated filter: inclusive timestamp bounds, sides, order and the effective limit.
+struct Scan {
+    account: u32,
+    min: u64,
+    max: u64,
+    debits: bool,
+    credits: bool,
+    reversed: bool,
+    limit: usize,
+}
+
+impl StateMachine {
+    /// The accounts found, in request order (ids not found are skipped).
+    pub fn lookup_accounts(&self, ids: &[u128], out: &mut Vec<Account>) {
+        out.clear();
+        out.extend(ids.iter().filter_map(|id| self.account(*id)).copied());
+    }
+
+    /// The transfers found, in request order (ids not found are skipped).
+    pub fn lookup_transfers(&self, ids: &[u128], out: &mut Vec<Transfer>) {
+        out.clear();
+        out.extend(ids.iter().filter_map(|id| self.transfer_by_id(*id)).copied());
+    }
+
+    /// The current limit of each account found, in request order: `limit` 0 and `timestamp`
+    /// 0 for an account whose limit was never set.
+    pub fn lookup_account_limits(&self, ids: &[u128], out: &mut Vec<AccountLimit>) {
+        out.clear();
+        for id in ids {
+            if let Some(&index) = self.account_index.get(id) {
+                let ext = &self.account_ext[index as usize];
+                out.push(AccountLimit {
+                    account_id: *id,
+                    limit: ext.limit,
+                    timestamp: ext.limit_timestamp,
+                    reserved: [0; 24],
+                });
+            }
+        }
+    }
+
+    /// The account's transfers within the filter's timestamp range, on the chosen sides,
+    /// oldest first (newest first with `REVERSED`), at most `limit` (capped at
+    /// [`QUERY_RESULTS_MAX`]). An invalid filter or an unknown account gives nothing.
+    pub fn get_account_transfers(&self, filter: &AccountFilter, out: &mut Vec<Transfer>) {
+        out.clear();
+        let Some(scan) = self.scan(filter) else {
+            return;
+        };
+        let list = &self.account_ext[scan.account as usize].transfers;
+        let ts = |i: &u32| self.transfers[*i as usize].timestamp;
+        let lo = list.partition_point(|i| ts(i) < scan.min);
+        let hi = list.partition_point(|i| ts(i) <= scan.max);
+        let account_id = filter.account_id;
+        let wanted = |i: &&u32| {
+            let t = &self.transfers[**i as usize];
+            (scan.debits && t.debit_account_id == account_id)
+                || (scan.credits && t.credit_account_id == account_id)
+        };
+        let found = |i: &u32| self.transfers[*i as usize];
+        let range = list[lo..hi.max(lo)].iter();
+        if scan.reversed {
+            out.extend(range.rev().filter(wanted).take(scan.limit).map(found));
+        } else {
+            out.extend(range.filter(wanted).take(scan.limit).map(found));
+        }
+    }
+
+    /// The balance history rows of a `history` account, filtered like
+    /// [`StateMachine::get_account_transfers`]. Other accounts give nothing.
+    pub fn get_account_balances(&self, filter: &AccountFilter, out: &mut Vec<AccountBalance>) {
+        out.clear();
+        let Some(scan) = self.scan(filter) else {
+            return;
+        };
+        if !self.accounts[scan.account as usize].has(AccountFlags::HISTORY) {
+            return;
+        }
+        let ext = &self.account_ext[scan.account as usize];
+        let lo = ext.history.partition_point(|row| row.timestamp < scan.min);
+        let hi = ext.history.partition_point(|row| row.timestamp <= scan.max);
+        let wanted = |i: &usize| {
+            let side = ext.history_sides[*i];
+            (scan.debits && side == SIDE_DEBIT) || (scan.credits && side == SIDE_CREDIT)
+        };
+        let range = lo..hi.max(lo);
+        let found = |i: usize| ext.history[i];
+        if scan.reversed {
+            out.extend(range.rev().filter(wanted).take(scan.limit).map(found));
+        } else {
+            out.extend(range.filter(wanted).take(scan.limit).map(found));
+        }
+    }
+
+    fn scan(&self, f: &AccountFilter) -> Option<Scan> {
+        if f.account_id == 0 || f.account_id == ID_INVALID_MAX {
+            return None;
+        }
+        if f.flags & !AccountFilterFlags::ALL != 0 || f.reserved != [0; 24] || f.limit == 0 {
+            return None;
+        }
+        let debits = f.flags & AccountFilterFlags::DEBITS != 0;
+        let credits = f.flags & AccountFilterFlags::CREDITS != 0;
+        if !debits && !credits {
+            return None;
+        }
+        let max = if f.timestamp_max == 0 { u64::MAX } else { f.timestamp_max };
+        if f.timestamp_min > max {
+            return None;
+        }
+        let account = *self.account_index.get(&f.account_id)?;
+        Some(Scan {
+            account,
+            min: f.timestamp_min,
+            max,
+            debits,
+            credits,
+            reversed: f.flags & AccountFilterFlags::REVERSED != 0,
+            limit: (f.limit as usize).min(QUERY_RESULTS_MAX),
+        })
+    }
+}
