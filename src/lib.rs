@@ -12,4 +12,6 @@
 //! - [`protocol`], `client`, `net`, `pipeline`: the daemon's wire format and moving parts.
 
 pub mod event;
+pub mod journal;
+pub mod snapshot;
 pub mod types;
