@@ -8,6 +8,7 @@ use ledgerd::journal::{
     segment_path, End, FaultPlan, FlushMode, Journal, JournalConfig, JournalError, JournalReader,
 };
 use proptest::prelude::*;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 const SMALL_SEGMENT: u64 = 4096;
 
@@ -453,6 +454,12 @@ fn golden_bytes() {
     assert_eq!(u32::from_le_bytes(seg[128 + 24..128 + 28].try_into().unwrap()), 5);
     assert_eq!(&seg[128 + 64..128 + 69], b"hello");
     assert_eq!(seg[128 + 48..128 + 64], seg[64..80], "record 2 chains to record 1's checksum");
+    // Checksums, recomputed here from the format's definition.
+    let le128 = |b: &[u8]| u128::from_le_bytes(b.try_into().unwrap());
+    assert_eq!(u64::from_le_bytes(seg[56..64].try_into().unwrap()), xxh3_64(&seg[..56]));
+    assert_eq!(le128(&seg[64..80]), xxh3_128(&seg[80..128]));
+    assert_eq!(le128(&seg[128..144]), xxh3_128(&seg[144..128 + 64 + 5]));
+    assert_eq!(le128(&seg[208..224]), xxh3_128(&seg[224..208 + 64 + 16]));
     let hex: String = seg[..used].iter().map(|b| format!("{b:02x}")).collect();
     let expected = concat!(
         // segment header
