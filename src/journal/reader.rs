@@ -243,7 +243,8 @@ impl<'a> Records<'a> {
                 }
                 Slot::Zero => {
                     // End of this segment's data: a valid record later in it is corruption.
-                    if let Some((o, q)) = scan::probe(&s.map, self.offset + 16, self.next_seq - 1) {
+                    let live = &s.map[..scan::nonzero_end(&s.map, self.offset).max(self.offset)];
+                    if let Some((o, q)) = scan::probe(live, self.offset + 16, self.next_seq - 1) {
                         let reason =
                             format!("zeroed record; valid record {q} follows at offset {o}");
                         return self.fail(self.offset, reason);

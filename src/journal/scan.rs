@@ -143,8 +143,10 @@ pub(crate) fn scan(segs: &[SegView<'_>]) -> Scan {
         s.end_offset = off;
         let is_last = i + 1 == segs.len();
         // A valid record later in this segment means the prefix ended early: corruption.
+        // Only bytes before the last non-zero one can hold a record, so probe just that part.
+        let live = &bytes[..nonzero_end(bytes, off).max(off)];
         let mut valid_after =
-            probe(bytes, off + RECORD_ALIGN, s.last_sequence).map(|(o, q)| (i, o, q));
+            probe(live, off + RECORD_ALIGN, s.last_sequence).map(|(o, q)| (i, o, q));
         if damage.is_none() && valid_after.is_none() && !is_last {
             continue; // normal roll-over: the rest of this segment is unused
         }
@@ -155,6 +157,9 @@ pub(crate) fn scan(segs: &[SegView<'_>]) -> Scan {
             });
         }
         let nonzero_end = nonzero_end(bytes, off);
+        if valid_after.is_none() && damage.is_none() && nonzero_end == off {
+            return s; // clean end: only zeros follow
+        }
         let reason = match damage {
             Some(r) => r,
             None if valid_after.is_some() => "zeroed record".to_string(),
@@ -186,10 +191,21 @@ pub(crate) fn probe(bytes: &[u8], from: usize, after: u64) -> Option<(usize, u64
 }
 
 /// One past the last non-zero byte at or after `from` (or `from` if all are zero).
+///
+/// Runs over the unused rest of a 64 MiB segment on every open, so it tests whole blocks with a
+/// branch-free OR (vectorised) and looks at single bytes only in the last non-zero block.
 pub(crate) fn nonzero_end(bytes: &[u8], from: usize) -> usize {
+    const BLOCK: usize = 4096;
     let tail = bytes.get(from..).unwrap_or(&[]);
-    match tail.iter().rposition(|&b| b != 0) {
-        Some(p) => from + p + 1,
-        None => from,
+    let mut end = tail.len();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &tail[start..end];
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            let p = block.iter().rposition(|&b| b != 0).expect("a non-zero byte");
+            return from + start + p + 1;
+        }
+        end = start;
     }
+    from
 }
