@@ -12,6 +12,8 @@
 //! - [`protocol`], `client`, `net`, `pipeline`: the daemon's wire format and moving parts.
 
 pub mod event;
+pub mod journal;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 pub mod config;

@@ -1,0 +1,254 @@
+//! Byte layout of segment headers and records (journal-format.md is the normative text).
+//!
+//! Pure functions over byte slices: no I/O, no state. Every multi-byte integer is little-endian.
+
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+
+/// Format version written into every segment header and record header.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// First 8 bytes of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"LDGRJSEG";
+/// Size of the segment header; the first record starts right after it.
+pub const SEGMENT_HEADER_SIZE: usize = 64;
+
+/// Bytes 16..20 of every record header.
+pub const RECORD_MAGIC: [u8; 4] = *b"LJRC";
+/// Size of the record header; the body starts right after it.
+pub const RECORD_HEADER_SIZE: usize = 64;
+/// Alignment of every record (and so of every body) within the segment file.
+pub const RECORD_ALIGN: usize = 16;
+
+/// Smallest segment accepted: a header and one record with a 16-byte body.
+pub const SEGMENT_SIZE_MIN: u64 = 4096;
+
+const _: () = assert!(SEGMENT_HEADER_SIZE % RECORD_ALIGN == 0);
+const _: () = assert!(RECORD_HEADER_SIZE % RECORD_ALIGN == 0);
+const _: () = assert!(SEGMENT_SIZE_MIN as usize > SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE);
+
+/// Bytes a record with a body of `body_len` bytes occupies: header, body, zero padding.
+#[inline]
+pub const fn record_size(body_len: usize) -> usize {
+    RECORD_HEADER_SIZE + ((body_len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1))
+}
+
+/// The fixed header at offset 0 of every segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Position of the segment in the journal; equals the number in the file name.
+    pub index: u64,
+    /// Sequence number of the first record this segment holds (or will hold).
+    pub first_sequence: u64,
+    /// Length the file was preallocated to.
+    pub segment_size: u64,
+    /// Checksum of record `first_sequence - 1` (0 before the first record of the journal).
+    pub chain_in: u128,
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_SIZE] {
+        let mut h = [0u8; SEGMENT_HEADER_SIZE];
+        h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h[10..12].copy_from_slice(&(SEGMENT_HEADER_SIZE as u16).to_le_bytes());
+        // 12..16 reserved, zero.
+        h[16..24].copy_from_slice(&self.index.to_le_bytes());
+        h[24..32].copy_from_slice(&self.first_sequence.to_le_bytes());
+        h[32..40].copy_from_slice(&self.segment_size.to_le_bytes());
+        h[40..56].copy_from_slice(&self.chain_in.to_le_bytes());
+        let sum = xxh3_64(&h[0..56]);
+        h[56..64].copy_from_slice(&sum.to_le_bytes());
+        h
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, String> {
+        if bytes.len() < SEGMENT_HEADER_SIZE {
+            return Err(format!(
+                "segment file is {} bytes, shorter than its {SEGMENT_HEADER_SIZE}-byte header",
+                bytes.len()
+            ));
+        }
+        let h = &bytes[..SEGMENT_HEADER_SIZE];
+        if h[0..8] != SEGMENT_MAGIC {
+            return Err("bad segment magic".into());
+        }
+        let stored = le_u64(&h[56..64]);
+        let computed = xxh3_64(&h[0..56]);
+        if stored != computed {
+            return Err(format!(
+                "segment header checksum mismatch (stored {stored:#018x}, computed {computed:#018x})"
+            ));
+        }
+        let version = le_u16(&h[8..10]);
+        if version != FORMAT_VERSION {
+            return Err(format!("unsupported segment format version {version}"));
+        }
+        let header_size = le_u16(&h[10..12]);
+        if usize::from(header_size) != SEGMENT_HEADER_SIZE || h[12..16] != [0; 4] {
+            return Err("unsupported segment header layout".into());
+        }
+        Ok(SegmentHeader {
+            index: le_u64(&h[16..24]),
+            first_sequence: le_u64(&h[24..32]),
+            segment_size: le_u64(&h[32..40]),
+            chain_in: le_u128(&h[40..56]),
+        })
+    }
+}
+
+/// The decoded header of a record whose checksum has been verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub checksum: u128,
+    pub body_len: u32,
+    pub sequence: u64,
+    pub chain: u128,
+}
+
+impl RecordHeader {
+    /// Bytes the whole record occupies in the segment.
+    #[inline]
+    pub fn size(&self) -> usize {
+        record_size(self.body_len as usize)
+    }
+}
+
+/// Encodes a record into `dst` (exactly `record_size(body.len())` bytes) and returns its checksum.
+///
+/// Layout: `[checksum u128][magic 4][version u16][header size u16][body_len u32][reserved u32]
+/// [sequence u64][reserved u64][chain u128][body][zero padding to 16]`. The checksum is xxh3-128
+/// over bytes `16 .. 64 + body_len`, one contiguous range.
+#[inline]
+pub fn encode_record(dst: &mut [u8], sequence: u64, chain: u128, body: &[u8]) -> u128 {
+    let body_len = u32::try_from(body.len()).expect("body length checked by the caller");
+    debug_assert_eq!(dst.len(), record_size(body.len()));
+    let (head, rest) = dst.split_at_mut(RECORD_HEADER_SIZE);
+    head[16..20].copy_from_slice(&RECORD_MAGIC);
+    head[20..22].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head[22..24].copy_from_slice(&(RECORD_HEADER_SIZE as u16).to_le_bytes());
+    head[24..28].copy_from_slice(&body_len.to_le_bytes());
+    head[28..32].fill(0);
+    head[32..40].copy_from_slice(&sequence.to_le_bytes());
+    head[40..48].fill(0);
+    head[48..64].copy_from_slice(&chain.to_le_bytes());
+    let (body_dst, pad) = rest.split_at_mut(body.len());
+    body_dst.copy_from_slice(body);
+    pad.fill(0);
+    let checksum = xxh3_128(&dst[16..RECORD_HEADER_SIZE + body.len()]);
+    dst[0..16].copy_from_slice(&checksum.to_le_bytes());
+    checksum
+}
+
+/// What sits at a record offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    /// A whole zero header: the end of the written part of the segment.
+    Zero,
+    /// A record whose framing and checksum are valid (sequence and chain not yet checked).
+    Valid(RecordHeader),
+    /// Anything else; the reason names the first check that failed.
+    Damaged(String),
+}
+
+/// Reads the record at `off` of a segment's bytes, verifying framing and checksum.
+pub fn parse_record(seg: &[u8], off: usize) -> Slot {
+    debug_assert_eq!(off % RECORD_ALIGN, 0);
+    let Some(head) = seg.get(off..off + RECORD_HEADER_SIZE) else {
+        // Less than a header is left: the end of the segment, unless the file was cut short.
+        let rest = seg.get(off..).unwrap_or(&[]);
+        return if rest.iter().all(|&b| b == 0) {
+            Slot::Zero
+        } else {
+            Slot::Damaged("record header cut short by the end of the file".into())
+        };
+    };
+    if head.iter().all(|&b| b == 0) {
+        return Slot::Zero;
+    }
+    let h = match parse_header_unverified(head) {
+        Ok(h) => h,
+        Err(reason) => return Slot::Damaged(reason),
+    };
+    let end = off + RECORD_HEADER_SIZE + h.body_len as usize;
+    if off + h.size() > seg.len() {
+        return Slot::Damaged(format!(
+            "record of {} bytes runs past the end of the segment ({} bytes)",
+            h.size(),
+            seg.len()
+        ));
+    }
+    let computed = xxh3_128(&seg[off + 16..end]);
+    if computed != h.checksum {
+        return Slot::Damaged(format!(
+            "record checksum mismatch (stored {:#034x}, computed {computed:#034x})",
+            h.checksum
+        ));
+    }
+    Slot::Valid(h)
+}
+
+/// Decodes a record header's fields without looking at the body.
+pub fn parse_header_unverified(head: &[u8]) -> Result<RecordHeader, String> {
+    if head[16..20] != RECORD_MAGIC {
+        return Err("bad record magic".into());
+    }
+    let version = le_u16(&head[20..22]);
+    if version != FORMAT_VERSION {
+        return Err(format!("unsupported record format version {version}"));
+    }
+    if usize::from(le_u16(&head[22..24])) != RECORD_HEADER_SIZE
+        || head[28..32] != [0; 4]
+        || head[40..48] != [0; 8]
+    {
+        return Err("unsupported record header layout".into());
+    }
+    Ok(RecordHeader {
+        checksum: le_u128(&head[0..16]),
+        body_len: le_u32(&head[24..28]),
+        sequence: le_u64(&head[32..40]),
+        chain: le_u128(&head[48..64]),
+    })
+}
+
+#[inline]
+pub(crate) fn le_u16(b: &[u8]) -> u16 {
+    u16::from_le_bytes(b.try_into().expect("2 bytes"))
+}
+#[inline]
+pub(crate) fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().expect("4 bytes"))
+}
+#[inline]
+pub(crate) fn le_u64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().expect("8 bytes"))
+}
+#[inline]
+pub(crate) fn le_u128(b: &[u8]) -> u128 {
+    u128::from_le_bytes(b.try_into().expect("16 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip() {
+        let body = b"hello, journal";
+        let mut buf = vec![0u8; record_size(body.len())];
+        let sum = encode_record(&mut buf, 7, 42, body);
+        match parse_record(&buf, 0) {
+            Slot::Valid(h) => {
+                assert_eq!(h, RecordHeader { checksum: sum, body_len: 14, sequence: 7, chain: 42 })
+            }
+            other => panic!("{other:?}"),
+        }
+        buf[70] ^= 1;
+        assert!(matches!(parse_record(&buf, 0), Slot::Damaged(_)));
+    }
+
+    #[test]
+    fn segment_header_round_trip() {
+        let h = SegmentHeader { index: 3, first_sequence: 99, segment_size: 4096, chain_in: 5 };
+        assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
+    }
+}
