@@ -11,5 +11,8 @@
 //!   newest valid snapshot + journal tail.
 //! - [`protocol`], `client`, `net`, `pipeline`: the daemon's wire format and moving parts.
 
+pub mod client;
 pub mod event;
+pub mod json;
+pub mod protocol;
 pub mod types;
