@@ -11,16 +11,19 @@
 //!   newest valid snapshot + journal tail.
 //! - [`protocol`], `client`, `net`, `pipeline`: the daemon's wire format and moving parts.
 
-pub mod event;
-pub mod journal;
-pub mod snapshot;
-pub mod state_machine;
-pub mod types;
+pub mod change_events;
+pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod event;
 pub mod http;
+pub mod journal;
+pub mod json;
 pub mod metrics;
 pub mod net;
 pub mod pipeline;
+pub mod protocol;
 pub mod recovery;
-pub mod change_events;
+pub mod snapshot;
+pub mod state_machine;
+pub mod types;

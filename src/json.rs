@@ -1,0 +1,970 @@
+//! JSON mapping of records and replies, and the `ledger exec` loop (one JSON operation per
+//! input line, one JSON result per output line, in order, pipelined).
+//!
+//! Field names are exactly those of SPEC §3 and `crate::types`. Integers stay exact: u128
+//! fields are written and read as JSON integers (never through floats). Flags are arrays of snake_case names. Omitted input fields are 0; unknown fields
+//! are an error. This module knows records and JSON, and talks to the daemon only through
+//! [`crate::client::Client`].
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, Write};
+
+use serde::de::{self, IgnoredAny, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::client::{Client, ClientError};
+use crate::protocol::{
+    decode_create_results, decode_records, encode_ids, encode_records, ChangeEvent,
+    ChangeEventKind, ChangeEventsReply, ChangeEventsRequest, Operation, Status, StatusReply,
+    CHANGE_EVENTS_PER_REPLY_MAX,
+};
+use crate::types::{
+    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, AccountLimit,
+    CreateResult, ResultCode, Transfer, TransferFlags, EVENTS_PER_REQUEST_MAX,
+};
+
+// ---- u128 and flags ----
+
+/// Reads a u128 from a JSON integer, exactly, up to 2^128 - 1.
+fn de_u128<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = u128;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a non-negative integer below 2^128, or a decimal string of one")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u128, E> {
+            Ok(v.into())
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<u128, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u128, E> {
+            u128::try_from(v).map_err(|_| E::custom(format!("{v} is negative")))
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<u128, E> {
+            u128::try_from(v).map_err(|_| E::custom(format!("{v} is negative")))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<u128, E> {
+            Err(E::custom(format!("{v} is not an exact integer (write it without a fraction or exponent, or as a string)")))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u128, E> {
+            v.parse::<u128>().map_err(|e| E::custom(format!("{v:?}: {e}")))
+        }
+    }
+    // serde_json reads the digits straight into a u128 here; `deserialize_any` would go
+    // through f64 above 2^64 and lose precision.
+    d.deserialize_u128(V)
+}
+
+fn de_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u128>, D::Error> {
+    #[derive(Deserialize)]
+    struct Id(#[serde(deserialize_with = "de_u128")] u128);
+    Ok(Vec::<Id>::deserialize(d)?.into_iter().map(|id| id.0).collect())
+}
+
+/// Flags as JSON: an array of names (or, for tests and tools, the raw bits as an integer).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FlagsJson {
+    Names(Vec<String>),
+    Bits(u32),
+}
+
+impl Default for FlagsJson {
+    fn default() -> Self {
+        FlagsJson::Names(Vec::new())
+    }
+}
+
+impl FlagsJson {
+    /// The names of the bits set in `bits`; a bit without a name is written as its number.
+    pub fn from_bits<T: Copy + Into<u32>>(bits: T, names: &[(&str, T)]) -> FlagsJson {
+        let bits: u32 = bits.into();
+        let mut out: Vec<String> = names
+            .iter()
+            .filter(|(_, bit)| bits & (*bit).into() != 0)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let known = names.iter().fold(0u32, |acc, (_, bit)| acc | (*bit).into());
+        if bits & !known != 0 {
+            out.push(format!("0x{:x}", bits & !known));
+        }
+        FlagsJson::Names(out)
+    }
+
+    /// The bits; an unknown name is an error (unknown raw bits pass, for the daemon to refuse).
+    pub fn to_bits<T: Copy + Into<u32>>(&self, names: &[(&str, T)]) -> Result<u32, String> {
+        match self {
+            FlagsJson::Bits(b) => Ok(*b),
+            FlagsJson::Names(list) => list.iter().try_fold(0u32, |acc, name| {
+                names
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, bit)| acc | (*bit).into())
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+                        format!("unknown flag {name:?} (known: {})", known.join(", "))
+                    })
+            }),
+        }
+    }
+}
+
+/// Parses a comma-separated flag list (the CLI's `--flags a,b`).
+pub fn parse_flag_list<T: Copy + Into<u32>>(
+    list: &str,
+    names: &[(&str, T)],
+) -> Result<u32, String> {
+    let names_list =
+        list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    FlagsJson::Names(names_list).to_bits(names)
+}
+
+fn narrow<T: TryFrom<u32>>(bits: u32, what: &str) -> Result<T, String> {
+    T::try_from(bits).map_err(|_| format!("{what} flags 0x{bits:x} do not fit"))
+}
+
+// ---- records ----
+
+/// An [`Account`] as JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountJson {
+    #[serde(deserialize_with = "de_u128")]
+    pub id: u128,
+    #[serde(deserialize_with = "de_u128")]
+    pub debits_pending: u128,
+    #[serde(deserialize_with = "de_u128")]
+    pub debits_posted: u128,
+    #[serde(deserialize_with = "de_u128")]
+    pub credits_pending: u128,
+    #[serde(deserialize_with = "de_u128")]
+    pub credits_posted: u128,
+    #[serde(deserialize_with = "de_u128")]
+    pub user_data_128: u128,
+    pub user_data_64: u64,
+    pub user_data_32: u32,
+    pub reserved: u32,
+    pub ledger: u32,
+    pub code: u16,
+    pub flags: FlagsJson,
+    pub timestamp: u64,
+}
+
+impl AccountJson {
+    pub fn from_account(a: &Account) -> AccountJson {
+        AccountJson {
+            id: a.id,
+            debits_pending: a.debits_pending,
+            debits_posted: a.debits_posted,
+            credits_pending: a.credits_pending,
+            credits_posted: a.credits_posted,
+            user_data_128: a.user_data_128,
+            user_data_64: a.user_data_64,
+            user_data_32: a.user_data_32,
+            reserved: a.reserved,
+            ledger: a.ledger,
+            code: a.code,
+            flags: FlagsJson::from_bits(a.flags, &AccountFlags::NAMES),
+            timestamp: a.timestamp,
+        }
+    }
+
+    pub fn to_account(&self) -> Result<Account, String> {
+        Ok(Account {
+            id: self.id,
+            debits_pending: self.debits_pending,
+            debits_posted: self.debits_posted,
+            credits_pending: self.credits_pending,
+            credits_posted: self.credits_posted,
+            user_data_128: self.user_data_128,
+            user_data_64: self.user_data_64,
+            user_data_32: self.user_data_32,
+            reserved: self.reserved,
+            ledger: self.ledger,
+            code: self.code,
+            flags: narrow(self.flags.to_bits(&AccountFlags::NAMES)?, "account")?,
+            timestamp: self.timestamp,
+        })
+    }
+}
+
+/// A [`Transfer`] as JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferJson {
+    #[serde(deserialize_with = "de_u128")]
+    pub id: u128,
+    #[serde(deserialize_with = "de_u128")]
+    pub debit_account_id: u128,
+    #[serde(deserialize_with = "de_u128")]
+    pub credit_account_id: u128,
+    #[serde(deserialize_with = "de_u128")]
+    pub amount: u128,
+    #[serde(deserialize_with = "de_u128")]
+    pub pending_id: u128,
+    #[serde(deserialize_with = "de_u128")]
+    pub user_data_128: u128,
+    pub user_data_64: u64,
+    pub user_data_32: u32,
+    pub timeout: u32,
+    pub ledger: u32,
+    pub code: u16,
+    pub flags: FlagsJson,
+    pub timestamp: u64,
+}
+
+impl TransferJson {
+    pub fn from_transfer(t: &Transfer) -> TransferJson {
+        TransferJson {
+            id: t.id,
+            debit_account_id: t.debit_account_id,
+            credit_account_id: t.credit_account_id,
+            amount: t.amount,
+            pending_id: t.pending_id,
+            user_data_128: t.user_data_128,
+            user_data_64: t.user_data_64,
+            user_data_32: t.user_data_32,
+            timeout: t.timeout,
+            ledger: t.ledger,
+            code: t.code,
+            flags: FlagsJson::from_bits(t.flags, &TransferFlags::NAMES),
+            timestamp: t.timestamp,
+        }
+    }
+
+    pub fn to_transfer(&self) -> Result<Transfer, String> {
+        Ok(Transfer {
+            id: self.id,
+            debit_account_id: self.debit_account_id,
+            credit_account_id: self.credit_account_id,
+            amount: self.amount,
+            pending_id: self.pending_id,
+            user_data_128: self.user_data_128,
+            user_data_64: self.user_data_64,
+            user_data_32: self.user_data_32,
+            timeout: self.timeout,
+            ledger: self.ledger,
+            code: self.code,
+            flags: narrow(self.flags.to_bits(&TransferFlags::NAMES)?, "transfer")?,
+            timestamp: self.timestamp,
+        })
+    }
+}
+
+/// An [`AccountLimit`] as JSON (`reserved` is always zero and not mapped).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountLimitJson {
+    #[serde(deserialize_with = "de_u128")]
+    pub account_id: u128,
+    #[serde(deserialize_with = "de_u128")]
+    pub limit: u128,
+    pub timestamp: u64,
+}
+
+impl AccountLimitJson {
+    pub fn from_limit(l: &AccountLimit) -> Self {
+        AccountLimitJson { account_id: l.account_id, limit: l.limit, timestamp: l.timestamp }
+    }
+    pub fn to_limit(&self) -> AccountLimit {
+        AccountLimit {
+            account_id: self.account_id,
+            limit: self.limit,
+            timestamp: self.timestamp,
+            reserved: [0; 24],
+        }
+    }
+}
+
+/// An [`AccountBalance`] row as JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AccountBalanceJson {
+    pub debits_pending: u128,
+    pub debits_posted: u128,
+    pub credits_pending: u128,
+    pub credits_posted: u128,
+    pub timestamp: u64,
+}
+
+impl AccountBalanceJson {
+    pub fn from_balance(b: &AccountBalance) -> Self {
+        AccountBalanceJson {
+            debits_pending: b.debits_pending,
+            debits_posted: b.debits_posted,
+            credits_pending: b.credits_pending,
+            credits_posted: b.credits_posted,
+            timestamp: b.timestamp,
+        }
+    }
+}
+
+/// One create result; `result` is the code's name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CreateResultJson {
+    pub index: u32,
+    pub result: &'static str,
+}
+
+/// A create reply (failures only) expanded to one result per event, `ok` included.
+pub fn expand_results(event_count: usize, failed: &[CreateResult]) -> Vec<CreateResultJson> {
+    let mut failed = failed.iter().peekable();
+    (0..event_count)
+        .map(|i| {
+            let result = match failed.next_if(|r| r.index as usize == i) {
+                Some(r) => r.result,
+                None => ResultCode::Ok,
+            };
+            CreateResultJson { index: i as u32, result: result.name() }
+        })
+        .collect()
+}
+
+/// The `status` reply as JSON: `state_hash` as 32 lowercase hex digits.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusJson {
+    pub sequence: u64,
+    pub snapshot_sequence: u64,
+    pub state_hash: String,
+    pub accounts: u64,
+    pub transfers: u64,
+    pub pending_transfers: u64,
+    pub failed_ids: u64,
+    pub account_limits: u64,
+    pub clock_ns: u64,
+    pub uptime_ns: u64,
+    pub connections: u32,
+}
+
+impl StatusJson {
+    pub fn from_status(s: &StatusReply) -> Self {
+        StatusJson {
+            sequence: s.sequence,
+            snapshot_sequence: s.snapshot_sequence,
+            state_hash: format!("{:032x}", s.state_hash),
+            accounts: s.accounts,
+            transfers: s.transfers,
+            pending_transfers: s.pending_transfers,
+            failed_ids: s.failed_ids,
+            account_limits: s.account_limits,
+            clock_ns: s.clock_ns,
+            uptime_ns: s.uptime_ns,
+            connections: s.connections,
+        }
+    }
+}
+
+/// One change event as JSON; only the parts its kind uses are present.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChangeEventJson {
+    pub sequence: u64,
+    pub index: u32,
+    pub kind: &'static str,
+    pub timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debit_account: Option<AccountJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credit_account: Option<AccountJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<AccountLimitJson>,
+}
+
+impl ChangeEventJson {
+    pub fn from_event(e: &ChangeEvent) -> Self {
+        use ChangeEventKind as K;
+        let is_transfer = !matches!(e.kind, K::AccountCreated | K::LimitSet);
+        ChangeEventJson {
+            sequence: e.sequence,
+            index: e.index,
+            kind: e.kind.name(),
+            timestamp: e.timestamp,
+            transfer: is_transfer.then(|| TransferJson::from_transfer(&e.transfer)),
+            account: (!is_transfer).then(|| AccountJson::from_account(&e.debit_account)),
+            debit_account: is_transfer.then(|| AccountJson::from_account(&e.debit_account)),
+            credit_account: is_transfer.then(|| AccountJson::from_account(&e.credit_account)),
+            limit: (e.kind == K::LimitSet).then(|| AccountLimitJson::from_limit(&e.limit)),
+        }
+    }
+}
+
+/// The `change_events` reply as JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChangeEventsJson {
+    pub next_sequence: u64,
+    pub next_index: u32,
+    pub head_sequence: u64,
+    pub events: Vec<ChangeEventJson>,
+}
+
+impl ChangeEventsJson {
+    pub fn from_reply(r: &ChangeEventsReply) -> Self {
+        ChangeEventsJson {
+            next_sequence: r.next_sequence,
+            next_index: r.next_index,
+            head_sequence: r.head_sequence,
+            events: r.events.iter().map(ChangeEventJson::from_event).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorJson<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+}
+
+/// `{"error": message}` (plus `"status"` when the daemon refused the request).
+pub fn error_line(message: &str, status: Option<Status>) -> String {
+    serde_json::to_string(&ErrorJson { error: message, status: status.map(Status::name) })
+        .expect("strings serialize")
+}
+
+// ---- exec requests ----
+
+/// One parsed `ledger exec` line: the operation and its encoded body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub operation: Operation,
+    pub body: Vec<u8>,
+    /// Events in the request (to expand create results to one per event).
+    pub event_count: usize,
+}
+
+#[derive(Deserialize)]
+struct OpOnly {
+    op: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAccountsLine {
+    #[allow(dead_code)]
+    op: IgnoredAny,
+    accounts: Vec<AccountJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTransfersLine {
+    #[allow(dead_code)]
+    op: IgnoredAny,
+    transfers: Vec<TransferJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetLimitsLine {
+    #[allow(dead_code)]
+    op: IgnoredAny,
+    limits: Vec<AccountLimitJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdsLine {
+    #[allow(dead_code)]
+    op: IgnoredAny,
+    #[serde(deserialize_with = "de_ids")]
+    ids: Vec<u128>,
+}
+
+/// A filter query; `limit` defaults to the maximum and `flags` to `["debits","credits"]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterLine {
+    #[allow(dead_code)]
+    op: IgnoredAny,
+    #[serde(deserialize_with = "de_u128")]
+    account_id: u128,
+    #[serde(default)]
+    timestamp_min: u64,
+    #[serde(default)]
+    timestamp_max: u64,
+    limit: Option<u32>,
+    flags: Option<FlagsJson>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeEventsLine {
+    #[allow(dead_code)]
+    op: IgnoredAny,
+    #[serde(default)]
+    from_sequence: u64,
+    #[serde(default)]
+    from_index: u32,
+    limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusLine {
+    #[allow(dead_code)]
+    op: IgnoredAny,
+}
+
+fn from_line<'a, T: Deserialize<'a>>(line: &'a str) -> Result<T, String> {
+    serde_json::from_str(line).map_err(|e| e.to_string())
+}
+
+impl ExecRequest {
+    /// Parses one input line. The error is the message for `{"error": ...}`.
+    pub fn parse(line: &str) -> Result<ExecRequest, String> {
+        let op: OpOnly = from_line(line)?;
+        let operation = Operation::from_name(&op.op)
+            .filter(|o| *o != Operation::Hello)
+            .ok_or_else(|| format!("unknown op {:?}", op.op))?;
+        let mut body = Vec::new();
+        let event_count = match operation {
+            Operation::CreateAccounts => {
+                let l: CreateAccountsLine = from_line(line)?;
+                let records = l
+                    .accounts
+                    .iter()
+                    .map(AccountJson::to_account)
+                    .collect::<Result<Vec<_>, _>>()?;
+                encode_records(&mut body, &records);
+                records.len()
+            }
+            Operation::CreateTransfers => {
+                let l: CreateTransfersLine = from_line(line)?;
+                let records = l
+                    .transfers
+                    .iter()
+                    .map(TransferJson::to_transfer)
+                    .collect::<Result<Vec<_>, _>>()?;
+                encode_records(&mut body, &records);
+                records.len()
+            }
+            Operation::SetAccountLimits => {
+                let l: SetLimitsLine = from_line(line)?;
+                let records: Vec<AccountLimit> =
+                    l.limits.iter().map(AccountLimitJson::to_limit).collect();
+                encode_records(&mut body, &records);
+                records.len()
+            }
+            Operation::LookupAccounts
+            | Operation::LookupTransfers
+            | Operation::LookupAccountLimits => {
+                let l: IdsLine = from_line(line)?;
+                encode_ids(&mut body, &l.ids);
+                l.ids.len()
+            }
+            Operation::GetAccountTransfers | Operation::GetAccountBalances => {
+                let l: FilterLine = from_line(line)?;
+                let flags = match &l.flags {
+                    Some(f) => f.to_bits(&AccountFilterFlags::NAMES)?,
+                    None => AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS,
+                };
+                let filter = AccountFilter {
+                    account_id: l.account_id,
+                    timestamp_min: l.timestamp_min,
+                    timestamp_max: l.timestamp_max,
+                    limit: l.limit.unwrap_or(EVENTS_PER_REQUEST_MAX as u32),
+                    flags,
+                    reserved: [0; 24],
+                };
+                encode_records(&mut body, std::slice::from_ref(&filter));
+                1
+            }
+            Operation::ChangeEvents => {
+                let l: ChangeEventsLine = from_line(line)?;
+                ChangeEventsRequest {
+                    from_sequence: l.from_sequence,
+                    from_index: l.from_index,
+                    limit: l.limit.unwrap_or(CHANGE_EVENTS_PER_REPLY_MAX as u32),
+                }
+                .encode(&mut body);
+                1
+            }
+            Operation::Status => {
+                let _: StatusLine = from_line(line)?;
+                0
+            }
+            Operation::Hello => unreachable!("filtered above"),
+        };
+        Ok(ExecRequest { operation, body, event_count })
+    }
+}
+
+/// Formats an `ok` reply body of `operation` as one JSON line.
+pub fn format_reply(
+    operation: Operation,
+    event_count: usize,
+    body: &[u8],
+) -> Result<String, String> {
+    fn records<R: crate::protocol::Record>(body: &[u8]) -> Result<Vec<R>, String> {
+        let mut out = Vec::new();
+        decode_records(body, &mut out)?;
+        Ok(out)
+    }
+    #[derive(Serialize)]
+    struct Results {
+        results: Vec<CreateResultJson>,
+    }
+    #[derive(Serialize)]
+    struct Accounts {
+        accounts: Vec<AccountJson>,
+    }
+    #[derive(Serialize)]
+    struct Transfers {
+        transfers: Vec<TransferJson>,
+    }
+    #[derive(Serialize)]
+    struct Limits {
+        limits: Vec<AccountLimitJson>,
+    }
+    #[derive(Serialize)]
+    struct Balances {
+        balances: Vec<AccountBalanceJson>,
+    }
+    let json = match operation {
+        Operation::CreateAccounts | Operation::CreateTransfers | Operation::SetAccountLimits => {
+            let mut failed = Vec::new();
+            decode_create_results(body, event_count, &mut failed)?;
+            serde_json::to_string(&Results { results: expand_results(event_count, &failed) })
+        }
+        Operation::LookupAccounts => serde_json::to_string(&Accounts {
+            accounts: records::<Account>(body)?.iter().map(AccountJson::from_account).collect(),
+        }),
+        Operation::LookupTransfers | Operation::GetAccountTransfers => {
+            serde_json::to_string(&Transfers {
+                transfers: records::<Transfer>(body)?
+                    .iter()
+                    .map(TransferJson::from_transfer)
+                    .collect(),
+            })
+        }
+        Operation::LookupAccountLimits => serde_json::to_string(&Limits {
+            limits: records::<AccountLimit>(body)?
+                .iter()
+                .map(AccountLimitJson::from_limit)
+                .collect(),
+        }),
+        Operation::GetAccountBalances => serde_json::to_string(&Balances {
+            balances: records::<AccountBalance>(body)?
+                .iter()
+                .map(AccountBalanceJson::from_balance)
+                .collect(),
+        }),
+        Operation::ChangeEvents => {
+            let reply =
+                ChangeEventsReply::decode(body).map_err(|s| format!("change_events reply: {s}"))?;
+            serde_json::to_string(&ChangeEventsJson::from_reply(&reply))
+        }
+        Operation::Status => {
+            let reply = StatusReply::decode(body).map_err(|s| format!("status reply: {s}"))?;
+            serde_json::to_string(&StatusJson::from_status(&reply))
+        }
+        Operation::Hello => return Err("hello is not an exec operation".into()),
+    };
+    json.map_err(|e| e.to_string())
+}
+
+// ---- exec loop ----
+
+/// Lines of input buffered between the stdin reader and the exec loop.
+const EXEC_INPUT_QUEUE_MAX: usize = 1024;
+/// Most exec requests in flight at once (also bounded by the daemon's hello).
+const EXEC_IN_FLIGHT_MAX: usize = 64;
+
+/// What `run_exec` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecSummary {
+    pub lines: u64,
+    /// Lines answered with `{"error": ...}`.
+    pub errors: u64,
+}
+
+enum Slot {
+    Done(String),
+    Waiting { request_id: u64, operation: Operation, event_count: usize },
+}
+
+/// Runs `ledger exec`: reads one JSON operation per line from `input`, writes one JSON line
+/// per input line to `output`, in input order. Requests are pipelined while more input is
+/// already available; output is flushed whenever the loop would wait. Blank lines are skipped.
+/// Returns an error only when the connection fails (the output so far is written).
+pub fn run_exec<R, W>(
+    client: &mut Client,
+    input: R,
+    mut output: W,
+) -> Result<ExecSummary, ClientError>
+where
+    R: BufRead + Send,
+    W: Write,
+{
+    use std::sync::mpsc::{sync_channel, TryRecvError};
+    let window =
+        (client.server_limits().requests_in_flight_max as usize).clamp(1, EXEC_IN_FLIGHT_MAX);
+    let (tx, rx) = sync_channel::<std::io::Result<String>>(EXEC_INPUT_QUEUE_MAX);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for line in input.lines() {
+                let stop = line.is_err();
+                if tx.send(line).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let mut summary = ExecSummary::default();
+        let mut queue: VecDeque<Slot> = VecDeque::new();
+        let mut early: HashMap<u64, crate::client::Reply> = HashMap::new();
+        let mut input_open = true;
+        loop {
+            // Write every answered line at the head of the queue.
+            while let Some(slot) = queue.front() {
+                let line = match slot {
+                    Slot::Done(line) => line.clone(),
+                    Slot::Waiting { request_id, operation, event_count } => {
+                        let Some(reply) = early.remove(request_id) else { break };
+                        reply_line(&reply, *operation, *event_count)
+                    }
+                };
+                if line.starts_with("{\"error\"") {
+                    summary.errors += 1;
+                }
+                writeln!(output, "{line}")?;
+                queue.pop_front();
+            }
+            let waiting = queue.len();
+            if !input_open && waiting == 0 {
+                output.flush()?;
+                return Ok(summary);
+            }
+            // Take more input while there is room in the window; block on input only when
+            // nothing is in flight.
+            let next = if !input_open || client.in_flight() >= window {
+                None
+            } else if waiting == 0 {
+                output.flush()?;
+                match rx.recv() {
+                    Ok(line) => Some(line),
+                    Err(_) => {
+                        input_open = false;
+                        None
+                    }
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(line) => Some(line),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => {
+                        input_open = false;
+                        None
+                    }
+                }
+            };
+            match next {
+                Some(Ok(line)) => {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    summary.lines += 1;
+                    queue.push_back(match ExecRequest::parse(&line) {
+                        Err(message) => Slot::Done(error_line(&message, None)),
+                        Ok(request) => match client.send_raw(request.operation, &request.body) {
+                            Ok(request_id) => Slot::Waiting {
+                                request_id,
+                                operation: request.operation,
+                                event_count: request.event_count,
+                            },
+                            Err(ClientError::Status(status)) => {
+                                Slot::Done(error_line(status.description(), Some(status)))
+                            }
+                            Err(e) => return Err(e),
+                        },
+                    });
+                }
+                Some(Err(e)) => return Err(ClientError::Io(e)),
+                None => {
+                    if client.in_flight() > 0 {
+                        output.flush()?;
+                        let reply = client.recv()?;
+                        early.insert(reply.request_id, reply);
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn reply_line(reply: &crate::client::Reply, operation: Operation, event_count: usize) -> String {
+    if reply.status != Status::Ok {
+        return error_line(reply.status.description(), Some(reply.status));
+    }
+    if reply.operation != operation as u16 {
+        return error_line(
+            &format!("reply operation {} to a {} request", reply.operation, operation.name()),
+            None,
+        );
+    }
+    format_reply(operation, event_count, &reply.body).unwrap_or_else(|e| error_line(&e, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u128_max_round_trips_exactly() {
+        let line = format!(
+            r#"{{"op":"create_transfers","transfers":[{{"id":{},"amount":{},"debit_account_id":{},"credit_account_id":1}}]}}"#,
+            u128::MAX,
+            u128::MAX - 1,
+            u128::MAX - 2
+        );
+        let req = ExecRequest::parse(&line).unwrap();
+        assert_eq!(req.operation, Operation::CreateTransfers);
+        let t = Transfer::read_from(&req.body);
+        assert_eq!(t.id, u128::MAX);
+        assert_eq!(t.amount, u128::MAX - 1);
+        assert_eq!(t.debit_account_id, u128::MAX - 2);
+        let out = serde_json::to_string(&TransferJson::from_transfer(&t)).unwrap();
+        assert!(out.contains(&format!("\"id\":{}", u128::MAX)), "{out}");
+        assert!(out.contains(&format!("\"amount\":{}", u128::MAX - 1)), "{out}");
+        let back: TransferJson = serde_json::from_str(&out).unwrap();
+        assert_eq!(back.to_transfer().unwrap(), t);
+    }
+
+    #[test]
+    fn floats_negatives_and_overflow_are_refused() {
+        for bad in [
+            r#"{"op":"lookup_accounts","ids":[1.5]}"#,
+            r#"{"op":"lookup_accounts","ids":[1e3]}"#,
+            r#"{"op":"lookup_accounts","ids":[-1]}"#,
+            r#"{"op":"lookup_accounts","ids":[340282366920938463463374607431768211456]}"#,
+        ] {
+            assert!(ExecRequest::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_map_by_name() {
+        let line = r#"{"op":"create_accounts","accounts":[{"id":1,"ledger":2,"code":3,"flags":["linked","history"]}]}"#;
+        let req = ExecRequest::parse(line).unwrap();
+        let a = Account::read_from(&req.body);
+        assert_eq!(a.flags, AccountFlags::LINKED | AccountFlags::HISTORY);
+        assert_eq!((a.id, a.ledger, a.code, a.user_data_64), (1, 2, 3, 0));
+        let json = serde_json::to_string(&AccountJson::from_account(&a)).unwrap();
+        assert!(json.contains(r#""flags":["linked","history"]"#), "{json}");
+        let bad = r#"{"op":"create_accounts","accounts":[{"id":1,"flags":["pending"]}]}"#;
+        assert!(ExecRequest::parse(bad).unwrap_err().contains("unknown flag"));
+        let t = r#"{"op":"create_transfers","transfers":[{"id":1,"flags":["pending","balancing_credit"]}]}"#;
+        let t = Transfer::read_from(&ExecRequest::parse(t).unwrap().body);
+        assert_eq!(t.flags, TransferFlags::PENDING | TransferFlags::BALANCING_CREDIT);
+        assert_eq!(
+            parse_flag_list("debits_must_not_exceed_credits,linked", &AccountFlags::NAMES),
+            Ok(3)
+        );
+        assert!(parse_flag_list("nope", &AccountFlags::NAMES).is_err());
+        let unknown_bits = FlagsJson::from_bits(0x8001u16, &AccountFlags::NAMES);
+        assert_eq!(unknown_bits, FlagsJson::Names(vec!["linked".into(), "0x8000".into()]));
+    }
+
+    #[test]
+    fn unknown_fields_and_ops_are_errors() {
+        assert!(ExecRequest::parse(r#"{"op":"create_accounts","accounts":[{"id":1,"colour":2}]}"#)
+            .unwrap_err()
+            .contains("colour"));
+        assert!(ExecRequest::parse(r#"{"op":"status","extra":1}"#).is_err());
+        assert!(ExecRequest::parse(r#"{"op":"hello"}"#).is_err());
+        assert!(ExecRequest::parse(r#"{"op":"fly"}"#).is_err());
+        assert!(ExecRequest::parse("not json").is_err());
+        assert!(ExecRequest::parse(r#"{"accounts":[]}"#).is_err());
+    }
+
+    #[test]
+    fn filter_and_change_events_defaults() {
+        let req = ExecRequest::parse(r#"{"op":"get_account_transfers","account_id":7,"limit":5,"flags":["credits","reversed"]}"#).unwrap();
+        let f = AccountFilter::read_from(&req.body);
+        assert_eq!(
+            (f.account_id, f.limit, f.flags),
+            (7, 5, AccountFilterFlags::CREDITS | AccountFilterFlags::REVERSED)
+        );
+        let req = ExecRequest::parse(r#"{"op":"get_account_balances","account_id":7}"#).unwrap();
+        let f = AccountFilter::read_from(&req.body);
+        assert_eq!(f.limit as usize, EVENTS_PER_REQUEST_MAX);
+        assert_eq!(f.flags, AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS);
+        let req = ExecRequest::parse(r#"{"op":"change_events","from_sequence":3}"#).unwrap();
+        assert_eq!(
+            ChangeEventsRequest::decode(&req.body).unwrap(),
+            ChangeEventsRequest {
+                from_sequence: 3,
+                from_index: 0,
+                limit: CHANGE_EVENTS_PER_REPLY_MAX as u32
+            }
+        );
+        assert_eq!(ExecRequest::parse(r#"{"op":"status"}"#).unwrap().body.len(), 0);
+    }
+
+    #[test]
+    fn create_results_expand_to_every_event() {
+        let mut body = Vec::new();
+        crate::protocol::encode_create_result(
+            &mut body,
+            &CreateResult { index: 1, result: ResultCode::Exists },
+        );
+        let line = format_reply(Operation::CreateAccounts, 3, &body).unwrap();
+        assert_eq!(
+            line,
+            r#"{"results":[{"index":0,"result":"ok"},{"index":1,"result":"exists"},{"index":2,"result":"ok"}]}"#
+        );
+    }
+
+    #[test]
+    fn status_hash_is_32_hex_digits() {
+        let mut body = Vec::new();
+        StatusReply { sequence: 5, state_hash: 0xab, ..Default::default() }.encode(&mut body);
+        let line = format_reply(Operation::Status, 0, &body).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["sequence"], 5);
+        assert_eq!(v["state_hash"], format!("{:032x}", 0xab));
+        assert_eq!(v["state_hash"].as_str().unwrap().len(), 32);
+    }
+
+    #[test]
+    fn lookups_print_every_field() {
+        let a = Account {
+            id: u128::MAX - 1,
+            credits_posted: u128::MAX,
+            ledger: 1,
+            code: 2,
+            timestamp: 9,
+            ..Default::default()
+        };
+        let mut body = Vec::new();
+        encode_records(&mut body, &[a]);
+        let line = format_reply(Operation::LookupAccounts, 1, &body).unwrap();
+        for field in [
+            "id",
+            "debits_pending",
+            "debits_posted",
+            "credits_pending",
+            "credits_posted",
+            "user_data_128",
+            "user_data_64",
+            "user_data_32",
+            "reserved",
+            "ledger",
+            "code",
+            "flags",
+            "timestamp",
+        ] {
+            assert!(line.contains(&format!("\"{field}\":")), "{field} in {line}");
+        }
+        assert!(line.contains(&format!("\"credits_posted\":{}", u128::MAX)));
+        #[derive(Deserialize)]
+        struct Accounts {
+            accounts: Vec<AccountJson>,
+        }
+        let typed: Accounts = serde_json::from_str(&line).unwrap();
+        assert_eq!(typed.accounts[0].to_account().unwrap(), a);
+    }
+}
