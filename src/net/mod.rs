@@ -347,21 +347,23 @@ impl NetThread {
                 readable = false;
                 break;
             }
-            let header = match protocol::Header::decode(&available[..protocol::HEADER_SIZE]) {
+            let header_bytes: &[u8; protocol::HEADER_SIZE] =
+                available[..protocol::HEADER_SIZE].try_into().expect("checked length");
+            let header = match protocol::Header::decode(header_bytes) {
                 Ok(h) => h,
                 Err(error) => {
                     self.metrics.reject(Rejection::BadFrame);
                     self.log.warn(format_args!("connection {}: {error}; closing", conn.peer));
-                    conn.fail(error.status(), 0);
+                    conn.fail(error.status(), protocol::Header::raw_request_id(header_bytes));
                     break;
                 }
             };
-            let total = protocol::HEADER_SIZE + header.body_len as usize;
+            let total = protocol::HEADER_SIZE + header.body_length as usize;
             if available.len() < total {
                 break;
             }
             let body = &available[protocol::HEADER_SIZE..total];
-            if !protocol::verify_checksum(&available[..protocol::HEADER_SIZE], body) {
+            if !protocol::verify_checksum(header_bytes, body) {
                 self.metrics.reject(Rejection::BadFrame);
                 self.log.warn(format_args!("connection {}: frame checksum mismatch; closing", conn.peer));
                 conn.fail(Status::BadChecksum, header.request_id);
@@ -378,7 +380,13 @@ impl NetThread {
                         self.log.warn(format_args!("connection {}: hello refused: {}", conn.peer, status.name()));
                     }
                     if conn.in_flight == 0 && status == Status::Ok {
-                        conn.push_frame(header.operation, status, header.request_id, &[]);
+                        let mut reply = Vec::with_capacity(protocol::HelloReply::SIZE);
+                        protocol::HelloReply {
+                            requests_in_flight_max: self.config.in_flight_max,
+                            ..Default::default()
+                        }
+                        .encode(&mut reply);
+                        conn.push_frame(header.operation, status, header.request_id, &reply);
                         Ok(None)
                     } else if status != Status::Ok {
                         conn.fail(status, header.request_id);
@@ -536,7 +544,7 @@ impl NetThread {
 
 /// The status a `hello` gets: version supported, and the token right when one is required.
 fn hello_status(config: &NetConfig, body: &[u8]) -> Status {
-    let hello = match protocol::Hello::decode(body) {
+    let hello = match protocol::HelloRequest::decode(body) {
         Ok(h) => h,
         Err(status) => return status,
     };
@@ -544,7 +552,7 @@ fn hello_status(config: &NetConfig, body: &[u8]) -> Status {
         return Status::UnsupportedVersion;
     }
     match &config.auth_token {
-        Some(token) if !protocol::token_eq(token, hello.token) => Status::AuthFailed,
+        Some(token) if !protocol::token_eq(token, &hello.token) => Status::AuthFailed,
         _ => Status::Ok,
     }
 }
