@@ -65,7 +65,7 @@ pub fn reply_record_size(operation: Operation) -> usize {
 /// of the wrong size -> `body_length_invalid`; right size, invalid content -> `invalid_body`.
 pub fn validate_request_body(operation: Operation, body: &[u8]) -> Result<usize, Status> {
     if let Some(size) = request_record_size(operation) {
-        if body.len() % size != 0 {
+        if !body.len().is_multiple_of(size) {
             return Err(Status::BodyLengthInvalid);
         }
         let count = body.len() / size;
@@ -305,7 +305,7 @@ pub fn decode_create_results(
     event_count: usize,
     out: &mut Vec<CreateResult>,
 ) -> Result<(), String> {
-    if body.len() % CreateResult::SIZE != 0 {
+    if !body.len().is_multiple_of(CreateResult::SIZE) {
         return Err(format!("create reply of {} bytes is not a multiple of 8", body.len()));
     }
     let mut previous: Option<u32> = None;
@@ -378,7 +378,7 @@ pub fn encode_records<R: Record>(out: &mut Vec<u8>, records: &[R]) {
 
 /// Decodes a body of records into `out` (appended); errs if the length is not a multiple.
 pub fn decode_records<R: Record>(body: &[u8], out: &mut Vec<R>) -> Result<(), String> {
-    if body.len() % R::SIZE != 0 {
+    if !body.len().is_multiple_of(R::SIZE) {
         return Err(format!("body of {} bytes is not a multiple of {}", body.len(), R::SIZE));
     }
     out.extend(body.chunks_exact(R::SIZE).map(R::read));

@@ -40,4 +40,7 @@ pub const REQUESTS_IN_FLIGHT_MAX_DEFAULT: u32 = 64;
 
 const _: () = assert!(FRAME_BODY_MAX >= EVENTS_PER_REQUEST_MAX * 128);
 const _: () = assert!(FRAME_BODY_MAX <= u32::MAX as usize);
-const _: () = assert!(32 + CHANGE_EVENTS_PER_REPLY_MAX * 480 <= FRAME_BODY_MAX);
+const _: () = assert!(
+    ChangeEventsReply::PREFIX_SIZE + CHANGE_EVENTS_PER_REPLY_MAX * ChangeEvent::SIZE
+        <= FRAME_BODY_MAX
+);
