@@ -336,6 +336,10 @@ impl Client {
         self.create_batched(Operation::CreateTransfers, transfers)
     }
 
+    /// On a refused request the remaining replies are still read, so the connection stays
+    /// usable; the error says why. Requests answered `ok` before it were applied: retrying
+    /// the whole slice is safe (ids make creates idempotent: applied events return `exists`).
+    ///
     /// [`Client::create_transfers_batched`] for accounts.
     pub fn create_accounts_batched(&mut self, accounts: &[Account]) -> Result<Vec<CreateResult>> {
         self.create_batched(Operation::CreateAccounts, accounts)
@@ -366,7 +370,16 @@ impl Client {
             }
             let Some((id, first, len)) = pending.pop_front() else { break };
             let (header, status) = self.recv_frame()?;
-            check_reply(&header, status, operation, id)?;
+            if let Err(e) = check_reply(&header, status, operation, id) {
+                // Collect the replies still due so the connection stays usable (a request
+                // refused with `busy` can be retried; its events were not applied).
+                if !status.closes_connection() {
+                    while !self.in_flight.is_empty() {
+                        self.recv_frame()?;
+                    }
+                }
+                return Err(e);
+            }
             chunk_results.clear();
             decode_create_results(&self.read_body, len, &mut chunk_results)
                 .map_err(ClientError::Protocol)?;

@@ -812,6 +812,34 @@ fn reply_line(reply: &crate::client::Reply, operation: Operation, event_count: u
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn records_round_trip_through_json(
+            id in proptest::prelude::any::<u128>(), amount in proptest::prelude::any::<u128>(),
+            u64v in proptest::prelude::any::<u64>(), u32v in proptest::prelude::any::<u32>(),
+            code in proptest::prelude::any::<u16>(), flags in 0u16..64,
+        ) {
+            let t = Transfer {
+                id, debit_account_id: amount, credit_account_id: id ^ amount, amount,
+                pending_id: amount.rotate_left(7), user_data_128: id.rotate_right(3),
+                user_data_64: u64v, user_data_32: u32v, timeout: u32v, ledger: u32v, code, flags,
+                timestamp: u64v,
+            };
+            let text = serde_json::to_string(&TransferJson::from_transfer(&t)).unwrap();
+            let back: TransferJson = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(back.to_transfer().unwrap(), t);
+            let a = Account {
+                id, debits_pending: amount, debits_posted: !amount, credits_pending: id,
+                credits_posted: !id, user_data_128: amount ^ id, user_data_64: u64v,
+                user_data_32: u32v, reserved: u32v, ledger: u32v, code, flags: flags & 0xf,
+                timestamp: u64v,
+            };
+            let text = serde_json::to_string(&AccountJson::from_account(&a)).unwrap();
+            let back: AccountJson = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(back.to_account().unwrap(), a);
+        }
+    }
+
     #[test]
     fn u128_max_round_trips_exactly() {
         let line = format!(

@@ -210,6 +210,19 @@ enum Command {
     /// The daemon's counters, journal sequence and state hash.
     Status,
     /// Read one JSON operation per stdin line; write one JSON result per line, in order.
+    ///
+    /// Input lines: {"op":"create_accounts","accounts":[{...}]}, {"op":"create_transfers",
+    /// "transfers":[...]}, {"op":"set_account_limits","limits":[{"account_id":N,"limit":N}]},
+    /// {"op":"lookup_accounts"|"lookup_transfers"|"lookup_account_limits","ids":[...]},
+    /// {"op":"get_account_transfers"|"get_account_balances","account_id":N, "limit":N,
+    /// "timestamp_min":N,"timestamp_max":N,"flags":["debits","credits","reversed"]},
+    /// {"op":"change_events","from_sequence":N,"from_index":N,"limit":N}, {"op":"status"}.
+    /// Records use the field names of the wire records; omitted fields are 0; flags are arrays
+    /// of names; integers (u128 included) are exact JSON integers. Output: creates
+    /// {"results":[{"index":0,"result":"ok"},...]} (every event), lookups {"accounts":[...]},
+    /// {"transfers":[...]}, {"limits":[...]}, {"balances":[...]}; a line that fails
+    /// {"error":"...","status":"..."}. Exit 1 if any line was an error.
+    #[command(verbatim_doc_comment)]
     Exec,
 }
 
@@ -239,8 +252,7 @@ fn connect(cli: &Cli) -> Result<Client> {
     loop {
         match Client::connect_with(cli.addr.as_str(), options.clone()) {
             Ok(client) => return Ok(client),
-            Err(ClientError::Io(e)) if Instant::now() < deadline => {
-                let _ = e;
+            Err(ClientError::Io(_)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => return Err(e).with_context(|| format!("connecting to {}", cli.addr)),

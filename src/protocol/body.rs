@@ -65,7 +65,7 @@ pub fn reply_record_size(operation: Operation) -> usize {
 /// of the wrong size -> `body_length_invalid`; right size, invalid content -> `invalid_body`.
 pub fn validate_request_body(operation: Operation, body: &[u8]) -> Result<usize, Status> {
     if let Some(size) = request_record_size(operation) {
-        if body.len() % size != 0 {
+        if !body.len().is_multiple_of(size) {
             return Err(Status::BodyLengthInvalid);
         }
         let count = body.len() / size;
@@ -78,7 +78,7 @@ pub fn validate_request_body(operation: Operation, body: &[u8]) -> Result<usize,
         return Ok(count);
     }
     match operation {
-        Operation::Hello => HelloRequest::decode(body).map(|_| 1),
+        Operation::Hello => Hello::decode(body).map(|_| 1),
         Operation::Status => {
             if body.is_empty() {
                 Ok(0)
@@ -152,11 +152,27 @@ impl HelloRequest {
         b[8..8 + self.token.len()].copy_from_slice(&self.token);
     }
 
-    /// `body_length_invalid` for a wrong size; `invalid_body` for a token length above the
-    /// maximum or non-zero padding. The version is returned as sent: the daemon answers
-    /// `unsupported_version` when it differs from [`PROTOCOL_VERSION`].
+    /// Decodes and copies the token; see [`Hello::decode`] for the rules.
     pub fn decode(body: &[u8]) -> Result<HelloRequest, Status> {
-        if body.len() != Self::SIZE {
+        let hello = Hello::decode(body)?;
+        Ok(HelloRequest { version: hello.version, token: hello.token.to_vec() })
+    }
+}
+
+/// A hello request borrowed from the frame body, without copying the token: what a server
+/// decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello<'a> {
+    pub version: u16,
+    pub token: &'a [u8],
+}
+
+impl<'a> Hello<'a> {
+    /// `body_length_invalid` for a wrong size; `invalid_body` for a token length above the
+    /// maximum or non-zero reserved or padding bytes. The version is returned as sent: the
+    /// daemon answers `unsupported_version` when it differs from [`PROTOCOL_VERSION`].
+    pub fn decode(body: &'a [u8]) -> Result<Hello<'a>, Status> {
+        if body.len() != HelloRequest::SIZE {
             return Err(Status::BodyLengthInvalid);
         }
         let len = get_u16(body, 2) as usize;
@@ -166,7 +182,7 @@ impl HelloRequest {
         {
             return Err(Status::InvalidBody);
         }
-        Ok(HelloRequest { version: get_u16(body, 0), token: body[8..8 + len].to_vec() })
+        Ok(Hello { version: get_u16(body, 0), token: &body[8..8 + len] })
     }
 }
 
@@ -305,7 +321,7 @@ pub fn decode_create_results(
     event_count: usize,
     out: &mut Vec<CreateResult>,
 ) -> Result<(), String> {
-    if body.len() % CreateResult::SIZE != 0 {
+    if !body.len().is_multiple_of(CreateResult::SIZE) {
         return Err(format!("create reply of {} bytes is not a multiple of 8", body.len()));
     }
     let mut previous: Option<u32> = None;
@@ -378,7 +394,7 @@ pub fn encode_records<R: Record>(out: &mut Vec<u8>, records: &[R]) {
 
 /// Decodes a body of records into `out` (appended); errs if the length is not a multiple.
 pub fn decode_records<R: Record>(body: &[u8], out: &mut Vec<R>) -> Result<(), String> {
-    if body.len() % R::SIZE != 0 {
+    if !body.len().is_multiple_of(R::SIZE) {
         return Err(format!("body of {} bytes is not a multiple of {}", body.len(), R::SIZE));
     }
     out.extend(body.chunks_exact(R::SIZE).map(R::read));
@@ -465,6 +481,7 @@ mod tests {
         assert_eq!(body.len(), HelloRequest::SIZE);
         assert_eq!(&body[0..4], &[1, 0, 6, 0]);
         assert_eq!(HelloRequest::decode(&body), Ok(hello));
+        assert_eq!(Hello::decode(&body), Ok(Hello { version: 1, token: b"secret" }));
         assert_eq!(validate_request_body(Operation::Hello, &body), Ok(1));
         assert_eq!(
             validate_request_body(Operation::Hello, &body[1..]),

@@ -39,7 +39,8 @@ macro_rules! wire_enum {
 
             /// One line that says what it means.
             pub fn description(self) -> &'static str {
-                match self { $( $name::$variant => concat!($($doc),*), )* }
+                let doc: &'static str = match self { $( $name::$variant => concat!($($doc),*), )* };
+                doc.trim_start()
             }
         }
 
@@ -300,7 +301,7 @@ pub fn frame_begin(out: &mut Vec<u8>) -> usize {
 
 /// Writes the header of the frame begun at `start`: the body is everything after it.
 pub fn frame_finish(
-    out: &mut Vec<u8>,
+    out: &mut [u8],
     start: usize,
     operation: impl Into<u16>,
     status: Status,

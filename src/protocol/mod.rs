@@ -12,7 +12,8 @@ mod frame;
 pub use body::{
     decode_create_results, decode_ids, decode_records, encode_create_result, encode_ids,
     encode_records, reply_record_size, request_record_size, token_eq, validate_filter,
-    validate_request_body, HelloReply, HelloRequest, Record, StatusReply, HELLO_TOKEN_MAX, ID_SIZE,
+    validate_request_body, Hello, HelloReply, HelloRequest, Record, StatusReply, HELLO_TOKEN_MAX,
+    ID_SIZE,
 };
 pub use change_events::{ChangeEvent, ChangeEventKind, ChangeEventsReply, ChangeEventsRequest};
 pub use frame::{
@@ -40,4 +41,7 @@ pub const REQUESTS_IN_FLIGHT_MAX_DEFAULT: u32 = 64;
 
 const _: () = assert!(FRAME_BODY_MAX >= EVENTS_PER_REQUEST_MAX * 128);
 const _: () = assert!(FRAME_BODY_MAX <= u32::MAX as usize);
-const _: () = assert!(32 + CHANGE_EVENTS_PER_REPLY_MAX * 480 <= FRAME_BODY_MAX);
+const _: () = assert!(
+    ChangeEventsReply::PREFIX_SIZE + CHANGE_EVENTS_PER_REPLY_MAX * ChangeEvent::SIZE
+        <= FRAME_BODY_MAX
+);
