@@ -13,7 +13,8 @@ use disruptor::Producer as _;
 use crate::config::DaemonConfig;
 use crate::metrics::Metrics;
 use crate::net::{self, NetConfig};
-use crate::pipeline::{self, now_ns, Business, BusinessConfig, Doorbell, Producer};
+use crate::pipeline::{self, Business, BusinessConfig, Doorbell, Producer};
+use crate::pipeline::now_ns;
 use crate::recovery::{self, RecoveryConfig};
 
 /// How often the timer looks for due expiries, a journal to retry and snapshots to take.

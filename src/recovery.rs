@@ -156,7 +156,7 @@ fn record_checksum(reader: &JournalReader, sequence: u64) -> Option<RecordChecks
 }
 
 /// A record's checksum, as snapshots store it to prove which journal they belong to.
-type RecordChecksum = crate::journal::Checksum;
+type RecordChecksum = u128;
 
 /// The newest snapshot at or below `last` whose record checksum matches the journal and whose
 /// image loads; the state it holds and the first sequence still to replay.

@@ -414,7 +414,7 @@ fn drive(addr: SocketAddr, seed: u64, record: &Mutex<Record>, stop: &AtomicBool,
     // Pending transfers this client created and has not resolved yet.
     let mut pending: Vec<Transfer> = Vec::new();
     let mut batch: Vec<Transfer> = Vec::new();
-    let mut id = || TRANSFER_ID_BASE + u128::from(next_id.fetch_add(1, Ordering::Relaxed));
+    let id = || TRANSFER_ID_BASE + u128::from(next_id.fetch_add(1, Ordering::Relaxed));
     let wallet = |rng: &mut fastrand::Rng| WALLET_BASE + u128::from(rng.u64(0..WALLETS as u64));
     while !stop.load(Ordering::Relaxed) {
         batch.clear();

@@ -13,7 +13,9 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use ledgerd::event;
 use ledgerd::journal::{End, JournalReader};
+use ledgerd::json::{AccountJson, AccountLimitJson, TransferJson};
 use ledgerd::recovery::{self, RecoveryConfig};
+use ledgerd::types::ResultCode;
 
 #[derive(Parser)]
 #[command(name = "ledger-replay", version, about = "Verify, dump and replay a ledgerd journal")]
@@ -102,16 +104,16 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
     println!("records: {}", report.records);
     println!("last_sequence: {}", report.last_sequence);
     for problem in &report.problems {
-        println!("problem: {problem}");
+        println!("problem: segment {} offset {}: {}", problem.segment.display(), problem.offset, problem.reason);
     }
     match &report.end {
         End::Clean => {
             println!("end: clean");
             Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        End::Torn { segment, offset } => {
+        End::Torn { segment, offset, reason } => {
             // A torn tail is what a crash leaves; the daemon cuts it on start.
-            println!("end: torn tail at {} offset {offset} (cut on the next start)", segment.display());
+            println!("end: torn tail at {} offset {offset}: {reason} (cut on the next start)", segment.display());
             Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         End::Corrupt { segment, offset, reason } => {
@@ -135,10 +137,9 @@ fn dump(dir: &Path, json: bool, from: u64, limit: Option<u64>) -> anyhow::Result
         let archived = event::access(record.body)
             .map_err(|e| anyhow::anyhow!("record {} does not decode: {e}", record.seq))?;
         let event: event::Event = rkyv::deserialize::<_, rkyv::rancor::Error>(archived)?;
-        let segment = record.segment.display().to_string();
+        let segment = record.segment;
         if json {
-            let line = ledgerd::json::event_record(record.seq, &segment, record.offset, &event);
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", serde_json::to_string(&DumpLine::new(&record, &event))?)?;
         } else {
             writeln!(
                 out,
@@ -158,6 +159,59 @@ fn dump(dir: &Path, json: bool, from: u64, limit: Option<u64>) -> anyhow::Result
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `dump --json` line: where the record is and everything its event changed.
+#[derive(serde::Serialize)]
+struct DumpLine {
+    sequence: u64,
+    segment: u64,
+    offset: u64,
+    timestamp: u64,
+    expired: Vec<ExpiryJson>,
+    accounts: Vec<AccountJson>,
+    transfers: Vec<TransferJson>,
+    limits: Vec<AccountLimitJson>,
+    failed: Vec<FailedJson>,
+}
+
+#[derive(serde::Serialize)]
+struct ExpiryJson {
+    pending_id: u128,
+    timestamp: u64,
+}
+
+#[derive(serde::Serialize)]
+struct FailedJson {
+    id: u128,
+    result: &'static str,
+}
+
+impl DumpLine {
+    fn new(record: &ledgerd::journal::Record<'_>, event: &event::Event) -> DumpLine {
+        DumpLine {
+            sequence: record.seq,
+            segment: record.segment,
+            offset: record.offset,
+            timestamp: event.timestamp,
+            expired: event
+                .expired
+                .iter()
+                .map(|e| ExpiryJson { pending_id: e.pending_id, timestamp: e.timestamp })
+                .collect(),
+            accounts: event.accounts.iter().map(AccountJson::from_account).collect(),
+            transfers: event.transfers.iter().map(TransferJson::from_transfer).collect(),
+            limits: event.limits.iter().map(AccountLimitJson::from_limit).collect(),
+            failed: event
+                .failed
+                .iter()
+                .map(|f| FailedJson {
+                    id: f.id,
+                    result: ResultCode::from_u32(f.code).map_or("unknown", ResultCode::name),
+                })
+                .collect(),
+        }
+    }
 }
 
 fn replay(dir: &Path, use_snapshots: bool, up_to: Option<u64>) -> anyhow::Result<ExitCode> {
@@ -234,7 +288,7 @@ fn stats(dir: &Path) -> anyhow::Result<ExitCode> {
         let ts = archived.timestamp.to_native();
         first_ts.get_or_insert(ts);
         last_ts = ts;
-        segments.insert(record.segment.to_path_buf());
+        segments.insert(record.segment);
         if count % 65_536 == 0 {
             bar.set_position(record.seq);
         }

@@ -28,7 +28,10 @@ fn run() -> anyhow::Result<()> {
         let recovery = ledgerd::daemon::recovery_config(&config);
         let written = ledgerd::recovery::build_snapshot(&recovery, Some(sequence), config.snapshots_keep)
             .context("building a snapshot")?;
-        tracing::info!(sequence = written.sequence, path = %written.path.display(), "snapshot built");
+        match written {
+            Some(written) => tracing::info!(sequence = written.sequence, path = %written.path.display(), "snapshot built"),
+            None => tracing::info!("no snapshot built: the journal is empty"),
+        }
         return Ok(());
     }
 

@@ -113,7 +113,7 @@ impl Business {
         }
         doorbell.register_current();
         loop {
-            match poller.take(BATCH_REQUESTS_MAX) {
+            let idle = match poller.take(BATCH_REQUESTS_MAX) {
                 Ok(mut guard) => {
                     let mut handled = 0u64;
                     for slot in &mut guard {
@@ -127,9 +127,13 @@ impl Business {
                     self.metrics.ring_consumed.fetch_add(handled, Relaxed);
                     self.metrics.batch_requests.observe(handled);
                     self.commit();
+                    false
                 }
-                Err(Polling::NoEvents) => self.idle(&poller, &doorbell),
+                Err(Polling::NoEvents) => true,
                 Err(Polling::Shutdown) => break,
+            };
+            if idle {
+                self.idle(&poller, &doorbell);
             }
         }
         self.commit();

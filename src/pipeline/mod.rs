@@ -14,11 +14,10 @@
 mod business;
 mod replies;
 
-pub use business::{Business, BusinessConfig};
+pub use business::{now_ns, Business, BusinessConfig};
 pub use replies::{ReplyBatch, ReplyEntry, ReplySink};
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread::Thread;
 
 /// Slots in the ring by default (a power of two; each holds one request).
