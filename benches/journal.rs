@@ -199,6 +199,7 @@ fn throughput(
     let mut j = open(dir, mode);
     let body = vec![0x3Cu8; body_len];
     let mut h = histogram();
+    let mut h_append = histogram();
     let start = Instant::now();
     let mut batches = 0u64;
     while start.elapsed() < plan.throughput_time || batches < 3 {
@@ -206,11 +207,18 @@ fn throughput(
         for _ in 0..records {
             black_box(j.append(&body).expect("append"));
         }
+        h_append.saturating_record(t.elapsed().as_nanos() as u64);
         j.flush().expect("flush");
         h.saturating_record(t.elapsed().as_nanos() as u64);
         batches += 1;
     }
     let secs = start.elapsed().as_secs_f64();
+    println!(
+        "journal.{}.batch_{events}.{}.append_only_us_p50: {:.1}",
+        mode_name(mode),
+        if records == 1 { "one_record" } else { "records_of_200b" },
+        p50_us(&h_append)
+    );
     ((batches as f64 * events as f64) / secs, p50_us(&h))
 }
 

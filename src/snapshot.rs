@@ -127,7 +127,7 @@ pub fn list_snapshots(data_dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
             out.push((seq, entry.path()));
         }
     }
-    out.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    out.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
     Ok(out)
 }
 

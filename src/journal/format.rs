@@ -22,8 +22,8 @@ pub const RECORD_ALIGN: usize = 16;
 /// Smallest segment accepted: a header and one record with a 16-byte body.
 pub const SEGMENT_SIZE_MIN: u64 = 4096;
 
-const _: () = assert!(SEGMENT_HEADER_SIZE % RECORD_ALIGN == 0);
-const _: () = assert!(RECORD_HEADER_SIZE % RECORD_ALIGN == 0);
+const _: () = assert!(SEGMENT_HEADER_SIZE.is_multiple_of(RECORD_ALIGN));
+const _: () = assert!(RECORD_HEADER_SIZE.is_multiple_of(RECORD_ALIGN));
 const _: () = assert!(SEGMENT_SIZE_MIN as usize > SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE);
 
 /// Bytes a record with a body of `body_len` bytes occupies: header, body, zero padding.

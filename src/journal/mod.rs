@@ -35,6 +35,13 @@ use format::{
 use scan::{SegView, Tail};
 use segment::JOURNAL_DIR;
 
+// The pipeline moves the journal into the business thread.
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    assert_send::<Journal>();
+    assert_send::<JournalReader>();
+};
+
 /// Default segment size: 64 MiB.
 pub const SEGMENT_SIZE_DEFAULT: u64 = 64 << 20;
 /// Default largest record body: 16 MiB (a full request of 8190 transfers is about 1.6 MiB).
