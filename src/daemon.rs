@@ -26,7 +26,7 @@ pub fn recovery_config(config: &DaemonConfig) -> RecoveryConfig {
         data_dir: config.data_dir.clone(),
         segment_size_bytes: config.segment_size_bytes,
         flush_mode: config.flush_mode,
-        repair: config.repair,
+        truncate_corrupt: config.repair,
     }
 }
 

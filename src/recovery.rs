@@ -21,8 +21,10 @@ pub struct RecoveryConfig {
     pub data_dir: PathBuf,
     pub segment_size_bytes: u64,
     pub flush_mode: FlushMode,
-    /// Cut a torn or zero-filled journal tail (the normal case after a crash).
-    pub repair: bool,
+    /// Cut a damaged record even when valid records follow it, losing them (an operator's
+    /// last resort; off by default: the daemon refuses to start and names the damage).
+    /// A torn or zero-filled tail, what a crash leaves, is always cut.
+    pub truncate_corrupt: bool,
 }
 
 impl RecoveryConfig {
@@ -32,7 +34,7 @@ impl RecoveryConfig {
             data_dir: journal.dir.clone(),
             segment_size_bytes: journal.segment_size,
             flush_mode: journal.flush_mode,
-            repair: true,
+            truncate_corrupt: false,
         }
     }
 
@@ -40,7 +42,8 @@ impl RecoveryConfig {
         let mut config = JournalConfig::new(self.data_dir.clone());
         config.segment_size = self.segment_size_bytes;
         config.flush_mode = self.flush_mode;
-        config.repair = self.repair;
+        config.repair = true;
+        config.truncate_corrupt = self.truncate_corrupt;
         config
     }
 }
@@ -76,7 +79,7 @@ pub struct Recovered {
     pub report: RecoveryReport,
 }
 
-/// Opens the journal for writing (cutting a torn tail when `repair` is set) and rebuilds the
+/// Opens the journal for writing (cutting a torn tail) and rebuilds the
 /// state from the newest usable snapshot plus the records after it.
 pub fn recover(config: &RecoveryConfig) -> Result<Recovered, RecoveryError> {
     let started = Instant::now();
