@@ -167,7 +167,7 @@ impl StateMachine {
         }
         // The archive needs 16-byte alignment; copy if the caller's buffer lacks it.
         let aligned;
-        let body = if (body.as_ptr() as usize) % 16 == 0 {
+        let body = if (body.as_ptr() as usize).is_multiple_of(16) {
             body
         } else {
             let mut v = rkyv::util::AlignedVec::<16>::with_capacity(body.len());

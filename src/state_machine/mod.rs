@@ -41,6 +41,9 @@ pub const NS_PER_S: u64 = 1_000_000_000;
 /// Most records `get_account_transfers` / `get_account_balances` return in one reply.
 pub const QUERY_RESULTS_MAX: usize = EVENTS_PER_REQUEST_MAX;
 
+/// How many events ahead [`BatchEvent::warm`] touches the id index.
+const WARM_AHEAD_EVENTS: usize = 4;
+
 /// Maps keyed by u128 ids. A fixed seed keeps behaviour reproducible run to run.
 type IdMap = std::collections::HashMap<u128, u32, foldhash::fast::FixedState>;
 
@@ -166,6 +169,9 @@ impl Default for StateMachine {
 trait BatchEvent: Copy {
     fn linked(&self) -> bool;
     fn apply(sm: &mut StateMachine, e: &Self, ts: u64, event: &mut Event) -> ResultCode;
+    /// Touches the index memory that `apply` will need for `e` a few events later, so that
+    /// its cache misses overlap with the work in between.
+    fn warm(_sm: &StateMachine, _e: &Self) {}
     /// Called for every failed event (after any chain rollback).
     fn failed(_sm: &mut StateMachine, _e: &Self, _code: ResultCode, _event: &mut Event) {}
 }
@@ -185,6 +191,9 @@ impl BatchEvent for Transfer {
     }
     fn apply(sm: &mut StateMachine, t: &Self, ts: u64, event: &mut Event) -> ResultCode {
         sm.create_transfer(t, ts, event)
+    }
+    fn warm(sm: &StateMachine, t: &Self) {
+        std::hint::black_box(sm.transfer_index.get(&t.id));
     }
     fn failed(sm: &mut StateMachine, t: &Self, code: ResultCode, event: &mut Event) {
         if code.is_transient() {
@@ -334,6 +343,9 @@ impl StateMachine {
         let mut chain_start: Option<usize> = None;
         let mut chain_broken = false;
         for (i, e) in events.iter().enumerate() {
+            if let Some(ahead) = events.get(i + WARM_AHEAD_EVENTS) {
+                E::warm(self, ahead);
+            }
             let ts = self.tick(now_ns);
             let linked = e.linked();
             if linked && chain_start.is_none() {

@@ -582,7 +582,6 @@ fn linked_transfer_chains_roll_back_as_a_whole() {
     let mut h = with_accounts();
     let l = TransferFlags::LINKED;
     assert_eq!(h.transfer(pending(5, 1, 2, 10, 0)), R::Ok);
-    let before = h.sm.state_hash();
     let r = h.transfers(&[
         Transfer { flags: l, ..xfer(10, 1, 2, 3) },
         Transfer { flags: l | TransferFlags::POST_PENDING_TRANSFER, ..post(11, 5, 4) },
@@ -607,7 +606,6 @@ fn linked_transfer_chains_roll_back_as_a_whole() {
     assert_eq!(h.sm.counts().pending, 1);
     // The post was undone: the pending transfer can still be posted.
     assert_eq!(h.transfer(post(11, 5, 4)), R::Ok);
-    let _ = before;
     // Events after the failure in the same chain are not applied.
     let r = h.transfers(&[
         Transfer { flags: l, ..xfer(20, 1, 1, 3) },
