@@ -129,6 +129,12 @@ impl Client {
     }
 
     /// The daemon's limits, from its hello reply.
+    /// The connection after the hello, for speaking the protocol by hand (tests, tools).
+    /// Anything still buffered or in flight is the caller's to handle.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     pub fn server_limits(&self) -> &HelloReply {
         &self.hello
     }
