@@ -9,7 +9,9 @@
 
 use crate::event::{self, ArchivedBalances, ArchivedEvent};
 use crate::journal::Journal;
-use crate::protocol::{ChangeEvent, ChangeEventKind, ChangeEventsReply, ChangeEventsRequest, Status};
+use crate::protocol::{
+    ChangeEvent, ChangeEventKind, ChangeEventsReply, ChangeEventsRequest, Status,
+};
 use crate::state_machine::StateMachine;
 use crate::types::{Account, AccountLimit, Transfer, TransferFlags};
 
@@ -76,7 +78,11 @@ fn for_each_change(
             timestamp: expiry.timestamp.to_native(),
             transfer,
             debit_account: with_balances(state, transfer.debit_account_id, &expiry.balances.debit),
-            credit_account: with_balances(state, transfer.credit_account_id, &expiry.balances.credit),
+            credit_account: with_balances(
+                state,
+                transfer.credit_account_id,
+                &expiry.balances.credit,
+            ),
             ..Default::default()
         };
         if !push(change) {

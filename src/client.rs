@@ -128,13 +128,13 @@ impl Client {
         Ok(client)
     }
 
-    /// The daemon's limits, from its hello reply.
     /// The connection after the hello, for speaking the protocol by hand (tests, tools).
     /// Anything still buffered or in flight is the caller's to handle.
     pub fn into_stream(self) -> TcpStream {
         self.stream
     }
 
+    /// The daemon's limits, from its hello reply.
     pub fn server_limits(&self) -> &HelloReply {
         &self.hello
     }

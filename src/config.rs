@@ -143,12 +143,32 @@ impl Settings {
     /// Fills what flags and variables left unset from the TOML file, if one is named.
     pub fn with_file(mut self) -> anyhow::Result<Settings> {
         let Some(path) = self.config.clone() else { return Ok(self) };
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let mut file: Settings = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut file: Settings =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         merge!(
-            self, file, data_dir, listen, metrics_listen, auth_token_file, net_threads, business_core,
-            busy_spin, ring_slots, connections_max, in_flight_max, idle_timeout_secs, frame_timeout_secs,
-            segment_size_mib, flush_mode, snapshot_every_records, snapshots_keep, repair, log_format, log
+            self,
+            file,
+            data_dir,
+            listen,
+            metrics_listen,
+            auth_token_file,
+            net_threads,
+            business_core,
+            busy_spin,
+            ring_slots,
+            connections_max,
+            in_flight_max,
+            idle_timeout_secs,
+            frame_timeout_secs,
+            segment_size_mib,
+            flush_mode,
+            snapshot_every_records,
+            snapshots_keep,
+            repair,
+            log_format,
+            log
         );
         Ok(self)
     }
@@ -161,13 +181,22 @@ impl Settings {
         };
         let business_core = match self.business_core.as_deref() {
             Some("none") => None,
-            Some(n) => Some(n.parse::<usize>().with_context(|| format!("--business-core {n:?}: a core number or \"none\""))?),
+            Some(n) => Some(
+                n.parse::<usize>()
+                    .with_context(|| format!("--business-core {n:?}: a core number or \"none\""))?,
+            ),
             None => core_affinity::get_core_ids().and_then(|ids| ids.last().map(|c| c.id)),
         };
         let ring_slots = self.ring_slots.unwrap_or(crate::pipeline::RING_SLOTS_DEFAULT);
-        anyhow::ensure!(ring_slots.is_power_of_two() && ring_slots >= 64, "--ring-slots {ring_slots}: must be a power of two >= 64");
+        anyhow::ensure!(
+            ring_slots.is_power_of_two() && ring_slots >= 64,
+            "--ring-slots {ring_slots}: must be a power of two >= 64"
+        );
         let net_threads = self.net_threads.unwrap_or(1);
-        anyhow::ensure!((1..=64).contains(&net_threads), "--net-threads {net_threads}: must be 1..=64");
+        anyhow::ensure!(
+            (1..=64).contains(&net_threads),
+            "--net-threads {net_threads}: must be 1..=64"
+        );
         let flush_mode = match self.flush_mode.as_deref() {
             None => FlushMode::default(),
             Some("msync") => FlushMode::Msync,
@@ -180,7 +209,10 @@ impl Settings {
             Some(other) => anyhow::bail!("--log-format {other:?}: \"human\" or \"json\""),
         };
         let segment_size_mib = self.segment_size_mib.unwrap_or(64);
-        anyhow::ensure!((8..=4096).contains(&segment_size_mib), "--segment-size-mib {segment_size_mib}: must be 8..=4096");
+        anyhow::ensure!(
+            (8..=4096).contains(&segment_size_mib),
+            "--segment-size-mib {segment_size_mib}: must be 8..=4096"
+        );
         let in_flight_max = self.in_flight_max.unwrap_or(64);
         anyhow::ensure!(in_flight_max >= 1, "--in-flight-max must be at least 1");
         let connections_max = self.connections_max.unwrap_or(1024);
@@ -188,7 +220,9 @@ impl Settings {
         Ok(DaemonConfig {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./ledgerd-data")),
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:7400".parse().expect("literal")),
-            metrics_listen: self.metrics_listen.unwrap_or_else(|| "127.0.0.1:7401".parse().expect("literal")),
+            metrics_listen: self
+                .metrics_listen
+                .unwrap_or_else(|| "127.0.0.1:7401".parse().expect("literal")),
             auth_token,
             net_threads,
             business_core,
@@ -210,12 +244,16 @@ impl Settings {
 }
 
 fn read_token(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let mut token = std::fs::read(path).with_context(|| format!("reading the auth token file {}", path.display()))?;
+    let mut token = std::fs::read(path)
+        .with_context(|| format!("reading the auth token file {}", path.display()))?;
     while token.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         token.pop();
     }
     anyhow::ensure!(!token.is_empty(), "auth token file {} is empty", path.display());
-    anyhow::ensure!(token.len() <= AUTH_TOKEN_MAX_BYTES, "auth token longer than {AUTH_TOKEN_MAX_BYTES} bytes");
+    anyhow::ensure!(
+        token.len() <= AUTH_TOKEN_MAX_BYTES,
+        "auth token longer than {AUTH_TOKEN_MAX_BYTES} bytes"
+    );
     Ok(token)
 }
 
@@ -225,7 +263,9 @@ mod tests {
 
     #[test]
     fn defaults_are_the_documented_ones() {
-        let c = Settings { business_core: Some("none".into()), ..Default::default() }.resolve().unwrap();
+        let c = Settings { business_core: Some("none".into()), ..Default::default() }
+            .resolve()
+            .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("./ledgerd-data"));
         assert_eq!(c.listen.to_string(), "127.0.0.1:7400");
         assert_eq!(c.metrics_listen.to_string(), "127.0.0.1:7401");
@@ -238,7 +278,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledgerd.toml");
         std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nnet_threads = 2\n").unwrap();
-        let s = Settings { config: Some(path), net_threads: Some(3), ..Default::default() }.with_file().unwrap();
+        let s = Settings { config: Some(path), net_threads: Some(3), ..Default::default() }
+            .with_file()
+            .unwrap();
         assert_eq!(s.listen.unwrap().to_string(), "127.0.0.1:9000");
         assert_eq!(s.net_threads, Some(3));
     }
@@ -250,6 +292,8 @@ mod tests {
         std::fs::write(&path, "listn = \"127.0.0.1:9000\"\n").unwrap();
         assert!(Settings { config: Some(path), ..Default::default() }.with_file().is_err());
         assert!(Settings { ring_slots: Some(100), ..Default::default() }.resolve().is_err());
-        assert!(Settings { flush_mode: Some("never".into()), ..Default::default() }.resolve().is_err());
+        assert!(Settings { flush_mode: Some("never".into()), ..Default::default() }
+            .resolve()
+            .is_err());
     }
 }

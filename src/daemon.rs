@@ -13,8 +13,8 @@ use disruptor::Producer as _;
 use crate::config::DaemonConfig;
 use crate::metrics::Metrics;
 use crate::net::{self, NetConfig};
-use crate::pipeline::{self, Business, BusinessConfig, Doorbell, Producer};
 use crate::pipeline::now_ns;
+use crate::pipeline::{self, Business, BusinessConfig, Doorbell, Producer};
 use crate::recovery::{self, RecoveryConfig};
 
 /// How often the timer looks for due expiries, a journal to retry and snapshots to take.
@@ -69,7 +69,8 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()
     let (producer, poller) = pipeline::build_ring(config.ring_slots);
     metrics.ring_capacity.store(config.ring_slots as u64, Relaxed);
     let doorbell = Arc::new(Doorbell::new());
-    let next_expiry_ns = Arc::new(AtomicU64::new(recovered.state.next_expiry_ns().unwrap_or(u64::MAX)));
+    let next_expiry_ns =
+        Arc::new(AtomicU64::new(recovered.state.next_expiry_ns().unwrap_or(u64::MAX)));
 
     let business = Business::new(
         BusinessConfig {
@@ -191,7 +192,9 @@ impl Timer {
                     self.metrics.snapshots_taken.fetch_add(1, Relaxed);
                     tracing::info!(sequence = *sequence, "snapshot written");
                 }
-                Ok(Some(status)) => tracing::warn!(%status, "snapshot process failed; the journal alone still recovers everything"),
+                Ok(Some(status)) => {
+                    tracing::warn!(%status, "snapshot process failed; the journal alone still recovers everything")
+                }
                 Err(e) => tracing::warn!(error = %e, "snapshot process lost"),
             }
             self.child = None;

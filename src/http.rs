@@ -31,7 +31,9 @@ pub fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: Arc<AtomicB
                     tracing::debug!(error = %e, "metrics request failed");
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL_INTERVAL),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(ACCEPT_POLL_INTERVAL)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "metrics accept failed");
                 std::thread::sleep(ACCEPT_POLL_INTERVAL);
@@ -53,7 +55,12 @@ fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         }
         head.extend_from_slice(&chunk[..n]);
         if head.len() > REQUEST_HEAD_MAX_BYTES {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "request too large\n");
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request too large\n",
+            );
         }
     }
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
@@ -66,16 +73,30 @@ fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     let ready = metrics.ready.load(Relaxed) == 1;
     let degraded = metrics.degraded.load(Relaxed) == 1;
     match path.split('?').next().unwrap_or("") {
-        "/metrics" => respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &metrics.render()),
-        "/healthz" if degraded => respond(&mut stream, "503 Service Unavailable", "text/plain", "journal unavailable\n"),
+        "/metrics" => {
+            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &metrics.render())
+        }
+        "/healthz" if degraded => {
+            respond(&mut stream, "503 Service Unavailable", "text/plain", "journal unavailable\n")
+        }
         "/healthz" => respond(&mut stream, "200 OK", "text/plain", "ok\n"),
         "/readyz" if ready && !degraded => respond(&mut stream, "200 OK", "text/plain", "ready\n"),
         "/readyz" => respond(&mut stream, "503 Service Unavailable", "text/plain", "not ready\n"),
-        _ => respond(&mut stream, "404 Not Found", "text/plain", "try /metrics, /healthz or /readyz\n"),
+        _ => respond(
+            &mut stream,
+            "404 Not Found",
+            "text/plain",
+            "try /metrics, /healthz or /readyz\n",
+        ),
     }
 }
 
-fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
+fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

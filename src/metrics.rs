@@ -13,7 +13,8 @@ use crate::types::ResultCode;
 /// Upper bounds (inclusive) of the histogram buckets for batch sizes, in requests.
 const BATCH_BUCKETS: [u64; 8] = [1, 4, 16, 64, 256, 1024, 4096, 16384];
 /// Upper bounds (inclusive) of the histogram buckets for flush latency, in microseconds.
-const FLUSH_BUCKETS_US: [u64; 10] = [50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 250_000];
+const FLUSH_BUCKETS_US: [u64; 10] =
+    [50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 250_000];
 
 /// Operations counted per operation (indexed by the operation number).
 pub const OPERATION_SLOTS: usize = 16;
@@ -219,22 +220,54 @@ impl Metrics {
             1e-6,
         );
         let gauges: [(&str, &str, u64); 12] = [
-            ("ledgerd_journal_sequence", "Last durable journal sequence.", self.journal_sequence.load(Relaxed)),
-            ("ledgerd_journal_errors_total", "Journal I/O errors.", self.journal_errors.load(Relaxed)),
-            ("ledgerd_expired_transfers_total", "Pending transfers voided by their timeout.", self.expired_transfers.load(Relaxed)),
-            ("ledgerd_connections", "Open client connections.", self.connections_open.load(Relaxed)),
-            ("ledgerd_connections_accepted_total", "Client connections accepted.", self.connections_accepted.load(Relaxed)),
+            (
+                "ledgerd_journal_sequence",
+                "Last durable journal sequence.",
+                self.journal_sequence.load(Relaxed),
+            ),
+            (
+                "ledgerd_journal_errors_total",
+                "Journal I/O errors.",
+                self.journal_errors.load(Relaxed),
+            ),
+            (
+                "ledgerd_expired_transfers_total",
+                "Pending transfers voided by their timeout.",
+                self.expired_transfers.load(Relaxed),
+            ),
+            (
+                "ledgerd_connections",
+                "Open client connections.",
+                self.connections_open.load(Relaxed),
+            ),
+            (
+                "ledgerd_connections_accepted_total",
+                "Client connections accepted.",
+                self.connections_accepted.load(Relaxed),
+            ),
             (
                 "ledgerd_ring_occupancy",
                 "Requests published into the ring and not yet consumed.",
                 self.ring_published.load(Relaxed).saturating_sub(self.ring_consumed.load(Relaxed)),
             ),
             ("ledgerd_ring_capacity", "Slots in the ring.", self.ring_capacity.load(Relaxed)),
-            ("ledgerd_ring_consumed_total", "Ring entries consumed by the business thread.", self.ring_consumed.load(Relaxed)),
+            (
+                "ledgerd_ring_consumed_total",
+                "Ring entries consumed by the business thread.",
+                self.ring_consumed.load(Relaxed),
+            ),
             ("ledgerd_snapshots_total", "Snapshots written.", self.snapshots_taken.load(Relaxed)),
-            ("ledgerd_recovery_milliseconds", "Duration of the last recovery.", self.recovery_ms.load(Relaxed)),
+            (
+                "ledgerd_recovery_milliseconds",
+                "Duration of the last recovery.",
+                self.recovery_ms.load(Relaxed),
+            ),
             ("ledgerd_ready", "1 when the daemon serves requests.", self.ready.load(Relaxed)),
-            ("ledgerd_degraded", "1 while the journal is unavailable.", self.degraded.load(Relaxed)),
+            (
+                "ledgerd_degraded",
+                "1 while the journal is unavailable.",
+                self.degraded.load(Relaxed),
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
@@ -245,7 +278,11 @@ impl Metrics {
              # TYPE ledgerd_rejections_total counter"
         );
         for (name, count) in Rejection::NAMES.iter().zip(&self.rejections) {
-            let _ = writeln!(out, "ledgerd_rejections_total{{reason=\"{name}\"}} {}", count.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "ledgerd_rejections_total{{reason=\"{name}\"}} {}",
+                count.load(Relaxed)
+            );
         }
         out
     }

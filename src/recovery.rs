@@ -185,7 +185,8 @@ fn newest_snapshot_state(
             Err(_) => false,
         }
     });
-    report.skipped_snapshots = skipped.into_iter().map(|(path, error)| (path, error.to_string())).collect();
+    report.skipped_snapshots =
+        skipped.into_iter().map(|(path, error)| (path, error.to_string())).collect();
     match (loaded, state) {
         (Some(snap), Some(machine)) => {
             report.snapshot_sequence = Some(snap.sequence);
@@ -213,7 +214,10 @@ fn replay_into(
     while let Some(record) = records.next_record() {
         let record = record?;
         if record.seq != expected {
-            return Err(RecoveryError::Replay { sequence: expected, reason: "missing record".into() });
+            return Err(RecoveryError::Replay {
+                sequence: expected,
+                reason: "missing record".into(),
+            });
         }
         let archived = event::access(record.body)
             .map_err(|e| RecoveryError::Replay { sequence: record.seq, reason: e.to_string() })?;
@@ -221,13 +225,16 @@ fn replay_into(
             .apply_event(archived)
             .map_err(|e| RecoveryError::Replay { sequence: record.seq, reason: e.to_string() })?;
         report.replayed_records += 1;
-        if report.replayed_records % 65_536 == 0 {
+        if report.replayed_records.is_multiple_of(65_536) {
             progress(record.seq);
         }
         expected += 1;
     }
     if expected != last + 1 {
-        return Err(RecoveryError::Replay { sequence: expected, reason: "journal ends early".into() });
+        return Err(RecoveryError::Replay {
+            sequence: expected,
+            reason: "journal ends early".into(),
+        });
     }
     progress(last);
     Ok(state)

@@ -14,7 +14,8 @@ use common::{account, replay_hash, transfer, wallet, TestDaemon};
 use ledgerd::client::{Client, ClientError};
 use ledgerd::protocol::{self, ChangeEventsRequest, Operation, Status, HEADER_SIZE};
 use ledgerd::types::{
-    AccountFilter, AccountFilterFlags, AccountFlags, AccountLimit, ResultCode, Transfer, TransferFlags,
+    AccountFilter, AccountFilterFlags, AccountFlags, AccountLimit, ResultCode, Transfer,
+    TransferFlags,
 };
 
 fn codes(results: &[ledgerd::types::CreateResult], n: usize) -> Vec<ResultCode> {
@@ -64,7 +65,8 @@ fn every_operation_through_the_client() {
 
     // Fund wallet 1 from the operator account 3, then a table of transfers and their codes.
     assert!(c.create_transfers(&[transfer(100, 3, 1, 1_000)]).unwrap().is_empty());
-    let pending = Transfer { flags: TransferFlags::PENDING, timeout: 3600, ..transfer(101, 1, 4, 300) };
+    let pending =
+        Transfer { flags: TransferFlags::PENDING, timeout: 3600, ..transfer(101, 1, 4, 300) };
     let cases: Vec<(Transfer, ResultCode)> = vec![
         (transfer(100, 3, 1, 1_000), ResultCode::Exists),
         (transfer(100, 3, 1, 999), ResultCode::ExistsWithDifferentAmount),
@@ -80,15 +82,27 @@ fn every_operation_through_the_client() {
         (pending, ResultCode::Ok),
         (transfer(109, 1, 2, 800), ResultCode::ExceedsCredits),
         (
-            Transfer { flags: TransferFlags::POST_PENDING_TRANSFER, pending_id: 999, ..transfer(110, 0, 0, 0) },
+            Transfer {
+                flags: TransferFlags::POST_PENDING_TRANSFER,
+                pending_id: 999,
+                ..transfer(110, 0, 0, 0)
+            },
             ResultCode::PendingTransferNotFound,
         ),
         (
-            Transfer { flags: TransferFlags::POST_PENDING_TRANSFER, pending_id: 101, ..transfer(111, 0, 0, 200) },
+            Transfer {
+                flags: TransferFlags::POST_PENDING_TRANSFER,
+                pending_id: 101,
+                ..transfer(111, 0, 0, 200)
+            },
             ResultCode::Ok,
         ),
         (
-            Transfer { flags: TransferFlags::VOID_PENDING_TRANSFER, pending_id: 101, ..transfer(112, 0, 0, 0) },
+            Transfer {
+                flags: TransferFlags::VOID_PENDING_TRANSFER,
+                pending_id: 101,
+                ..transfer(112, 0, 0, 0)
+            },
             ResultCode::PendingTransferAlreadyPosted,
         ),
     ];
@@ -104,13 +118,19 @@ fn every_operation_through_the_client() {
     ];
     let r = c.create_transfers(&chain).unwrap();
     assert_eq!(codes(&r, 2), [ResultCode::LinkedEventFailed, ResultCode::ExceedsCredits]);
-    let r = c.create_transfers(&[Transfer { flags: TransferFlags::LINKED, ..transfer(122, 1, 2, 1) }]).unwrap();
+    let r = c
+        .create_transfers(&[Transfer { flags: TransferFlags::LINKED, ..transfer(122, 1, 2, 1) }])
+        .unwrap();
     assert_eq!(codes(&r, 1), [ResultCode::LinkedEventChainOpen]);
 
     // Pending then void releases the reservation.
     let p2 = Transfer { flags: TransferFlags::PENDING, ..transfer(130, 1, 2, 50) };
     assert!(c.create_transfers(&[p2]).unwrap().is_empty());
-    let void = Transfer { flags: TransferFlags::VOID_PENDING_TRANSFER, pending_id: 130, ..transfer(131, 0, 0, 0) };
+    let void = Transfer {
+        flags: TransferFlags::VOID_PENDING_TRANSFER,
+        pending_id: 130,
+        ..transfer(131, 0, 0, 0)
+    };
     assert!(c.create_transfers(&[void]).unwrap().is_empty());
 
     // Lookups.
@@ -134,7 +154,11 @@ fn every_operation_through_the_client() {
     let history = c.get_account_transfers(&filter).unwrap();
     assert_eq!(history.iter().map(|t| t.id).collect::<Vec<_>>(), [100, 101, 111, 130, 131]);
     let reversed = c
-        .get_account_transfers(&AccountFilter { flags: filter.flags | AccountFilterFlags::REVERSED, limit: 2, ..filter })
+        .get_account_transfers(&AccountFilter {
+            flags: filter.flags | AccountFilterFlags::REVERSED,
+            limit: 2,
+            ..filter
+        })
         .unwrap();
     assert_eq!(reversed.iter().map(|t| t.id).collect::<Vec<_>>(), [131, 130]);
     let balances = c.get_account_balances(&AccountFilter { account_id: 4, ..filter }).unwrap();
@@ -142,14 +166,18 @@ fn every_operation_through_the_client() {
     assert_eq!(balances[1].credits_posted, 200);
 
     // Updatable limit on a wallet: raise the overdraft of wallet 2 (debits may exceed credits by 40).
-    let r = c.set_account_limits(&[AccountLimit { account_id: 2, limit: 40, ..Default::default() }]).unwrap();
+    let r = c
+        .set_account_limits(&[AccountLimit { account_id: 2, limit: 40, ..Default::default() }])
+        .unwrap();
     assert_eq!(codes(&r, 1), [ResultCode::Ok]);
     let limits = c.lookup_account_limits(&[2]).unwrap();
     assert_eq!(limits.len(), 1);
     assert_eq!(limits[0].limit, 40);
 
     // Change events follow every change from the start.
-    let feed = c.change_events(&ChangeEventsRequest { from_sequence: 1, limit: 1000, from_index: 0 }).unwrap();
+    let feed = c
+        .change_events(&ChangeEventsRequest { from_sequence: 1, limit: 1000, from_index: 0 })
+        .unwrap();
     assert!(feed.events.len() >= 10, "{} change events", feed.events.len());
     assert!(feed.next_sequence > 1);
 
@@ -282,7 +310,11 @@ fn sigkill_under_load_loses_no_acknowledged_transfer() {
         let ids: Vec<u128> = ledger.acked.keys().copied().collect();
         for chunk in ids.chunks(8000) {
             let found = c.lookup_transfers(chunk).unwrap();
-            assert_eq!(found.len(), chunk.len(), "round {round}: an acknowledged transfer is missing");
+            assert_eq!(
+                found.len(),
+                chunk.len(),
+                "round {round}: an acknowledged transfer is missing"
+            );
             for t in found {
                 let sent = ledger.acked[&t.id];
                 assert_eq!(
@@ -292,10 +324,16 @@ fn sigkill_under_load_loses_no_acknowledged_transfer() {
             }
         }
         // Retrying everything, answered or not, applies nothing twice.
-        let retry: Vec<Transfer> = ledger.acked.values().copied().chain(ledger.unanswered.iter().copied()).collect();
+        let retry: Vec<Transfer> =
+            ledger.acked.values().copied().chain(ledger.unanswered.iter().copied()).collect();
         for chunk in retry.chunks(8000) {
             for r in c.create_transfers(chunk).unwrap() {
-                assert_eq!(r.result, ResultCode::Exists, "round {round}: retry of {}", chunk[r.index as usize].id);
+                assert_eq!(
+                    r.result,
+                    ResultCode::Exists,
+                    "round {round}: retry of {}",
+                    chunk[r.index as usize].id
+                );
             }
         }
         // Invariant: debits equal credits.
@@ -334,8 +372,15 @@ fn pending_transfer_expires_on_an_idle_daemon() {
     };
     assert!(released_at >= deadline_ns, "not released before its deadline");
     let mut c = daemon.client();
-    let void = Transfer { flags: TransferFlags::VOID_PENDING_TRANSFER, pending_id: 7, ..transfer(8, 0, 0, 0) };
-    assert_eq!(codes(&c.create_transfers(&[void]).unwrap(), 1), [ResultCode::PendingTransferExpired]);
+    let void = Transfer {
+        flags: TransferFlags::VOID_PENDING_TRANSFER,
+        pending_id: 7,
+        ..transfer(8, 0, 0, 0)
+    };
+    assert_eq!(
+        codes(&c.create_transfers(&[void]).unwrap(), 1),
+        [ResultCode::PendingTransferExpired]
+    );
 }
 
 #[test]
@@ -431,14 +476,16 @@ fn garbage_and_lying_lengths_leave_the_daemon_serving() {
 
     // A length that lies (claims more than is sent), then the client goes away.
     let mut s = daemon.client().into_stream();
-    let mut frame = raw_frame(Operation::CreateTransfers as u16, 10, &transfer(5, 1, 2, 1).to_bytes());
+    let mut frame =
+        raw_frame(Operation::CreateTransfers as u16, 10, &transfer(5, 1, 2, 1).to_bytes());
     frame[12..16].copy_from_slice(&(128u32 * 4).to_le_bytes());
     s.write_all(&frame).unwrap();
     drop(s);
 
     // A body whose checksum does not match.
     let mut s = daemon.client().into_stream();
-    let mut frame = raw_frame(Operation::CreateTransfers as u16, 11, &transfer(6, 1, 2, 1).to_bytes());
+    let mut frame =
+        raw_frame(Operation::CreateTransfers as u16, 11, &transfer(6, 1, 2, 1).to_bytes());
     let last = frame.len() - 1;
     frame[last] ^= 1;
     s.write_all(&frame).unwrap();

@@ -83,7 +83,9 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::CrashLoop { kills, seed, clients, max_run_ms, ledgerd, ledger_replay, keep } => {
             let seed = seed.unwrap_or_else(|| {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
             });
             let options = Options {
                 kills,
@@ -296,8 +298,10 @@ fn crash_loop(options: &Options) -> anyhow::Result<Totals> {
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..options.clients)
             .map(|c| {
-                let (record, stop, next_id) = (Arc::clone(&record), Arc::clone(&stop), Arc::clone(&next_id));
-                let seed = options.seed ^ (u64::from(kill) << 32 | u64::from(c)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let (record, stop, next_id) =
+                    (Arc::clone(&record), Arc::clone(&stop), Arc::clone(&next_id));
+                let seed = options.seed
+                    ^ (u64::from(kill) << 32 | u64::from(c)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 let addr = daemon.addr;
                 std::thread::spawn(move || drive(addr, seed, &record, &stop, &next_id))
             })
@@ -313,7 +317,12 @@ fn crash_loop(options: &Options) -> anyhow::Result<Totals> {
         daemon.spawn().with_context(|| format!("restart after kill {}", kill + 1))?;
         let mut client = Client::connect(daemon.addr, None)?;
         retry_unanswered(&mut client, &mut record.lock().expect("no poisoned lock"))?;
-        let found = check(&mut client, &record.lock().expect("no poisoned lock"), &options.ledger_replay, &dir)?;
+        let found = check(
+            &mut client,
+            &record.lock().expect("no poisoned lock"),
+            &options.ledger_replay,
+            &dir,
+        )?;
         if found.lost + found.duplicated + found.violations > 0 {
             eprintln!(
                 "ledger-chaos: after kill {}: lost={} duplicated={} invariant_violations={}",
@@ -333,7 +342,9 @@ fn crash_loop(options: &Options) -> anyhow::Result<Totals> {
     daemon.spawn()?;
     let live = format!("{:032x}", Client::connect(daemon.addr, None)?.status()?.state_hash);
     if live != hash_after_stop {
-        eprintln!("ledger-chaos: state hash after restart {live} != ledger-replay {hash_after_stop}");
+        eprintln!(
+            "ledger-chaos: state hash after restart {live} != ledger-replay {hash_after_stop}"
+        );
         totals.violations += 1;
     }
     daemon.stop()?;
@@ -365,16 +376,20 @@ fn setup(client: &mut Client, record: &mut Record) -> anyhow::Result<()> {
         flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
         ..Default::default()
     }));
-    accounts.extend((0..BUYERS).map(|i| Account { id: BUYER_BASE + i, ledger: LEDGER_STOCK, code: 2, ..Default::default() }));
+    accounts.extend((0..BUYERS).map(|i| Account {
+        id: BUYER_BASE + i,
+        ledger: LEDGER_STOCK,
+        code: 2,
+        ..Default::default()
+    }));
     for chunk in accounts.chunks(4096) {
         let results = client.create_accounts(chunk)?;
         if !results.is_empty() {
             bail!("setup: accounts refused: {results:?}");
         }
     }
-    let mut funding: Vec<Transfer> = (0..WALLETS)
-        .map(|i| money(1 + i, OPERATOR, WALLET_BASE + i, WALLET_FUNDS))
-        .collect();
+    let mut funding: Vec<Transfer> =
+        (0..WALLETS).map(|i| money(1 + i, OPERATOR, WALLET_BASE + i, WALLET_FUNDS)).collect();
     funding.push(Transfer {
         id: 1 + WALLETS,
         debit_account_id: SUPPLIER,
@@ -408,7 +423,13 @@ fn money(id: u128, from: u128, to: u128, amount: u128) -> Transfer {
 }
 
 /// One client: random requests until told to stop or the connection dies.
-fn drive(addr: SocketAddr, seed: u64, record: &Mutex<Record>, stop: &AtomicBool, next_id: &AtomicU64) {
+fn drive(
+    addr: SocketAddr,
+    seed: u64,
+    record: &Mutex<Record>,
+    stop: &AtomicBool,
+    next_id: &AtomicU64,
+) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let Ok(mut client) = Client::connect(addr, None) else { return };
     // Pending transfers this client created and has not resolved yet.
@@ -445,9 +466,17 @@ fn drive(addr: SocketAddr, seed: u64, record: &Mutex<Record>, stop: &AtomicBool,
                     let (flags, amount) = match rng.u32(0..3) {
                         0 => (TransferFlags::VOID_PENDING_TRANSFER, 0),
                         1 => (TransferFlags::POST_PENDING_TRANSFER, 0),
-                        _ => (TransferFlags::POST_PENDING_TRANSFER, u128::from(rng.u64(1..=p.amount as u64))),
+                        _ => (
+                            TransferFlags::POST_PENDING_TRANSFER,
+                            u128::from(rng.u64(1..=p.amount as u64)),
+                        ),
                     };
-                    batch.push(Transfer { flags, pending_id: p.id, amount, ..money(id(), 0, 0, 0) });
+                    batch.push(Transfer {
+                        flags,
+                        pending_id: p.id,
+                        amount,
+                        ..money(id(), 0, 0, 0)
+                    });
                 }
             }
             // Linked chains: all or nothing.
@@ -457,7 +486,8 @@ fn drive(addr: SocketAddr, seed: u64, record: &Mutex<Record>, stop: &AtomicBool,
                     let (a, b) = (wallet(&mut rng), wallet(&mut rng));
                     let b = if a == b { WALLET_BASE + (b - WALLET_BASE + 1) % WALLETS } else { b };
                     let flags = if i + 1 < n { TransferFlags::LINKED } else { 0 };
-                    batch.push(Transfer { flags, ..money(id(), a, b, u128::from(rng.u64(1..=80))) });
+                    batch
+                        .push(Transfer { flags, ..money(id(), a, b, u128::from(rng.u64(1..=80))) });
                 }
             }
             // Flash sale: buyers take one unit each from the hot stock account.
@@ -543,10 +573,13 @@ fn check(client: &mut Client, record: &Record, replay: &Path, dir: &Path) -> any
                     && t.flags == sent.flags
                     && t.timeout == sent.timeout
                     && (sent.debit_account_id == 0 || t.debit_account_id == sent.debit_account_id)
-                    && (sent.credit_account_id == 0 || t.credit_account_id == sent.credit_account_id)
+                    && (sent.credit_account_id == 0
+                        || t.credit_account_id == sent.credit_account_id)
                     && (sent.amount == 0 || t.amount == sent.amount);
                 if !same {
-                    eprintln!("lost: transfer {id} differs from what was acknowledged: {t:?} vs {sent:?}");
+                    eprintln!(
+                        "lost: transfer {id} differs from what was acknowledged: {t:?} vs {sent:?}"
+                    );
                     found.lost += 1;
                 }
             }
@@ -569,7 +602,10 @@ fn check(client: &mut Client, record: &Record, replay: &Path, dir: &Path) -> any
     let mut implied: HashMap<u128, Implied> = HashMap::new();
     let resolved: std::collections::HashSet<u128> = present
         .values()
-        .filter(|t| t.flags & (TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER) != 0)
+        .filter(|t| {
+            t.flags & (TransferFlags::POST_PENDING_TRANSFER | TransferFlags::VOID_PENDING_TRANSFER)
+                != 0
+        })
         .map(|t| t.pending_id)
         .collect();
     for t in present.values() {
@@ -602,9 +638,17 @@ fn check(client: &mut Client, record: &Record, replay: &Path, dir: &Path) -> any
         for a in accounts {
             let want = implied.get(&a.id).copied().unwrap_or_default();
             if (a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted)
-                != (want.debits_pending, want.debits_posted, want.credits_pending, want.credits_posted)
+                != (
+                    want.debits_pending,
+                    want.debits_posted,
+                    want.credits_pending,
+                    want.credits_posted,
+                )
             {
-                eprintln!("duplicated: account {} balances differ from the transfers present", a.id);
+                eprintln!(
+                    "duplicated: account {} balances differ from the transfers present",
+                    a.id
+                );
                 found.duplicated += 1;
             }
             if a.flags & AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS != 0

@@ -104,7 +104,12 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
     println!("records: {}", report.records);
     println!("last_sequence: {}", report.last_sequence);
     for problem in &report.problems {
-        println!("problem: segment {} offset {}: {}", problem.segment.display(), problem.offset, problem.reason);
+        println!(
+            "problem: segment {} offset {}: {}",
+            problem.segment.display(),
+            problem.offset,
+            problem.reason
+        );
     }
     match &report.end {
         End::Clean => {
@@ -113,7 +118,10 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
         }
         End::Torn { segment, offset, reason } => {
             // A torn tail is what a crash leaves; the daemon cuts it on start.
-            println!("end: torn tail at {} offset {offset}: {reason} (cut on the next start)", segment.display());
+            println!(
+                "end: torn tail at {} offset {offset}: {reason} (cut on the next start)",
+                segment.display()
+            );
             Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         End::Corrupt { segment, offset, reason } => {
@@ -271,7 +279,8 @@ fn stats(dir: &Path) -> anyhow::Result<ExitCode> {
     let bar = progress_bar(total);
     let mut records = reader.records(1, None);
     let (mut count, mut bytes) = (0u64, 0u64);
-    let (mut accounts, mut transfers, mut expired, mut limits, mut failed) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut accounts, mut transfers, mut expired, mut limits, mut failed) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut segments = std::collections::BTreeSet::new();
     let (mut first_ts, mut last_ts) = (None, 0u64);
     while let Some(record) = records.next_record() {
@@ -289,7 +298,7 @@ fn stats(dir: &Path) -> anyhow::Result<ExitCode> {
         first_ts.get_or_insert(ts);
         last_ts = ts;
         segments.insert(record.segment);
-        if count % 65_536 == 0 {
+        if count.is_multiple_of(65_536) {
             bar.set_position(record.seq);
         }
     }

@@ -26,10 +26,13 @@ fn run() -> anyhow::Result<()> {
 
     if let Some(sequence) = snapshot_up_to {
         let recovery = ledgerd::daemon::recovery_config(&config);
-        let written = ledgerd::recovery::build_snapshot(&recovery, Some(sequence), config.snapshots_keep)
-            .context("building a snapshot")?;
+        let written =
+            ledgerd::recovery::build_snapshot(&recovery, Some(sequence), config.snapshots_keep)
+                .context("building a snapshot")?;
         match written {
-            Some(written) => tracing::info!(sequence = written.sequence, path = %written.path.display(), "snapshot built"),
+            Some(written) => {
+                tracing::info!(sequence = written.sequence, path = %written.path.display(), "snapshot built")
+            }
             None => tracing::info!("no snapshot built: the journal is empty"),
         }
         return Ok(());
@@ -37,13 +40,15 @@ fn run() -> anyhow::Result<()> {
 
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&shutdown)).context("installing signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&shutdown))
+            .context("installing signal handlers")?;
     }
     ledgerd::daemon::run(config, shutdown)
 }
 
 fn init_logging(filter: &str, json: bool) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| format!("log filter {filter:?}"))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("log filter {filter:?}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -49,7 +49,9 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(stream: TcpStream) -> Self {
-        let peer = stream.peer_addr().map_or_else(|_| "unknown".to_string(), |a: SocketAddr| a.to_string());
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "unknown".to_string(), |a: SocketAddr| a.to_string());
         Conn {
             stream,
             peer,

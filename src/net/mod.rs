@@ -182,7 +182,8 @@ impl NetThread {
         let mut last_housekeeping = Instant::now();
         let mut draining_since: Option<Instant> = None;
         loop {
-            let timeout = if self.stalled.is_empty() { HOUSEKEEPING_INTERVAL } else { RING_RETRY_INTERVAL };
+            let timeout =
+                if self.stalled.is_empty() { HOUSEKEEPING_INTERVAL } else { RING_RETRY_INTERVAL };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -242,9 +243,14 @@ impl NetThread {
             let Some(listener) = self.listener.as_ref() else { return };
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.metrics.connections_open.load(Relaxed) as usize >= self.config.connections_max {
+                    if self.metrics.connections_open.load(Relaxed) as usize
+                        >= self.config.connections_max
+                    {
                         self.metrics.reject(Rejection::ConnectionLimit);
-                        self.log.warn(format_args!("connection from {peer} refused: connection limit {} reached", self.config.connections_max));
+                        self.log.warn(format_args!(
+                            "connection from {peer} refused: connection limit {} reached",
+                            self.config.connections_max
+                        ));
                         drop(stream);
                         continue;
                     }
@@ -272,7 +278,9 @@ impl NetThread {
     }
 
     fn register_incoming(&mut self) {
-        let incoming = std::mem::take(&mut *self.peers[self.index as usize].incoming.lock().expect("incoming lock"));
+        let incoming = std::mem::take(
+            &mut *self.peers[self.index as usize].incoming.lock().expect("incoming lock"),
+        );
         for stream in incoming {
             self.register(stream);
         }
@@ -281,7 +289,11 @@ impl NetThread {
     fn register(&mut self, stream: TcpStream) {
         let index = self.conns.insert(Conn::new(stream));
         let conn = self.conns.get_mut(index).expect("just inserted");
-        if let Err(e) = self.poll.registry().register(&mut conn.stream, Token(index), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            &mut conn.stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             tracing::warn!(error = %e, "could not register a connection");
             self.close(index);
         }
@@ -343,7 +355,9 @@ impl NetThread {
                 readable = false;
                 break;
             }
-            if conn.in_flight >= self.config.in_flight_max || conn.write_backlog() > WRITE_BACKLOG_PAUSE_BYTES {
+            if conn.in_flight >= self.config.in_flight_max
+                || conn.write_backlog() > WRITE_BACKLOG_PAUSE_BYTES
+            {
                 readable = false;
                 break;
             }
@@ -365,7 +379,10 @@ impl NetThread {
             let body = &available[protocol::HEADER_SIZE..total];
             if !protocol::verify_checksum(header_bytes, body) {
                 self.metrics.reject(Rejection::BadFrame);
-                self.log.warn(format_args!("connection {}: frame checksum mismatch; closing", conn.peer));
+                self.log.warn(format_args!(
+                    "connection {}: frame checksum mismatch; closing",
+                    conn.peer
+                ));
                 conn.fail(Status::BadChecksum, header.request_id);
                 break;
             }
@@ -377,7 +394,11 @@ impl NetThread {
                         conn.hello = true;
                     } else {
                         self.metrics.reject(Rejection::AuthFailed);
-                        self.log.warn(format_args!("connection {}: hello refused: {}", conn.peer, status.name()));
+                        self.log.warn(format_args!(
+                            "connection {}: hello refused: {}",
+                            conn.peer,
+                            status.name()
+                        ));
                     }
                     if conn.in_flight == 0 && status == Status::Ok {
                         let mut reply = Vec::with_capacity(protocol::HelloReply::SIZE);
@@ -412,7 +433,9 @@ impl NetThread {
                     let request_id = header.request_id;
                     let operation = header.operation;
                     self.producer
-                        .try_publish(|slot| slot.set_request(net, id.0, request_id, operation, body))
+                        .try_publish(|slot| {
+                            slot.set_request(net, id.0, request_id, operation, body)
+                        })
                         .is_ok()
                 }
                 Err(status) => {
@@ -421,7 +444,9 @@ impl NetThread {
                     let request_id = header.request_id;
                     let operation = header.operation;
                     self.producer
-                        .try_publish(|slot| slot.set_reject(net, id.0, request_id, operation, status as u16))
+                        .try_publish(|slot| {
+                            slot.set_reject(net, id.0, request_id, operation, status as u16)
+                        })
                         .is_ok()
                 }
             };
@@ -515,16 +540,26 @@ impl NetThread {
         for index in self.conns.indexes() {
             let conn = self.conns.get_mut(index).expect("listed");
             if let Some(since) = conn.partial_since {
-                if now.duration_since(since) > self.config.frame_timeout && conn.in_flight < self.config.in_flight_max {
+                if now.duration_since(since) > self.config.frame_timeout
+                    && conn.in_flight < self.config.in_flight_max
+                {
                     self.metrics.reject(Rejection::FrameTimeout);
-                    self.log.warn(format_args!("connection {}: frame incomplete after {:?}; closing", conn.peer, self.config.frame_timeout));
+                    self.log.warn(format_args!(
+                        "connection {}: frame incomplete after {:?}; closing",
+                        conn.peer, self.config.frame_timeout
+                    ));
                     expired.push(index);
                     continue;
                 }
             }
-            if conn.in_flight == 0 && now.duration_since(conn.last_activity) > self.config.idle_timeout {
+            if conn.in_flight == 0
+                && now.duration_since(conn.last_activity) > self.config.idle_timeout
+            {
                 self.metrics.reject(Rejection::IdleTimeout);
-                self.log.info(format_args!("connection {}: idle for {:?}; closing", conn.peer, self.config.idle_timeout));
+                self.log.info(format_args!(
+                    "connection {}: idle for {:?}; closing",
+                    conn.peer, self.config.idle_timeout
+                ));
                 expired.push(index);
             }
         }

@@ -137,7 +137,10 @@ impl Business {
             }
         }
         self.commit();
-        tracing::info!(sequence = self.metrics.journal_sequence.load(Relaxed), "business thread stopped");
+        tracing::info!(
+            sequence = self.metrics.journal_sequence.load(Relaxed),
+            "business thread stopped"
+        );
     }
 
     fn idle(&self, poller: &Poller, doorbell: &Doorbell) {
@@ -226,7 +229,12 @@ impl Business {
             }
             Operation::CreateTransfers => {
                 decode_records(body, Transfer::SIZE, &mut self.transfers, Transfer::read_from);
-                self.state.create_transfers(now, &self.transfers, &mut self.results, &mut self.event);
+                self.state.create_transfers(
+                    now,
+                    &self.transfers,
+                    &mut self.results,
+                    &mut self.event,
+                );
                 self.metrics.events(1, self.transfers.len(), &self.results);
                 self.events_since_flush += self.transfers.len();
                 self.journal_event()?;
@@ -234,7 +242,12 @@ impl Business {
             }
             Operation::SetAccountLimits => {
                 decode_records(body, AccountLimit::SIZE, &mut self.limits, AccountLimit::read_from);
-                self.state.set_account_limits(now, &self.limits, &mut self.results, &mut self.event);
+                self.state.set_account_limits(
+                    now,
+                    &self.limits,
+                    &mut self.results,
+                    &mut self.event,
+                );
                 self.metrics.events(2, self.limits.len(), &self.results);
                 self.events_since_flush += self.limits.len();
                 self.journal_event()?;
@@ -253,7 +266,12 @@ impl Business {
             Operation::LookupAccountLimits => {
                 decode_records(body, 16, &mut self.ids, |b| crate::types::read_u128(b, 0));
                 self.state.lookup_account_limits(&self.ids, &mut self.limits);
-                encode_records(&self.limits, AccountLimit::SIZE, &mut self.body, AccountLimit::write_to);
+                encode_records(
+                    &self.limits,
+                    AccountLimit::SIZE,
+                    &mut self.body,
+                    AccountLimit::write_to,
+                );
             }
             Operation::GetAccountTransfers => {
                 let filter = AccountFilter::read_from(&body[..AccountFilter::SIZE]);
@@ -263,10 +281,16 @@ impl Business {
             Operation::GetAccountBalances => {
                 let filter = AccountFilter::read_from(&body[..AccountFilter::SIZE]);
                 self.state.get_account_balances(&filter, &mut self.balances);
-                encode_records(&self.balances, AccountBalance::SIZE, &mut self.body, AccountBalance::write_to);
+                encode_records(
+                    &self.balances,
+                    AccountBalance::SIZE,
+                    &mut self.body,
+                    AccountBalance::write_to,
+                );
             }
             Operation::ChangeEvents => {
-                let request = protocol::ChangeEventsRequest::decode(body).map_err(|_| Status::InvalidBody)?;
+                let request =
+                    protocol::ChangeEventsRequest::decode(body).map_err(|_| Status::InvalidBody)?;
                 let journal = self.journal.as_ref().expect("not degraded");
                 crate::change_events::collect(journal, &self.state, &request, &mut self.body)
                     .map_err(|_| Status::JournalUnavailable)?;
@@ -316,7 +340,13 @@ impl Business {
         self.metrics.request(slot.operation, status);
         let out = &mut self.outs[slot.net as usize];
         let start = out.frames.len();
-        protocol::encode_frame(&mut out.frames, slot.operation, status, slot.request_id, &self.body);
+        protocol::encode_frame(
+            &mut out.frames,
+            slot.operation,
+            status,
+            slot.request_id,
+            &self.body,
+        );
         let len = (out.frames.len() - start) as u32;
         out.entries.push(ReplyEntry { conn: slot.conn, len });
         self.pending.push(PendingReply {
@@ -366,7 +396,13 @@ impl Business {
         for p in &pending {
             let out = &mut self.outs[p.net as usize];
             let start = out.frames.len();
-            protocol::encode_frame(&mut out.frames, p.operation, Status::JournalUnavailable, p.request_id, &[]);
+            protocol::encode_frame(
+                &mut out.frames,
+                p.operation,
+                Status::JournalUnavailable,
+                p.request_id,
+                &[],
+            );
             out.entries.push(ReplyEntry { conn: p.conn, len: (out.frames.len() - start) as u32 });
             self.metrics.request(p.operation, Status::JournalUnavailable);
         }
@@ -411,7 +447,12 @@ fn decode_records<T>(body: &[u8], size: usize, out: &mut Vec<T>, read: impl Fn(&
     out.extend(body.chunks_exact(size).map(read));
 }
 
-fn encode_records<T>(records: &[T], size: usize, body: &mut Vec<u8>, write: impl Fn(&T, &mut [u8])) {
+fn encode_records<T>(
+    records: &[T],
+    size: usize,
+    body: &mut Vec<u8>,
+    write: impl Fn(&T, &mut [u8]),
+) {
     body.clear();
     body.resize(records.len() * size, 0);
     for (record, chunk) in records.iter().zip(body.chunks_exact_mut(size)) {

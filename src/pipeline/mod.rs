@@ -63,7 +63,14 @@ pub const SLOT_BODY_RETAIN_BYTES: usize = 64 * 1024;
 
 impl Slot {
     /// Fills the slot with a request, reusing the body's allocation.
-    pub fn set_request(&mut self, net: u16, conn: u64, request_id: u64, operation: u16, body: &[u8]) {
+    pub fn set_request(
+        &mut self,
+        net: u16,
+        conn: u64,
+        request_id: u64,
+        operation: u16,
+        body: &[u8],
+    ) {
         self.kind = SlotKind::Request;
         self.net = net;
         self.conn = conn;
@@ -77,7 +84,14 @@ impl Slot {
     }
 
     /// Fills the slot with a refusal of request `request_id` with `status`.
-    pub fn set_reject(&mut self, net: u16, conn: u64, request_id: u64, operation: u16, status: u16) {
+    pub fn set_reject(
+        &mut self,
+        net: u16,
+        conn: u64,
+        request_id: u64,
+        operation: u16,
+        status: u16,
+    ) {
         self.kind = SlotKind::Reject;
         self.net = net;
         self.conn = conn;

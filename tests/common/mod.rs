@@ -176,14 +176,30 @@ pub fn wallet(id: u128) -> Account {
 }
 
 pub fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
-    Transfer { id, debit_account_id: debit, credit_account_id: credit, amount, ledger: 1, code: 1, ..Default::default() }
+    Transfer {
+        id,
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount,
+        ledger: 1,
+        code: 1,
+        ..Default::default()
+    }
 }
 
 /// Runs `ledger-replay replay DIR` and returns the state hash it prints.
 pub fn replay_hash(dir: &Path) -> String {
-    let out = Command::new(bin("ledger-replay")).arg("replay").arg(dir).output().expect("run ledger-replay");
+    let out = Command::new(bin("ledger-replay"))
+        .arg("replay")
+        .arg(dir)
+        .output()
+        .expect("run ledger-replay");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "ledger-replay replay failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ledger-replay replay failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
         .lines()
         .find_map(|l| l.strip_prefix("state_hash: "))
