@@ -167,6 +167,22 @@ impl Record {
         for r in results {
             codes[r.index as usize] = r.result;
         }
+        // A linked chain applies as a whole. When a retried chain had applied before, its
+        // first event answers `exists` and the others `linked_event_failed`: all are present.
+        let mut start = 0;
+        for (i, t) in batch.iter().enumerate() {
+            if t.flags & TransferFlags::LINKED != 0 {
+                continue;
+            }
+            if codes[start..=i].contains(&ResultCode::Exists) {
+                for code in &mut codes[start..=i] {
+                    if *code == ResultCode::LinkedEventFailed {
+                        *code = ResultCode::Exists;
+                    }
+                }
+            }
+            start = i + 1;
+        }
         for (t, code) in batch.iter().zip(codes) {
             let outcome = match code {
                 ResultCode::Ok | ResultCode::Exists => Outcome::Applied,
