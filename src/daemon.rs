@@ -62,6 +62,7 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()
         "recovered"
     );
     let snapshot_sequence = recovered.report.snapshot_sequence.unwrap_or(0);
+    metrics.snapshot_sequence.store(snapshot_sequence, Relaxed);
 
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding the client address {}", config.listen))?;
@@ -190,6 +191,7 @@ impl Timer {
                 Ok(Some(status)) if status.success() => {
                     self.last_snapshot_sequence = *sequence;
                     self.metrics.snapshots_taken.fetch_add(1, Relaxed);
+                    self.metrics.snapshot_sequence.store(*sequence, Relaxed);
                     tracing::info!(sequence = *sequence, "snapshot written");
                 }
                 Ok(Some(status)) => {

@@ -306,6 +306,9 @@ impl Business {
                     pending_transfers: counts.pending,
                     failed_ids: counts.failed_ids,
                     clock_ns: self.state.clock_ns(),
+                    snapshot_sequence: self.metrics.snapshot_sequence.load(Relaxed),
+                    uptime_ns: self.metrics.started.elapsed().as_nanos() as u64,
+                    connections: self.metrics.connections_open.load(Relaxed) as u32,
                     ..Default::default()
                 };
                 reply.encode(&mut self.body);
