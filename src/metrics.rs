@@ -225,7 +225,7 @@ impl Metrics {
             "Latency of one journal flush (group commit).",
             1e-6,
         );
-        let gauges: [(&str, &str, u64); 12] = [
+        let gauges: [(&str, &str, u64); 13] = [
             (
                 "ledgerd_journal_sequence",
                 "Last durable journal sequence.",
