@@ -537,3 +537,77 @@ fn operator_endpoints_and_auth_token() {
     drop(c);
     assert!(daemon.stop().success());
 }
+
+/// The README's CLI tour, run line by line against a daemon: every `ledger` command in it
+/// must work, and exit 1 exactly where its comment names a refusal.
+#[test]
+fn readme_tour_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("## A two-minute tour").expect("tour section");
+    let block = &readme[start..];
+    let block = &block[block.find("```sh").unwrap() + 5..];
+    let block = &block[..block.find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start(dir.path());
+    let mut ran = 0;
+    for line in block.lines() {
+        let line = line.trim();
+        let (command, comment) = match line.split_once('#') {
+            Some((c, comment)) => (c.trim(), comment),
+            None => (line, ""),
+        };
+        let command = match command.strip_prefix("sleep ") {
+            Some(rest) => {
+                let (secs, rest) = rest.split_once(';').expect("sleep N; command");
+                std::thread::sleep(Duration::from_secs_f64(secs.trim().parse().unwrap()));
+                rest.trim()
+            }
+            None => command,
+        };
+        let (stdin, command) = match command.split_once("| ") {
+            Some((echo, rest)) => {
+                let json =
+                    echo.trim().strip_prefix("echo '").and_then(|e| e.strip_suffix('\'')).unwrap();
+                (Some(json.to_string()), rest.trim())
+            }
+            None => (None, command),
+        };
+        let Some(args) = command.strip_prefix("ledger ") else { continue };
+        let mut child = std::process::Command::new(common::bin("ledger"))
+            .arg("--addr")
+            .arg(daemon.addr.to_string())
+            .args(args.split_whitespace())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(json) = stdin {
+            writeln!(child.stdin.as_mut().unwrap(), "{json}").unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        let refused =
+            ["exceeds_credits", "pending_transfer_expired"].iter().any(|c| comment.contains(c));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(if refused { 1 } else { 0 }),
+            "`{line}` printed:\n{stdout}"
+        );
+        for code in ["exceeds_credits", "pending_transfer_expired"] {
+            if comment.contains(code) {
+                assert!(stdout.contains(code), "`{line}` printed:\n{stdout}");
+            }
+        }
+        ran += 1;
+    }
+    assert!(ran >= 20, "the tour has {ran} commands");
+    let mut c = daemon.client();
+    let customer = c.lookup_accounts(&[10]).unwrap()[0];
+    assert_eq!(
+        (customer.debits_posted, customer.debits_pending, customer.credits_posted),
+        (250, 0, 1000)
+    );
+    assert_eq!(c.lookup_accounts(&[1]).unwrap()[0].debits_posted, 3, "the stock was not oversold");
+}
