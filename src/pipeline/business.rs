@@ -291,9 +291,11 @@ impl Business {
             Operation::ChangeEvents => {
                 let request =
                     protocol::ChangeEventsRequest::decode(body).map_err(|_| Status::InvalidBody)?;
-                let journal = self.journal.as_ref().expect("not degraded");
-                crate::change_events::collect(journal, &self.state, &request, &mut self.body)
-                    .map_err(|_| Status::JournalUnavailable)?;
+                // The feed is read from durable records: end the group commit here so that
+                // changes made earlier in this batch are included.
+                self.commit();
+                let journal = self.journal.as_ref().ok_or(Status::JournalUnavailable)?;
+                crate::change_events::collect(journal, &self.state, &request, &mut self.body)?;
             }
             Operation::Status => {
                 let counts = self.state.counts();
