@@ -25,7 +25,9 @@ struct Plan {
 }
 
 fn main() {
-    let smoke = std::env::var("LEDGERD_BENCH_SMOKE").is_ok_and(|v| v == "1");
+    // Full only under `cargo bench` (which passes --bench); `cargo test` runs the smoke version.
+    let smoke = std::env::var("LEDGERD_BENCH_SMOKE").is_ok_and(|v| v == "1")
+        || !std::env::args().any(|a| a == "--bench");
     let plan = if smoke {
         Plan {
             smoke,

@@ -27,7 +27,9 @@ impl Rng {
 }
 
 fn main() {
-    let smoke = std::env::var("LEDGERD_BENCH_SMOKE").is_ok_and(|v| v == "1");
+    // Full only under `cargo bench` (which passes --bench); `cargo test` runs the smoke version.
+    let smoke = std::env::var("LEDGERD_BENCH_SMOKE").is_ok_and(|v| v == "1")
+        || !std::env::args().any(|a| a == "--bench");
     let batches: usize = if smoke { 30 } else { 300 };
     let warmup_batches: usize = if smoke { 3 } else { 30 };
     let total = (batches + warmup_batches) * BATCH_EVENTS;

@@ -1,0 +1,100 @@
+//! Latency of one transfer per request, on loopback with the journal on the real disk:
+//! (a) one client with one request in flight, beside the disk's write + fdatasync floor
+//!     measured in the same run;
+//! (b) 50 clients with one request in flight each (closed loop): throughput and percentiles;
+//! (c) open loop at 25%, 50% and 75% of (b)'s throughput, 50 connections, latency measured
+//!     from each request's intended send time (coordinated omission corrected, as wrk2 does),
+//!     percentiles up to p99.99.
+//!
+//! `cargo bench --bench latency` runs it all; `cargo test` (or `LEDGERD_BENCH_SMOKE=1`) runs a
+//! smoke version that checks every transfer was applied.
+
+mod common;
+
+use std::time::Duration;
+
+use common::load::{self, Spec, Transfers};
+use common::{report, Daemon, Pick};
+use ledgerd::protocol::Operation;
+
+const ACCOUNTS: u64 = 10_000;
+const CLIENTS: usize = 50;
+
+fn main() {
+    let full = common::full_run();
+    common::announce("latency", full);
+    let (single_requests, phase, floor_iterations) = if full {
+        (20_000, Duration::from_secs(10), 5000)
+    } else {
+        (200, Duration::from_millis(300), 200)
+    };
+    let data = common::data_dir();
+    let mut daemon = Daemon::start(&data.path().join("ledgerd"), &[]);
+    let mut client = daemon.client();
+    common::create_accounts(&mut client, 1, ACCOUNTS, 0);
+    let mut next_id: u128 = 1;
+    let mut applied = 0u64;
+    let mut series = Vec::new();
+
+    // The floor: what making 4 KiB durable costs on this disk, now.
+    let floor = common::disk_floor(data.path(), 4096, floor_iterations);
+    let floor_p50_us = report::us(floor.value_at_quantile(0.5));
+    println!("disk.write_fdatasync_4k_us_p50: {floor_p50_us:.1}");
+    println!("disk.write_fdatasync_4k_us_p99: {:.1}", report::us(floor.value_at_quantile(0.99)));
+
+    let addr = daemon.addr;
+    let mut phase_run = |connections: usize, requests_max: u64, duration_max, rate| {
+        let mut work = Transfers::new(Pick::Uniform(ACCOUNTS), 1, 1, next_id, next_id as u64);
+        let spec = Spec {
+            connections,
+            window: 1,
+            requests_max,
+            duration_max,
+            rate_per_s: rate,
+            operation: Operation::CreateTransfers,
+        };
+        let out = load::run(addr, &spec, &mut work);
+        assert_eq!(work.failed, 0, "failed transfers: {:?}", work.failed_by);
+        next_id = work.next_id;
+        applied += out.events;
+        out
+    };
+
+    // (a) one client, one request in flight.
+    let single = phase_run(1, single_requests, phase * 3, None);
+    report::print_latency("latency.single", &single.latency, true);
+    println!("latency.single.transfers_per_s: {:.0}", single.events_per_s());
+    let over = report::us(single.latency.value_at_quantile(0.5)) / floor_p50_us;
+    println!("latency.single.p50_over_disk_floor: {over:.2}");
+
+    // (b) 50 clients, one request in flight each.
+    let c50 = phase_run(CLIENTS, u64::MAX, phase, None);
+    let max_rate = c50.events_per_s();
+    println!("latency.c50.transfers_per_s: {max_rate:.0}");
+    report::print_latency("latency.c50", &c50.latency, true);
+
+    series.push(("disk_write_fdatasync_4k".to_string(), floor));
+    series.push(("single".to_string(), single.latency));
+    series.push(("c50_closed".to_string(), c50.latency));
+
+    // (c) open loop at fixed arrival rates.
+    for percent in [25u32, 50, 75] {
+        let rate = max_rate * f64::from(percent) / 100.0;
+        let open = phase_run(CLIENTS, u64::MAX, phase, Some(rate));
+        let prefix = format!("latency.open_{percent}pct");
+        println!("{prefix}.target_per_s: {rate:.0}");
+        println!("{prefix}.transfers_per_s: {:.0}", open.events_per_s());
+        report::print_latency(&prefix, &open.latency, true);
+        series.push((format!("open_{percent}pct"), open.latency));
+    }
+
+    let status = client.status().expect("status");
+    assert_eq!(status.transfers, applied, "every acknowledged transfer is in the ledger");
+    if !full {
+        println!("latency.smoke: ok ({applied} transfers)");
+    }
+    drop(client);
+    daemon.stop();
+    let dir = common::results_dir(if full { "latency" } else { "latency-smoke" });
+    report::write_all(&dir, "ledgerd: one transfer per request", &series);
+}
