@@ -35,7 +35,13 @@ fn main() {
     let accounts = if full { ACCOUNTS } else { 1000 };
     let configs = if full { full_configs() } else { smoke_configs() };
     let mut series = Vec::new();
+    // `LEDGERD_E2E_ONLY=batch_8189_uniform` (a substring) runs only the matching configurations.
+    let only = std::env::var("LEDGERD_E2E_ONLY").unwrap_or_default();
     for c in &configs {
+        let pick = if c.zipf { "zipf" } else { "uniform" };
+        if !format!("batch_{}_{pick}", c.batch).contains(&only) {
+            continue;
+        }
         let (name, h) = run(c, accounts, full);
         series.push((name, h));
     }
@@ -120,6 +126,12 @@ fn run(c: &Config, accounts: u64, full: bool) -> (String, hdrhistogram::Histogra
     println!("{prefix}.in_flight: {}", c.connections * c.window);
     report::print_latency(&prefix, &out.latency, false);
     println!("{prefix}.rss_mb: {:.0}", daemon.peak_rss_mb());
+    // What the resident memory is at the end: anonymous (state, buffers) and file-backed
+    // (mapped journal pages).
+    for field in ["RssAnon:", "RssFile:"] {
+        let mb = common::proc_status_kb(daemon.pid(), field) as f64 / 1024.0;
+        println!("{prefix}.{}_mb: {mb:.0}", field.trim_end_matches(':').to_lowercase());
+    }
     if !full {
         println!("{prefix}.smoke: ok");
     }

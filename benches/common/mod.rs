@@ -34,6 +34,9 @@ pub fn full_run() -> bool {
 
 /// Prints the run header every benchmark starts with.
 pub fn announce(name: &str, full: bool) {
+    // Start with no dirty pages of an earlier run still being written back.
+    // SAFETY: sync(2) has no arguments and cannot fail.
+    unsafe { libc::sync() };
     println!("bench: {name}");
     println!("bench.smoke: {}", u8::from(!full));
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
@@ -62,7 +65,13 @@ pub fn results_dir(name: &str) -> PathBuf {
 pub fn data_dir() -> tempfile::TempDir {
     let base = target_dir().join("bench-data");
     std::fs::create_dir_all(&base).expect("create target/bench-data");
-    tempfile::tempdir_in(&base).expect("temporary data directory")
+    let mut dir = tempfile::tempdir_in(&base).expect("temporary data directory");
+    // `LEDGERD_BENCH_KEEP=1` keeps the data directories (to profile a restart, say).
+    if std::env::var("LEDGERD_BENCH_KEEP").is_ok_and(|v| v == "1") {
+        dir.disable_cleanup(true);
+        println!("bench.kept_data_dir: {}", dir.path().display());
+    }
+    dir
 }
 
 pub fn free_addr() -> SocketAddr {
@@ -110,7 +119,8 @@ impl Daemon {
             .arg("--metrics-listen")
             .arg(self.metrics_addr.to_string())
             .args(&self.extra_args)
-            .env("LEDGERD_LOG", "warn")
+            // `LEDGERD_BENCH_LOG=info` shows the daemon's own logs (recovery times, snapshots).
+            .env("LEDGERD_LOG", std::env::var("LEDGERD_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
