@@ -85,6 +85,12 @@ pub struct Settings {
     #[arg(long, env = "LEDGERD_SNAPSHOT_EVERY_RECORDS")]
     pub snapshot_every_records: Option<u64>,
 
+    /// Also take a snapshot after this many journaled changes (accounts, transfers, limits,
+    /// expiries; 0 disables): bounds the replay after a crash when requests are large batches.
+    /// [default: 1000000]
+    #[arg(long, env = "LEDGERD_SNAPSHOT_EVERY_EVENTS")]
+    pub snapshot_every_events: Option<u64>,
+
     /// Snapshots kept on disk. [default: 3]
     #[arg(long, env = "LEDGERD_SNAPSHOTS_KEEP")]
     pub snapshots_keep: Option<usize>,
@@ -133,6 +139,7 @@ pub struct DaemonConfig {
     pub segment_size_bytes: u64,
     pub flush_mode: FlushMode,
     pub snapshot_every_records: u64,
+    pub snapshot_every_events: u64,
     pub snapshots_keep: usize,
     pub repair: bool,
     pub log_json: bool,
@@ -244,6 +251,7 @@ impl Settings {
             segment_size_bytes: segment_size_mib * 1024 * 1024,
             flush_mode,
             snapshot_every_records: self.snapshot_every_records.unwrap_or(20_000),
+            snapshot_every_events: self.snapshot_every_events.unwrap_or(1_000_000),
             snapshots_keep: self.snapshots_keep.unwrap_or(3).max(1),
             repair: self.repair.unwrap_or(false),
             log_json,

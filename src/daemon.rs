@@ -127,6 +127,7 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()
             shutdown: Arc::clone(&timer_shutdown),
             config: config.clone(),
             last_snapshot_sequence: snapshot_sequence,
+            last_snapshot_events: 0,
             child: None,
             faults,
         };
@@ -169,6 +170,8 @@ struct Timer {
     shutdown: Arc<AtomicBool>,
     config: DaemonConfig,
     last_snapshot_sequence: u64,
+    /// `metrics.journal_events` when the last snapshot started.
+    last_snapshot_events: u64,
     child: Option<(Child, u64)>,
     faults: Option<FaultFile>,
 }
@@ -249,22 +252,30 @@ impl Timer {
                     tracing::info!(sequence = *sequence, "snapshot written");
                 }
                 Ok(Some(status)) => {
+                    // Not retried before another interval: the journal alone still recovers.
+                    self.last_snapshot_sequence = *sequence;
                     tracing::warn!(%status, "snapshot process failed; the journal alone still recovers everything")
                 }
                 Err(e) => tracing::warn!(error = %e, "snapshot process lost"),
             }
             self.child = None;
         }
-        let every = self.config.snapshot_every_records;
         let sequence = self.metrics.journal_sequence.load(Relaxed);
-        if every == 0 || sequence < self.last_snapshot_sequence + every {
+        let events = self.metrics.journal_events.load(Relaxed);
+        let (every_records, every_events) =
+            (self.config.snapshot_every_records, self.config.snapshot_every_events);
+        let due = (every_records > 0 && sequence >= self.last_snapshot_sequence + every_records)
+            || (every_events > 0 && events >= self.last_snapshot_events + every_events);
+        if !due || sequence <= self.last_snapshot_sequence {
             return;
         }
+        // Counted from the start, not from the end, of the snapshot: a failed one is not
+        // retried before another interval of changes.
+        self.last_snapshot_events = events;
         match spawn_snapshot(&self.config, sequence) {
             Ok(child) => self.child = Some((child, sequence)),
             Err(e) => {
                 tracing::warn!(error = %e, "could not start the snapshot process");
-                // Do not retry at once: wait for another `every` records.
                 self.last_snapshot_sequence = sequence;
             }
         }

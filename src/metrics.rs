@@ -86,6 +86,8 @@ pub struct Metrics {
     pub snapshots_taken: AtomicU64,
     /// Journal sequence of the newest snapshot on disk (0: none).
     pub snapshot_sequence: AtomicU64,
+    /// Changes (accounts, transfers, limits, expiries) appended to the journal since start.
+    pub journal_events: AtomicU64,
     /// When the daemon started, for `status`'s uptime.
     pub started: std::time::Instant,
     pub recovery_ms: AtomicU64,
@@ -136,6 +138,7 @@ impl Metrics {
             flush_us: Buckets::new(FLUSH_BUCKETS_US),
             journal_sequence: AtomicU64::new(0),
             snapshot_sequence: AtomicU64::new(0),
+            journal_events: AtomicU64::new(0),
             started: std::time::Instant::now(),
             journal_errors: AtomicU64::new(0),
             expired_transfers: AtomicU64::new(0),

@@ -25,6 +25,9 @@ fn run() -> anyhow::Result<()> {
     init_logging(&config.log, config.log_json)?;
 
     if let Some(sequence) = snapshot_up_to {
+        // A background job: leave the cores to the daemon that started it.
+        // SAFETY: nice(2) only changes this process's scheduling priority.
+        unsafe { libc::nice(10) };
         let recovery = ledgerd::daemon::recovery_config(&config);
         let written =
             ledgerd::recovery::build_snapshot(&recovery, Some(sequence), config.snapshots_keep)

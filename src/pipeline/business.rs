@@ -353,6 +353,11 @@ impl Business {
         match journal.append(&self.encoded) {
             Ok(_) => {
                 self.unflushed = true;
+                let changes = self.event.accounts.len()
+                    + self.event.transfers.len()
+                    + self.event.limits.len()
+                    + self.event.expired.len();
+                self.metrics.journal_events.fetch_add(changes as u64, Relaxed);
                 Ok(())
             }
             Err(error) => {
