@@ -201,8 +201,8 @@ fn slowloris(addr: SocketAddr, stop: &AtomicBool, count: &AtomicU64) {
             if *sent >= payload.len() {
                 return true;
             }
-            match s.write(&payload[*sent..*sent + 1]) {
-                Ok(_) => {
+            match s.write_all(&payload[*sent..*sent + 1]) {
+                Ok(()) => {
                     *sent += 1;
                     true
                 }
