@@ -36,6 +36,12 @@ pub struct Conn {
     pub hello: bool,
     /// Requests published and not yet answered.
     pub in_flight: u32,
+    /// Largest reply each in-flight request can get, oldest first (replies come back in
+    /// request order), and their sum: reading pauses when this plus the write backlog passes
+    /// the limit, so a client that never reads cannot make the daemon build replies without
+    /// bound.
+    pub reply_bytes_owed: std::collections::VecDeque<usize>,
+    pub reply_bytes_owed_total: usize,
     /// No more requests are read; the connection closes once its replies are out.
     pub closing: bool,
     /// Close as soon as `wbuf` is written.
@@ -61,6 +67,8 @@ impl Conn {
             wpos: 0,
             hello: false,
             in_flight: 0,
+            reply_bytes_owed: std::collections::VecDeque::new(),
+            reply_bytes_owed_total: 0,
             closing: false,
             close_when_flushed: false,
             fatal: None,

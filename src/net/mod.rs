@@ -356,7 +356,7 @@ impl NetThread {
                 break;
             }
             if conn.in_flight >= self.config.in_flight_max
-                || conn.write_backlog() > WRITE_BACKLOG_PAUSE_BYTES
+                || conn.write_backlog() + conn.reply_bytes_owed_total > WRITE_BACKLOG_PAUSE_BYTES
             {
                 readable = false;
                 break;
@@ -457,6 +457,12 @@ impl NetThread {
                 break;
             }
             if !matches!(verdict, Ok(None)) {
+                let owed = match verdict {
+                    Ok(Some(op)) => reply_bytes_max(op, body.len()),
+                    _ => protocol::HEADER_SIZE,
+                };
+                conn.reply_bytes_owed.push_back(owed);
+                conn.reply_bytes_owed_total += owed;
                 conn.in_flight += 1;
                 self.metrics.ring_published.fetch_add(1, Relaxed);
                 self.doorbell.ring();
@@ -495,6 +501,8 @@ impl NetThread {
                 if conn.generation == generation {
                     conn.wbuf.extend_from_slice(frame);
                     conn.in_flight -= 1;
+                    let owed = conn.reply_bytes_owed.pop_front().unwrap_or(0);
+                    conn.reply_bytes_owed_total = conn.reply_bytes_owed_total.saturating_sub(owed);
                     touched.push(index);
                 }
             }
@@ -575,6 +583,22 @@ impl NetThread {
             self.metrics.connections_open.fetch_sub(1, Relaxed);
         }
     }
+}
+
+/// The largest reply frame a valid request of `body_len` bytes can get.
+fn reply_bytes_max(operation: Operation, body_len: usize) -> usize {
+    use crate::types::{Account, AccountLimit, CreateResult, Transfer};
+    const ID_SIZE: usize = 16;
+    let body = match operation {
+        Operation::LookupAccounts => body_len / ID_SIZE * Account::SIZE,
+        Operation::LookupTransfers => body_len / ID_SIZE * Transfer::SIZE,
+        Operation::LookupAccountLimits => body_len / ID_SIZE * AccountLimit::SIZE,
+        Operation::CreateAccounts => body_len / Account::SIZE * CreateResult::SIZE,
+        Operation::CreateTransfers => body_len / Transfer::SIZE * CreateResult::SIZE,
+        Operation::SetAccountLimits => body_len / AccountLimit::SIZE * CreateResult::SIZE,
+        _ => protocol::FRAME_BODY_MAX,
+    };
+    protocol::HEADER_SIZE + body.min(protocol::FRAME_BODY_MAX)
 }
 
 /// The status a `hello` gets: version supported, and the token right when one is required.

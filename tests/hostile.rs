@@ -1,0 +1,360 @@
+//! Hostile clients against the real daemon, one attack at a time, while a well-behaved client
+//! keeps paying and looking up: 1,000 connections held open, slowloris (a frame a byte at a
+//! time), clients that never read their replies, oversize frames, connect-and-close floods,
+//! wrong auth tokens. For each attack: the well-behaved client is served without error and
+//! its p99 stays bounded, the daemon's memory stays bounded, it closes what it must, and it
+//! logs refusals a bounded number of times (not once per byte).
+//!
+//! Short by default (about 1.5 s per attack); `LEDGERD_TORTURE_LONG=1` runs each attack for
+//! 20 s with a byte a second for slowloris. RELIABILITY.md records the figures.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{transfer, wallet};
+use ledgerd::client::{Client, ClientOptions};
+use ledgerd::protocol::{self, HelloRequest, Operation, Status, HEADER_SIZE};
+use ledgerd::types::Account;
+
+const TOKEN: &[u8] = b"hostile-test-token";
+const HELD_CONNECTIONS: usize = 1000;
+const SLOWLORIS_CONNECTIONS: usize = 40;
+const NON_READERS: usize = 16;
+/// Generous bounds for a shared 2-core CI machine; the measured figures are far below.
+const GOOD_P99_MAX: Duration = Duration::from_secs(1);
+const RSS_MAX_MIB: u64 = 1024;
+/// Seconds a frame may take (the daemon's `--frame-timeout-secs` in this test).
+const FRAME_TIMEOUT_SECS: u64 = 2;
+
+fn long() -> bool {
+    std::env::var_os("LEDGERD_TORTURE_LONG").is_some()
+}
+
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn raise_fd_limit() {
+    // SAFETY: plain getrlimit/setrlimit on our own process (children inherit it).
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(65_536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn start(dir: &Path) -> Daemon {
+    raise_fd_limit();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let log = dir.join("ledgerd.log");
+    let addr = common::free_addr();
+    let child = Command::new(common::bin("ledgerd"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen", &addr.to_string()])
+        .args(["--metrics-listen", &common::free_addr().to_string()])
+        .args(["--business-core", "none", "--segment-size-mib", "8"])
+        .args(["--frame-timeout-secs", &FRAME_TIMEOUT_SECS.to_string()])
+        .arg("--auth-token-file")
+        .arg(&token_file)
+        .env("LEDGERD_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Client::connect(addr, Some(TOKEN)).and_then(|mut c| c.status()).is_err() {
+        assert!(Instant::now() < deadline, "ledgerd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon
+}
+
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+fn frame(operation: u16, request_id: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    protocol::encode_frame(&mut out, operation, Status::Ok, request_id, body);
+    out
+}
+
+fn hello_frame(token: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    HelloRequest::new(Some(token)).encode(&mut body);
+    frame(Operation::Hello as u16, 1, &body)
+}
+
+/// Reads one reply frame's status (None on EOF, error or timeout).
+fn read_status(s: &mut TcpStream) -> Option<Status> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut head = [0u8; HEADER_SIZE];
+    s.read_exact(&mut head).ok()?;
+    let header = protocol::Header::decode(&head).ok()?;
+    let mut body = vec![0u8; header.body_length as usize];
+    s.read_exact(&mut body).ok()?;
+    Status::from_u16(header.status)
+}
+
+/// A connection that said a valid hello.
+fn greeted(addr: SocketAddr) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.write_all(&hello_frame(TOKEN)).ok()?;
+    (read_status(&mut s)? == Status::Ok).then_some(s)
+}
+
+/// Whether the daemon closed `s` (EOF or reset) within `wait`.
+fn closed_by_daemon(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// The well-behaved client: one transfer and one lookup per round trip, until `stop`.
+fn measure(addr: SocketAddr, duration: Duration, next_id: &AtomicU64) -> Vec<Duration> {
+    let options = ClientOptions {
+        token: Some(TOKEN.to_vec()),
+        connect_timeout: Some(Duration::from_secs(5)),
+        io_timeout: Some(Duration::from_secs(10)),
+    };
+    let mut client = Client::connect_with(addr, options).expect("well-behaved client connects");
+    let mut latencies = Vec::new();
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        let id = u128::from(next_id.fetch_add(1, Relaxed));
+        let started = Instant::now();
+        let results = client.create_transfers(&[transfer(id, 1, 2, 1)]).expect("served");
+        assert!(results.is_empty(), "{results:?}");
+        assert_eq!(client.lookup_transfers(&[id]).expect("served").len(), 1);
+        latencies.push(started.elapsed());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    latencies
+}
+
+fn p99(latencies: &mut [Duration]) -> Duration {
+    latencies.sort_unstable();
+    latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
+}
+
+type AttackFn = fn(SocketAddr, &AtomicBool, &AtomicU64);
+
+/// 1,000 connections that said hello and then hold on, idle.
+fn hold_connections(addr: SocketAddr, stop: &AtomicBool, count: &AtomicU64) {
+    let mut held = Vec::new();
+    for _ in 0..HELD_CONNECTIONS {
+        if let Some(s) = greeted(addr) {
+            held.push(s);
+            count.fetch_add(1, Relaxed);
+        }
+    }
+    while !stop.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(held);
+}
+
+/// Connections that send a request frame one byte at a time; the daemon must close each one
+/// when the frame timeout passes.
+fn slowloris(addr: SocketAddr, stop: &AtomicBool, count: &AtomicU64) {
+    let body: Vec<u8> = (0..8).flat_map(|i| transfer(1_000_000 + i, 1, 2, 1).to_bytes()).collect();
+    let payload = frame(Operation::CreateTransfers as u16, 2, &body);
+    let mut conns: Vec<(TcpStream, usize)> =
+        (0..SLOWLORIS_CONNECTIONS).filter_map(|_| greeted(addr).map(|s| (s, 0))).collect();
+    let tick = if long() { Duration::from_secs(1) } else { Duration::from_millis(50) };
+    while !stop.load(Relaxed) && !conns.is_empty() {
+        conns.retain_mut(|(s, sent)| {
+            if *sent >= payload.len() {
+                return true;
+            }
+            match s.write_all(&payload[*sent..*sent + 1]) {
+                Ok(()) => {
+                    *sent += 1;
+                    true
+                }
+                Err(_) => {
+                    count.fetch_add(1, Relaxed);
+                    false
+                }
+            }
+        });
+        std::thread::sleep(tick);
+    }
+    // Whatever is left must be closed by the daemon shortly after the frame timeout.
+    for (mut s, _) in conns {
+        if closed_by_daemon(&mut s, Duration::from_secs(FRAME_TIMEOUT_SECS + 3)) {
+            count.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Connections that pipeline big lookups and never read a reply.
+fn non_readers(addr: SocketAddr, stop: &AtomicBool, count: &AtomicU64) {
+    let ids: Vec<u8> = (0..8000u128).flat_map(|i| (1 + i % 9).to_le_bytes()).collect();
+    let request = frame(Operation::LookupAccounts as u16, 7, &ids);
+    let mut conns: Vec<TcpStream> = (0..NON_READERS).filter_map(|_| greeted(addr)).collect();
+    for s in &conns {
+        s.set_nonblocking(true).unwrap();
+    }
+    while !stop.load(Relaxed) {
+        for s in &mut conns {
+            if s.write_all(&request).is_ok() {
+                count.fetch_add(1, Relaxed);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Hello, then a header that announces a body far above the frame limit.
+fn oversize_frames(addr: SocketAddr, stop: &AtomicBool, count: &AtomicU64) {
+    while !stop.load(Relaxed) {
+        let Some(mut s) = greeted(addr) else { continue };
+        let mut f = frame(Operation::CreateTransfers as u16, 3, &[]);
+        f[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        let _ = s.write_all(&f);
+        assert_eq!(read_status(&mut s), Some(Status::BodyTooLarge));
+        assert!(closed_by_daemon(&mut s, Duration::from_secs(5)), "oversize frame left open");
+        count.fetch_add(1, Relaxed);
+    }
+}
+
+fn connect_close_flood(addr: SocketAddr, stop: &AtomicBool, count: &AtomicU64) {
+    while !stop.load(Relaxed) {
+        if TcpStream::connect(addr).is_ok() {
+            count.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+fn wrong_token(addr: SocketAddr, stop: &AtomicBool, count: &AtomicU64) {
+    while !stop.load(Relaxed) {
+        let Ok(mut s) = TcpStream::connect(addr) else { continue };
+        let _ = s.write_all(&hello_frame(b"not-the-token"));
+        let status = read_status(&mut s);
+        assert!(matches!(status, Some(s) if s != Status::Ok), "wrong token accepted: {status:?}");
+        assert!(closed_by_daemon(&mut s, Duration::from_secs(5)), "refused hello left open");
+        count.fetch_add(1, Relaxed);
+    }
+}
+
+#[test]
+fn hostile_clients_do_not_starve_well_behaved_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start(dir.path());
+    let pid = daemon.child.id();
+    let mut setup = Client::connect(daemon.addr, Some(TOKEN)).unwrap();
+    let mut accounts = vec![Account { id: 1, ledger: 1, code: 1, ..Default::default() }];
+    accounts.extend((2..10).map(wallet));
+    assert!(setup.create_accounts(&accounts).unwrap().is_empty());
+    drop(setup);
+
+    let duration = if long() { Duration::from_secs(20) } else { Duration::from_millis(1500) };
+    let next_id = AtomicU64::new(1_000);
+    let mut baseline = measure(daemon.addr, duration, &next_id);
+    let baseline_p99 = p99(&mut baseline);
+    eprintln!(
+        "hostile: attack=none p99_us={} requests={} rss_mib={}",
+        baseline_p99.as_micros(),
+        baseline.len(),
+        rss_mib(pid)
+    );
+    let attacks: [(&str, AttackFn); 6] = [
+        ("hold_1000_connections", hold_connections),
+        ("slowloris", slowloris),
+        ("never_read_replies", non_readers),
+        ("oversize_frames", oversize_frames),
+        ("connect_close_flood", connect_close_flood),
+        ("wrong_auth_token", wrong_token),
+    ];
+    let started = Instant::now();
+    let mut rss_max = 0;
+    for (name, attack) in attacks {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let addr = daemon.addr;
+        let handle = {
+            let (stop, count) = (Arc::clone(&stop), Arc::clone(&count));
+            std::thread::spawn(move || attack(addr, &stop, &count))
+        };
+        // Let the attack get going (the held connections open first).
+        let settle = Instant::now() + Duration::from_secs(10);
+        while name == "hold_1000_connections"
+            && count.load(Relaxed) < HELD_CONNECTIONS as u64
+            && Instant::now() < settle
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let attack_duration = if name == "slowloris" && !long() {
+            Duration::from_secs(FRAME_TIMEOUT_SECS + 1)
+        } else {
+            duration
+        };
+        let mut latencies = measure(daemon.addr, attack_duration, &next_id);
+        let rss = rss_mib(pid);
+        rss_max = rss_max.max(rss);
+        stop.store(true, Relaxed);
+        handle.join().unwrap_or_else(|_| panic!("attack {name} failed"));
+        let p = p99(&mut latencies);
+        let n = count.load(Relaxed);
+        eprintln!(
+            "hostile: attack={name} p99_us={} requests={} attack_count={n} rss_mib={rss}",
+            p.as_micros(),
+            latencies.len()
+        );
+        assert!(p < GOOD_P99_MAX, "{name}: well-behaved p99 {p:?}");
+        assert!(rss < RSS_MAX_MIB, "{name}: daemon RSS {rss} MiB");
+        match name {
+            "hold_1000_connections" => assert_eq!(n, HELD_CONNECTIONS as u64, "{name}"),
+            "slowloris" => assert_eq!(n, SLOWLORIS_CONNECTIONS as u64, "slowloris left open"),
+            _ => assert!(n > 0, "{name} did nothing"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs() + 1;
+    // Still serving after everything.
+    let mut c = Client::connect(daemon.addr, Some(TOKEN)).unwrap();
+    assert!(c.status().is_ok());
+    drop(daemon);
+    let log = std::fs::read_to_string(dir.path().join("ledgerd.log")).unwrap();
+    let lines = log.lines().count() as u64;
+    let slow = log.lines().filter(|l| l.contains("frame incomplete")).count();
+    eprintln!("hostile: log_lines={lines} over {elapsed} s; slowloris lines={slow}; rss_max_mib={rss_max}");
+    // Refusals are logged at most once each, and rate-limited: never once per byte.
+    assert!(slow <= SLOWLORIS_CONNECTIONS, "slowloris logged {slow} lines");
+    assert!(lines <= 15 * elapsed + 50, "{lines} log lines in {elapsed} s");
+}
