@@ -76,8 +76,16 @@ pub struct RecoveryReport {
     pub skipped_snapshots: Vec<(PathBuf, String)>,
     /// Records replayed after the snapshot.
     pub replayed_records: u64,
+    /// Changes (accounts, transfers, limits, expiries) in the replayed records.
+    pub replayed_events: u64,
     /// Bytes of torn or zero-filled tail the journal cut on open.
     pub truncated_bytes: u64,
+    /// Opening (and scanning) the journal.
+    pub journal_open: Duration,
+    /// Finding, checking and loading the snapshot into a state machine.
+    pub snapshot_load: Duration,
+    /// Replaying the records after the snapshot.
+    pub replay: Duration,
     pub elapsed: Duration,
 }
 
@@ -95,10 +103,13 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered, RecoveryError> {
     let (journal, open) = Journal::open(config.journal_config())?;
     let last = journal.last_sequence();
     let mut report = RecoveryReport { truncated_bytes: open.truncated_bytes, ..Default::default() };
+    report.journal_open = started.elapsed();
     let (state, from) =
         newest_snapshot_state(&config.data_dir, last, |seq| journal.checksum_of(seq), &mut report);
+    report.snapshot_load = started.elapsed() - report.journal_open;
     let state = replay_into(state, &config.data_dir, from, last, &mut report, &mut |_| {})?;
     report.elapsed = started.elapsed();
+    report.replay = report.elapsed - report.journal_open - report.snapshot_load;
     Ok(Recovered { state, journal, report })
 }
 
@@ -289,6 +300,10 @@ fn replay_into(
             .apply_event(archived)
             .map_err(|e| RecoveryError::Replay { sequence: record.seq, reason: e.to_string() })?;
         report.replayed_records += 1;
+        report.replayed_events += (archived.accounts.len()
+            + archived.transfers.len()
+            + archived.limits.len()
+            + archived.expired.len()) as u64;
         if report.replayed_records.is_multiple_of(65_536) {
             progress(record.seq);
         }
