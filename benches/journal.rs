@@ -215,6 +215,15 @@ fn throughput(
         batches += 1;
     }
     let secs = start.elapsed().as_secs_f64();
+    if records == 1 && events > 1000 {
+        // The tail: segment rolls (every ~40 batches) and the disk's slow flushes.
+        print_tail(&format!("journal.{}.batch_{events}.one_record.flush", mode_name(mode)), &h);
+        println!(
+            "journal.{}.batch_{events}.one_record.flush_us_mean: {:.1}",
+            mode_name(mode),
+            secs * 1e6 / batches as f64
+        );
+    }
     println!(
         "journal.{}.batch_{events}.{}.append_only_us_p50: {:.1}",
         mode_name(mode),

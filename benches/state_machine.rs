@@ -2,7 +2,9 @@
 //! single-phase transfers between uniformly chosen accounts.
 //!
 //! Prints `state_machine.transfers_per_s: N` and the batch latency percentiles.
-//! `LEDGERD_BENCH_SMOKE=1` runs a short version (about a second) for CI.
+//! `LEDGERD_BENCH_SMOKE=1` runs a short version (about a second) for CI;
+//! `LEDGERD_BENCH_BATCHES=N` sets the number of timed batches (1222 gives 10 M transfers).
+//! Also prints the rkyv encoding rate of a full event and the resident memory per transfer.
 
 use std::time::Instant;
 
@@ -26,11 +28,33 @@ impl Rng {
     }
 }
 
+/// CPU time of the calling thread, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: plain syscall writing into a local.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A `kB` field of /proc/self/status (0 where there is none).
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn main() {
     // Full only under `cargo bench` (which passes --bench); `cargo test` runs the smoke version.
     let smoke = std::env::var("LEDGERD_BENCH_SMOKE").is_ok_and(|v| v == "1")
         || !std::env::args().any(|a| a == "--bench");
-    let batches: usize = if smoke { 30 } else { 300 };
+    let batches: usize = std::env::var("LEDGERD_BENCH_BATCHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if smoke { 30 } else { 300 });
+    let rss_start = status_kib("VmRSS:");
     let warmup_batches: usize = if smoke { 3 } else { 30 };
     let total = (batches + warmup_batches) * BATCH_EVENTS;
 
@@ -81,6 +105,7 @@ fn main() {
 
     let mut latency_ns = Histogram::<u64>::new(3).expect("histogram");
     let mut applying = std::time::Duration::ZERO;
+    let cpu_start = thread_cpu_ns();
     for _ in 0..batches {
         make_batch(&mut batch);
         now_ns += 1_000_000;
@@ -94,10 +119,36 @@ fn main() {
     }
     let applied = (batches * BATCH_EVENTS) as f64;
     let per_s = applied / applying.as_secs_f64();
+    // On a shared machine the thread's CPU time is steadier than wall time (it still includes
+    // batch generation, which is small).
+    let cpu_per_s = applied / ((thread_cpu_ns() - cpu_start) as f64 / 1e9);
 
     for totals in sm.ledger_totals() {
         assert_eq!(totals.debits_posted, totals.credits_posted);
     }
+    // rkyv encoding of the last full event (8189 transfers + balance pairs), as the business
+    // thread does before every journal append.
+    let mut encoded = rkyv::util::AlignedVec::<16>::new();
+    ledgerd::event::encode(&event, &mut encoded);
+    let rounds = if smoke { 5 } else { 50 };
+    let mut encode_ns = Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        ledgerd::event::encode(&event, &mut encoded);
+        encode_ns.record(t0.elapsed().as_nanos() as u64).expect("record");
+    }
+    let encode_p50_us = encode_ns.value_at_quantile(0.5) as f64 / 1e3;
+    let rss_end = status_kib("VmRSS:");
+    let transfers = sm.counts().transfers;
+    println!("event.encode_bytes: {}", encoded.len());
+    println!("event.encode_us_p50: {encode_p50_us:.1}");
+    println!("event.encode_transfers_per_s: {:.0}", BATCH_EVENTS as f64 / (encode_p50_us / 1e6));
+    println!("state_machine.vm_hwm_mib: {:.0}", status_kib("VmHWM:") as f64 / 1024.0);
+    println!(
+        "state_machine.rss_bytes_per_transfer: {:.0}",
+        (rss_end.saturating_sub(rss_start) * 1024) as f64 / transfers as f64
+    );
+
     let hash_started = Instant::now();
     let hash = sm.state_hash();
     let hash_ms = hash_started.elapsed().as_secs_f64() * 1e3;
@@ -106,6 +157,7 @@ fn main() {
     println!("state_machine.batch_events: {BATCH_EVENTS}");
     println!("state_machine.batches: {batches}");
     println!("state_machine.transfers_per_s: {per_s:.0}");
+    println!("state_machine.transfers_per_cpu_s: {cpu_per_s:.0}");
     println!(
         "state_machine.batch_latency_us_p50: {:.1}",
         latency_ns.value_at_quantile(0.50) as f64 / 1e3

@@ -185,16 +185,17 @@ impl StateMachine {
         sm.clock_ns = image.clock_ns.to_native();
         for a in image.accounts.iter() {
             let a = Account::from(a);
-            if a.id == 0 || sm.account_index.contains_key(&a.id) {
+            if a.id == 0 || sm.account_index.contains(a.id, &sm.accounts) {
                 return Err(inconsistent(format!("account id {} zero or repeated", a.id)));
             }
+            let claimed = sm.account_index.claim(a.id, sm.accounts.len() as u32, &sm.accounts);
+            debug_assert!(claimed.is_ok());
             sm.accounts.push(a);
-            sm.account_index.insert(a.id, sm.accounts.len() as u32 - 1);
             sm.account_ext.push(AccountExt::default());
         }
         for l in image.limits.iter() {
             let l = AccountLimit::from(l);
-            let index = *sm.account_index.get(&l.account_id).ok_or_else(|| {
+            let index = sm.account_index.get(l.account_id, &sm.accounts).ok_or_else(|| {
                 inconsistent(format!("limit of unknown account {}", l.account_id))
             })?;
             sm.apply_limit(index, &l);
@@ -226,8 +227,8 @@ impl StateMachine {
             let t = Transfer::from(t);
             let state = TransferState::from_u8(*state)
                 .ok_or_else(|| inconsistent(format!("transfer {} state {state}", t.id)))?;
-            let dr = sm.account_index.get(&t.debit_account_id).copied();
-            let cr = sm.account_index.get(&t.credit_account_id).copied();
+            let dr = sm.account_index.get(t.debit_account_id, &sm.accounts);
+            let cr = sm.account_index.get(t.credit_account_id, &sm.accounts);
             let (Some(dr), Some(cr)) = (dr, cr) else {
                 return Err(inconsistent(format!("transfer {} names unknown accounts", t.id)));
             };

@@ -1,5 +1,5 @@
-//! The transfer id index: a compact open-addressing table from transfer id to its index in
-//! `StateMachine::transfers`.
+//! The id indexes: compact open-addressing tables from an account or transfer id to the
+//! record's index in `StateMachine::accounts` / `StateMachine::transfers`.
 //!
 //! Each slot is one `u64`: the low 32 bits hold `index + 1` (0 marks an empty slot), the high
 //! 32 bits a tag (the low 32 bits of the id's 64-bit hash). The home slot is taken from the
@@ -11,15 +11,36 @@
 //!
 //! Linear probing, load factor at most 3/4, deletion by backward shift (no tombstones). The
 //! keys are not stored: every operation that needs a key reads it through `keys`, the
-//! transfer records (`keys[index].id`). An index that is not (yet) in `keys`, like the id
+//! records (`keys[index].id`). An index that is not (yet) in `keys`, like the id
 //! `create_transfer` claims before the record is pushed, never compares equal.
 
-use crate::types::Transfer;
+use std::marker::PhantomData;
+
+use crate::types::{Account, Transfer};
+
+/// A record with a u128 id, as the index reads keys from.
+pub(super) trait Keyed {
+    fn key(&self) -> u128;
+}
+
+impl Keyed for Transfer {
+    #[inline]
+    fn key(&self) -> u128 {
+        self.id
+    }
+}
+
+impl Keyed for Account {
+    #[inline]
+    fn key(&self) -> u128 {
+        self.id
+    }
+}
 
 /// Smallest table: 16 slots.
 const BITS_MIN: u32 = 4;
 
-pub(super) struct TransferIndex {
+pub(super) struct IdIndex<T> {
     slots: Vec<u64>,
     /// `slots.len() == 1 << bits`.
     bits: u32,
@@ -27,6 +48,7 @@ pub(super) struct TransferIndex {
     /// Slot of the last insert while nothing else changed the table since: removing that
     /// entry again is then a plain clear (the table returns to its exact earlier state).
     last_insert: Option<usize>,
+    records: PhantomData<fn(&T)>,
 }
 
 #[inline]
@@ -36,14 +58,65 @@ fn hash(id: u128) -> u64 {
 }
 
 #[inline]
-fn key_of(keys: &[Transfer], index: u32) -> Option<u128> {
-    keys.get(index as usize).map(|t| t.id)
+fn key_of<T: Keyed>(keys: &[T], index: u32) -> Option<u128> {
+    keys.get(index as usize).map(Keyed::key)
 }
 
-impl TransferIndex {
+/// A zeroed slot array. Large ones ask for transparent huge pages: probes land on random
+/// slots, and with 4 KiB pages nearly every probe of a big table is a TLB miss (and its first
+/// touch a page fault).
+fn zeroed_slots(n: usize) -> Vec<u64> {
+    let slots = vec![0u64; n];
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let bytes = n * std::mem::size_of::<u64>();
+        if bytes >= 2 * HUGE {
+            let start = slots.as_ptr() as usize;
+            let aligned = (start + HUGE - 1) & !(HUGE - 1);
+            let len = (start + bytes - aligned) & !(HUGE - 1);
+            // SAFETY: advice on whole pages inside the vector's own allocation; it changes
+            // how the kernel backs the memory, never its contents.
+            unsafe { libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        }
+    }
+    slots
+}
+
+/// Hints the CPU to load the cache line at `ptr` (any address: a prefetch never faults).
+#[inline]
+pub(super) fn prefetch_ptr<P>(ptr: *const P) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint and never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
+/// Hints the CPU to load the cache lines of `records[index]` (if in bounds).
+#[inline]
+pub(super) fn prefetch_record<R>(records: &[R], index: usize) {
+    if let Some(r) = records.get(index) {
+        let ptr = r as *const R as *const u8;
+        prefetch_ptr(ptr);
+        if std::mem::size_of::<R>() > 64 {
+            prefetch_ptr(ptr.wrapping_add(64));
+        }
+    }
+}
+
+impl<T: Keyed> IdIndex<T> {
     pub(super) fn with_capacity(capacity: usize) -> Self {
         let bits = Self::bits_for(capacity);
-        TransferIndex { slots: vec![0; 1 << bits], bits, len: 0, last_insert: None }
+        IdIndex {
+            slots: zeroed_slots(1 << bits),
+            bits,
+            len: 0,
+            last_insert: None,
+            records: PhantomData,
+        }
     }
 
     fn bits_for(capacity: usize) -> u32 {
@@ -70,19 +143,33 @@ impl TransferIndex {
     #[inline]
     pub(super) fn prefetch(&self, id: u128) {
         let slot = self.home(hash(id));
-        let ptr = self.slots.as_ptr().wrapping_add(slot);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: prefetching is a hint and never faults, whatever the address.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr as *const i8)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        std::hint::black_box(self.slots[slot]);
+        prefetch_ptr(self.slots.as_ptr().wrapping_add(slot));
+    }
+
+    /// The index of the first entry in `id`'s probe whose tag matches, without reading the
+    /// record to confirm it: a guess, good for prefetching only.
+    #[inline]
+    pub(super) fn guess(&self, id: u128) -> Option<u32> {
+        let h = hash(id);
+        let tag = h as u32;
+        let mask = self.mask();
+        let mut slot = self.home(h);
+        for _ in 0..8 {
+            let s = self.slots[slot];
+            if s == 0 {
+                return None;
+            }
+            if (s >> 32) as u32 == tag {
+                return Some((s as u32).wrapping_sub(1));
+            }
+            slot = (slot + 1) & mask;
+        }
+        None
     }
 
     /// Slot holding `id`, or the empty slot where its probe ends.
     #[inline]
-    fn find(&self, id: u128, h: u64, keys: &[Transfer]) -> Result<usize, usize> {
+    fn find(&self, id: u128, h: u64, keys: &[T]) -> Result<usize, usize> {
         let tag = h as u32;
         let mask = self.mask();
         let mut slot = self.home(h);
@@ -102,7 +189,7 @@ impl TransferIndex {
     }
 
     #[inline]
-    pub(super) fn get(&self, id: u128, keys: &[Transfer]) -> Option<u32> {
+    pub(super) fn get(&self, id: u128, keys: &[T]) -> Option<u32> {
         match self.find(id, hash(id), keys) {
             Ok(slot) => Some((self.slots[slot] as u32).wrapping_sub(1)),
             Err(_) => None,
@@ -110,14 +197,14 @@ impl TransferIndex {
     }
 
     #[inline]
-    pub(super) fn contains(&self, id: u128, keys: &[Transfer]) -> bool {
+    pub(super) fn contains(&self, id: u128, keys: &[T]) -> bool {
         self.get(id, keys).is_some()
     }
 
     /// Maps `id` to `index` unless `id` is present: then returns its index and changes nothing.
     /// `keys` must hold every indexed transfer (all but, at most, `index` itself).
     #[inline]
-    pub(super) fn claim(&mut self, id: u128, index: u32, keys: &[Transfer]) -> Result<(), u32> {
+    pub(super) fn claim(&mut self, id: u128, index: u32, keys: &[T]) -> Result<(), u32> {
         assert!(index < u32::MAX, "transfers fit u32 indexes");
         let h = hash(id);
         let slot = match self.find(id, h, keys) {
@@ -140,7 +227,7 @@ impl TransferIndex {
     }
 
     /// Removes `id` if present; returns whether it was.
-    pub(super) fn remove(&mut self, id: u128, keys: &[Transfer]) -> bool {
+    pub(super) fn remove(&mut self, id: u128, keys: &[T]) -> bool {
         let h = hash(id);
         if let Some(slot) = self.last_insert.take() {
             let s = self.slots[slot];
@@ -184,7 +271,7 @@ impl TransferIndex {
 
     /// Whether slot value `s` is `id`'s entry (its record may not be pushed yet when it is
     /// the last insert, so a missing record with the right tag counts as a match there).
-    fn holds(&self, s: u64, id: u128, keys: &[Transfer]) -> bool {
+    fn holds(&self, s: u64, id: u128, keys: &[T]) -> bool {
         let index = (s as u32).wrapping_sub(1);
         match key_of(keys, index) {
             Some(key) => key == id,
@@ -194,9 +281,9 @@ impl TransferIndex {
 
     /// Doubles the table, re-inserting every entry (keys read from `keys`).
     #[cold]
-    fn grow(&mut self, keys: &[Transfer]) {
+    fn grow(&mut self, keys: &[T]) {
         let bits = self.bits + 1;
-        let old = std::mem::replace(&mut self.slots, vec![0; 1 << bits]);
+        let old = std::mem::replace(&mut self.slots, zeroed_slots(1 << bits));
         self.bits = bits;
         self.last_insert = None;
         let mask = self.mask();
@@ -230,7 +317,7 @@ mod tests {
     fn matches_a_hash_map_through_growth_and_removals() {
         let mut rng = fastrand::Rng::with_seed(7);
         let mut keys: Vec<Transfer> = Vec::new();
-        let mut index = TransferIndex::with_capacity(0);
+        let mut index = IdIndex::<Transfer>::with_capacity(0);
         let mut model: HashMap<u128, u32> = HashMap::new();
         for round in 0..20_000u32 {
             // Ids from a small range so that re-inserts and misses are frequent.

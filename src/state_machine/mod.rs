@@ -27,7 +27,7 @@ mod tests;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use index::TransferIndex;
+use index::{prefetch_ptr, prefetch_record, IdIndex};
 
 use crate::event::{BalancePair, Balances, Event, Expiry, FailedId, EXPIRED_PER_EVENT_MAX};
 use crate::types::{
@@ -44,8 +44,10 @@ pub const NS_PER_S: u64 = 1_000_000_000;
 /// Most records `get_account_transfers` / `get_account_balances` return in one reply.
 pub const QUERY_RESULTS_MAX: usize = EVENTS_PER_REQUEST_MAX;
 
-/// How many events ahead [`BatchEvent::warm`] prefetches the id index.
-const WARM_AHEAD_EVENTS: usize = 8;
+/// How many events ahead [`BatchEvent::warm`] runs each of its stages: the id index slots
+/// first, then the records those slots point to, then what those records point to.
+const WARM_AHEAD_EVENTS: [usize; WARM_STAGES] = [16, 8, 4];
+const WARM_STAGES: usize = 3;
 
 /// Maps keyed by u128 ids. A fixed seed keeps behaviour reproducible run to run.
 type IdMap = std::collections::HashMap<u128, u32, foldhash::fast::FixedState>;
@@ -143,10 +145,10 @@ pub struct StateMachine {
     clock_ns: u64,
     accounts: Vec<Account>,
     account_ext: Vec<AccountExt>,
-    account_index: IdMap,
+    account_index: IdIndex<Account>,
     transfers: Vec<Transfer>,
     transfer_states: Vec<TransferState>,
-    transfer_index: TransferIndex,
+    transfer_index: IdIndex<Transfer>,
     /// Transfer ids that failed transiently, with their code, in the order they failed.
     failed: Vec<FailedId>,
     failed_index: IdMap,
@@ -172,9 +174,10 @@ impl Default for StateMachine {
 trait BatchEvent: Copy {
     fn linked(&self) -> bool;
     fn apply(sm: &mut StateMachine, e: &Self, ts: u64, event: &mut Event) -> ResultCode;
-    /// Touches the index memory that `apply` will need for `e` a few events later, so that
-    /// its cache misses overlap with the work in between.
-    fn warm(_sm: &StateMachine, _e: &Self) {}
+    /// Prefetches the memory that `apply` will need for `e` some events later, so that its
+    /// cache misses overlap with the work in between. Stage `s` runs
+    /// `WARM_AHEAD_EVENTS[s]` events ahead and may rely on what earlier stages fetched.
+    fn warm(_sm: &StateMachine, _e: &Self, _stage: usize) {}
     /// Called for every failed event (after any chain rollback).
     fn failed(_sm: &mut StateMachine, _e: &Self, _code: ResultCode, _event: &mut Event) {}
 }
@@ -195,8 +198,33 @@ impl BatchEvent for Transfer {
     fn apply(sm: &mut StateMachine, t: &Self, ts: u64, event: &mut Event) -> ResultCode {
         sm.create_transfer(t, ts, event)
     }
-    fn warm(sm: &StateMachine, t: &Self) {
-        sm.transfer_index.prefetch(t.id);
+    fn warm(sm: &StateMachine, t: &Self, stage: usize) {
+        match stage {
+            0 => {
+                sm.transfer_index.prefetch(t.id);
+                sm.account_index.prefetch(t.debit_account_id);
+                sm.account_index.prefetch(t.credit_account_id);
+            }
+            1 => {
+                for id in [t.debit_account_id, t.credit_account_id] {
+                    if let Some(i) = sm.account_index.guess(id) {
+                        prefetch_record(&sm.accounts, i as usize);
+                        prefetch_record(&sm.account_ext, i as usize);
+                    }
+                }
+            }
+            _ => {
+                for id in [t.debit_account_id, t.credit_account_id] {
+                    if let Some(ext) =
+                        sm.account_index.guess(id).and_then(|i| sm.account_ext.get(i as usize))
+                    {
+                        // Where `push_transfer` appends this transfer's index.
+                        let list = &ext.transfers;
+                        prefetch_ptr(list.as_ptr().wrapping_add(list.len()));
+                    }
+                }
+            }
+        }
     }
     fn failed(sm: &mut StateMachine, t: &Self, code: ResultCode, event: &mut Event) {
         if code.is_transient() {
@@ -229,10 +257,10 @@ impl StateMachine {
             clock_ns: 0,
             accounts: Vec::with_capacity(accounts),
             account_ext: Vec::with_capacity(accounts),
-            account_index: id_map(accounts),
+            account_index: IdIndex::with_capacity(accounts),
             transfers: Vec::with_capacity(transfers),
             transfer_states: Vec::with_capacity(transfers),
-            transfer_index: TransferIndex::with_capacity(transfers),
+            transfer_index: IdIndex::with_capacity(transfers),
             failed: Vec::new(),
             failed_index: id_map(0),
             expiries: BinaryHeap::new(),
@@ -277,11 +305,16 @@ impl StateMachine {
     }
 
     pub fn account(&self, id: u128) -> Option<&Account> {
-        self.account_index.get(&id).map(|&i| &self.accounts[i as usize])
+        self.account_index.get(id, &self.accounts).map(|i| &self.accounts[i as usize])
     }
 
     pub fn transfer_by_id(&self, id: u128) -> Option<&Transfer> {
         self.transfer_index.get(id, &self.transfers).map(|i| &self.transfers[i as usize])
+    }
+
+    /// Index of an account that must exist (named by a stored transfer).
+    fn account_slot(&self, id: u128) -> u32 {
+        self.account_index.get(id, &self.accounts).expect("a stored transfer's account exists")
     }
 
     /// When the earliest pending transfer with a timeout expires, if any.
@@ -346,8 +379,10 @@ impl StateMachine {
         let mut chain_start: Option<usize> = None;
         let mut chain_broken = false;
         for (i, e) in events.iter().enumerate() {
-            if let Some(ahead) = events.get(i + WARM_AHEAD_EVENTS) {
-                E::warm(self, ahead);
+            for (stage, ahead) in WARM_AHEAD_EVENTS.iter().enumerate() {
+                if let Some(e) = events.get(i + ahead) {
+                    E::warm(self, e, stage);
+                }
             }
             let ts = self.tick(now_ns);
             let linked = e.linked();
@@ -413,9 +448,11 @@ impl StateMachine {
         while let Some(undo) = self.undo.pop() {
             match undo {
                 Undo::AccountCreated => {
-                    let a = self.accounts.pop().expect("undo account");
+                    let id = self.accounts.last().expect("undo account").id;
+                    let removed = self.account_index.remove(id, &self.accounts);
+                    debug_assert!(removed);
+                    self.accounts.pop();
                     self.account_ext.pop();
-                    self.account_index.remove(&a.id);
                 }
                 Undo::TransferCreated => self.pop_transfer(),
                 Undo::Balances { account, balances } => {
@@ -445,7 +482,7 @@ impl StateMachine {
         if let Err(code) = validate_account(a) {
             return code;
         }
-        if let Some(&i) = self.account_index.get(&a.id) {
+        if let Some(i) = self.account_index.get(a.id, &self.accounts) {
             return account_exists(a, &self.accounts[i as usize]);
         }
         let account = Account { timestamp: ts, ..*a };
@@ -457,8 +494,8 @@ impl StateMachine {
 
     fn insert_account(&mut self, account: Account) {
         let index = u32::try_from(self.accounts.len()).expect("accounts fit u32 indexes");
-        let previous = self.account_index.insert(account.id, index);
-        debug_assert!(previous.is_none());
+        let claimed = self.account_index.claim(account.id, index, &self.accounts);
+        debug_assert!(claimed.is_ok());
         self.accounts.push(account);
         self.account_ext.push(AccountExt::default());
     }
@@ -476,7 +513,7 @@ impl StateMachine {
         if l.account_id == 0 || l.account_id == ID_INVALID_MAX {
             return ResultCode::AccountIdMustNotBeZero;
         }
-        let Some(&index) = self.account_index.get(&l.account_id) else {
+        let Some(index) = self.account_index.get(l.account_id, &self.accounts) else {
             return ResultCode::AccountNotFound;
         };
         let a = &self.accounts[index as usize];
@@ -584,10 +621,10 @@ impl StateMachine {
         if t.amount == 0 {
             return ResultCode::AmountMustNotBeZero;
         }
-        let Some(&dr_index) = self.account_index.get(&t.debit_account_id) else {
+        let Some(dr_index) = self.account_index.get(t.debit_account_id, &self.accounts) else {
             return ResultCode::DebitAccountNotFound;
         };
-        let Some(&cr_index) = self.account_index.get(&t.credit_account_id) else {
+        let Some(cr_index) = self.account_index.get(t.credit_account_id, &self.accounts) else {
             return ResultCode::CreditAccountNotFound;
         };
         let dr = &self.accounts[dr_index as usize];
@@ -758,8 +795,8 @@ impl StateMachine {
         if p.timeout > 0 && expires_at_ns(&p) <= ts {
             return ResultCode::PendingTransferExpired;
         }
-        let dr_index = self.account_index[&p.debit_account_id];
-        let cr_index = self.account_index[&p.credit_account_id];
+        let dr_index = self.account_slot(p.debit_account_id);
+        let cr_index = self.account_slot(p.credit_account_id);
 
         let transfer = Transfer {
             debit_account_id: p.debit_account_id,
@@ -884,8 +921,8 @@ impl StateMachine {
     fn expire_pending(&mut self, index: u32, ts: u64) -> BalancePair {
         let p = self.transfers[index as usize];
         debug_assert_eq!(self.transfer_states[index as usize], TransferState::Pending);
-        let dr_index = self.account_index[&p.debit_account_id];
-        let cr_index = self.account_index[&p.credit_account_id];
+        let dr_index = self.account_slot(p.debit_account_id);
+        let cr_index = self.account_slot(p.credit_account_id);
         let (dr, cr) = pair_mut(&mut self.accounts, dr_index, cr_index);
         release_pending(dr, cr, p.amount, 0).expect("a pending reservation is within the balances");
         self.set_state(index, TransferState::Expired);
@@ -949,8 +986,8 @@ impl StateMachine {
         self.transfers.pop();
         let index = self.transfers.len() as u32;
         self.set_state_len_pop();
-        let dr = self.account_index[&t.debit_account_id];
-        let cr = self.account_index[&t.credit_account_id];
+        let dr = self.account_slot(t.debit_account_id);
+        let cr = self.account_slot(t.credit_account_id);
         for (account, side) in [(cr, SIDE_CREDIT), (dr, SIDE_DEBIT)] {
             let ext = &mut self.account_ext[account as usize];
             let popped = ext.transfers.pop();

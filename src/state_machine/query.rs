@@ -35,7 +35,7 @@ impl StateMachine {
     pub fn lookup_account_limits(&self, ids: &[u128], out: &mut Vec<AccountLimit>) {
         out.clear();
         for id in ids {
-            if let Some(&index) = self.account_index.get(id) {
+            if let Some(index) = self.account_index.get(*id, &self.accounts) {
                 let ext = &self.account_ext[index as usize];
                 out.push(AccountLimit {
                     account_id: *id,
@@ -116,7 +116,7 @@ impl StateMachine {
         if f.timestamp_min > max {
             return None;
         }
-        let account = *self.account_index.get(&f.account_id)?;
+        let account = self.account_index.get(f.account_id, &self.accounts)?;
         Some(Scan {
             account,
             min: f.timestamp_min,

@@ -72,7 +72,7 @@ impl StateMachine {
 
         for a in event.accounts.iter() {
             let a = Account::from(a);
-            if self.account_index.contains_key(&a.id) {
+            if self.account_index.contains(a.id, &self.accounts) {
                 return Err(ReplayError::AccountExists(a.id));
             }
             max_ts = max_ts.max(a.timestamp);
@@ -96,9 +96,9 @@ impl StateMachine {
 
         for l in event.limits.iter() {
             let l = AccountLimit::from(l);
-            let index = *self
+            let index = self
                 .account_index
-                .get(&l.account_id)
+                .get(l.account_id, &self.accounts)
                 .ok_or(ReplayError::LimitAccountNotFound(l.account_id))?;
             max_ts = max_ts.max(l.timestamp);
             self.apply_limit(index, &l);
@@ -132,8 +132,7 @@ impl StateMachine {
         }
         let account = |sm: &Self, account: u128| {
             sm.account_index
-                .get(&account)
-                .copied()
+                .get(account, &sm.accounts)
                 .ok_or(ReplayError::AccountNotFound { transfer: t.id, account })
         };
         let dr_index = account(self, t.debit_account_id)?;
