@@ -59,7 +59,7 @@ fn main() {
         let p50 = batch_1_latency(&tmp.path().join(format!("b1-{name}")), &plan, mode);
         if mode == FlushMode::default() {
             println!("journal.batch_1.flush_us_p50: {p50:.1}");
-            println!("journal.batch_1.flush_over_floor: {:.2}", p50 / floor_prealloc);
+            println!("journal.batch_1.flush_over_disk_floor: {:.2}", p50 / floor_prealloc);
         }
         println!("journal.{name}.batch_1.flush_us_p50: {p50:.1}");
     }

@@ -13,7 +13,7 @@ use ledgerd::event::Event;
 use ledgerd::state_machine::StateMachine;
 use ledgerd::types::{Account, CreateResult, Transfer};
 
-const ACCOUNTS: u64 = 10_000;
+const ACCOUNTS: u64 = 100_000;
 const BATCH_EVENTS: usize = 8189;
 
 /// xorshift64*: deterministic, cheap, good enough to pick accounts.
