@@ -120,7 +120,10 @@ impl Daemon {
             .arg(self.metrics_addr.to_string())
             .args(&self.extra_args)
             // `LEDGERD_BENCH_LOG=info` shows the daemon's own logs (recovery times, snapshots).
-            .env("LEDGERD_LOG", std::env::var("LEDGERD_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "LEDGERD_LOG",
+                std::env::var("LEDGERD_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
