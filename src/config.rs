@@ -101,6 +101,13 @@ pub struct Settings {
     #[arg(long, env = "LEDGERD_LOG")]
     pub log: Option<String>,
 
+    /// Test only: a file the daemon polls for journal faults to inject ("append ENOSPC",
+    /// "flush EIO", "append-once EIO", "clear", ...; see RELIABILITY.md). Never set in
+    /// production: it makes journal writes fail on purpose.
+    #[arg(long, env = "LEDGERD_FAULT_FILE", hide = true)]
+    #[serde(skip)]
+    pub fault_file: Option<PathBuf>,
+
     /// Internal: write a snapshot of the data directory at this journal sequence and exit
     /// (the daemon runs itself this way so that snapshots never stall it).
     #[arg(long, hide = true)]
@@ -130,6 +137,8 @@ pub struct DaemonConfig {
     pub repair: bool,
     pub log_json: bool,
     pub log: String,
+    /// Test-only fault injection (`--fault-file`).
+    pub fault_file: Option<PathBuf>,
 }
 
 /// Longest accepted auth token.
@@ -239,6 +248,7 @@ impl Settings {
             repair: self.repair.unwrap_or(false),
             log_json,
             log: self.log.unwrap_or_else(|| "info".to_string()),
+            fault_file: self.fault_file,
         })
     }
 }

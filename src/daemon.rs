@@ -1,7 +1,7 @@
 //! Wiring: recover, then start the business thread, the network threads, the timer and the
 //! operator endpoint; on shutdown, stop accepting, answer what was accepted, flush, exit.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use anyhow::Context;
 use disruptor::Producer as _;
 
 use crate::config::DaemonConfig;
+use crate::journal::FaultPlan;
 use crate::metrics::Metrics;
 use crate::net::{self, NetConfig};
 use crate::pipeline::now_ns;
@@ -27,6 +28,7 @@ pub fn recovery_config(config: &DaemonConfig) -> RecoveryConfig {
         segment_size_bytes: config.segment_size_bytes,
         flush_mode: config.flush_mode,
         truncate_corrupt: config.repair,
+        fault: None,
     }
 }
 
@@ -49,7 +51,12 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()
     };
 
     let started = Instant::now();
-    let recovery_config = recovery_config(&config);
+    let mut recovery_config = recovery_config(&config);
+    let faults = config.fault_file.as_ref().map(|path| {
+        tracing::warn!(file = %path.display(), "TEST ONLY: journal fault injection is armed from this file");
+        FaultFile { path: path.clone(), plan: Arc::new(FaultPlan::new()), applied: None }
+    });
+    recovery_config.fault = faults.as_ref().map(|f| Arc::clone(&f.plan));
     let recovered = recovery::recover(&recovery_config).context("recovery failed")?;
     let recovery_ms = started.elapsed().as_millis() as u64;
     metrics.recovery_ms.store(recovery_ms, Relaxed);
@@ -62,6 +69,7 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()
         "recovered"
     );
     let snapshot_sequence = recovered.report.snapshot_sequence.unwrap_or(0);
+    metrics.snapshot_sequence.store(snapshot_sequence, Relaxed);
 
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding the client address {}", config.listen))?;
@@ -120,6 +128,7 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()
             config: config.clone(),
             last_snapshot_sequence: snapshot_sequence,
             child: None,
+            faults,
         };
         std::thread::Builder::new().name("ledgerd-timer".into()).spawn(move || timer.run())?
     };
@@ -161,12 +170,58 @@ struct Timer {
     config: DaemonConfig,
     last_snapshot_sequence: u64,
     child: Option<(Child, u64)>,
+    faults: Option<FaultFile>,
+}
+
+/// Test-only fault injection: a file whose one line says which journal operation fails with
+/// which errno. The timer rereads it every tick and arms the plan when the line changes, then
+/// writes the line it applied to `FILE.applied`, so that a test knows the fault is in force.
+///
+/// `clear` (or an empty or missing file) disarms; `append ERRNO` / `flush ERRNO` fail every
+/// append / flush from now on; `append-once ERRNO` / `flush-once ERRNO` fail the next one
+/// only. ERRNO is `ENOSPC` or `EIO`.
+struct FaultFile {
+    path: PathBuf,
+    plan: Arc<FaultPlan>,
+    applied: Option<String>,
+}
+
+impl FaultFile {
+    fn poll(&mut self) {
+        let line = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let line = line.trim().to_string();
+        if self.applied.as_deref() == Some(line.as_str()) {
+            return;
+        }
+        let mut words = line.split_whitespace();
+        let (site, errno) = (words.next().unwrap_or("clear"), words.next().unwrap_or("EIO"));
+        let errno = match errno {
+            "ENOSPC" => FaultPlan::ENOSPC,
+            _ => FaultPlan::EIO,
+        };
+        self.plan.clear();
+        match site {
+            "append" => self.plan.fail_appends_from(1, errno),
+            "flush" => self.plan.fail_flushes_from(1, errno),
+            "append-once" => self.plan.fail_append(1, errno),
+            "flush-once" => self.plan.fail_flush(1, errno),
+            _ => {}
+        }
+        tracing::warn!(fault = %line, "TEST ONLY: journal fault plan changed");
+        let mut applied = self.path.clone().into_os_string();
+        applied.push(".applied");
+        let _ = std::fs::write(applied, &line);
+        self.applied = Some(line);
+    }
 }
 
 impl Timer {
     fn run(mut self) {
         while !self.shutdown.load(Relaxed) {
             std::thread::sleep(TIMER_INTERVAL);
+            if let Some(faults) = self.faults.as_mut() {
+                faults.poll();
+            }
             let due = now_ns() >= self.next_expiry_ns.load(Relaxed);
             if due || self.metrics.degraded.load(Relaxed) == 1 {
                 // A full ring means the business thread is busy anyway; the next tick retries.
@@ -190,6 +245,7 @@ impl Timer {
                 Ok(Some(status)) if status.success() => {
                     self.last_snapshot_sequence = *sequence;
                     self.metrics.snapshots_taken.fetch_add(1, Relaxed);
+                    self.metrics.snapshot_sequence.store(*sequence, Relaxed);
                     tracing::info!(sequence = *sequence, "snapshot written");
                 }
                 Ok(Some(status)) => {
@@ -228,7 +284,29 @@ fn spawn_snapshot(config: &DaemonConfig, sequence: u64) -> std::io::Result<Child
         .arg("--build-snapshot-up-to")
         .arg(sequence.to_string())
         .stdin(std::process::Stdio::null())
+        .pre_exec_die_with_parent()
         .spawn()
+}
+
+trait DieWithParent {
+    /// Makes the child receive SIGKILL when the daemon dies (a SIGKILLed daemon must not leave
+    /// a snapshot builder behind, still writing into the data directory).
+    fn pre_exec_die_with_parent(&mut self) -> &mut Self;
+}
+
+impl DieWithParent for Command {
+    fn pre_exec_die_with_parent(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
+    }
 }
 
 /// Takes an exclusive lock on the data directory for the life of the returned file, so that

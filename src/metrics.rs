@@ -84,6 +84,10 @@ pub struct Metrics {
     pub ring_consumed: AtomicU64,
     pub ring_capacity: AtomicU64,
     pub snapshots_taken: AtomicU64,
+    /// Journal sequence of the newest snapshot on disk (0: none).
+    pub snapshot_sequence: AtomicU64,
+    /// When the daemon started, for `status`'s uptime.
+    pub started: std::time::Instant,
     pub recovery_ms: AtomicU64,
     pub ready: AtomicU64,
     pub degraded: AtomicU64,
@@ -131,6 +135,8 @@ impl Metrics {
             batch_requests: Buckets::new(BATCH_BUCKETS),
             flush_us: Buckets::new(FLUSH_BUCKETS_US),
             journal_sequence: AtomicU64::new(0),
+            snapshot_sequence: AtomicU64::new(0),
+            started: std::time::Instant::now(),
             journal_errors: AtomicU64::new(0),
             expired_transfers: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
@@ -219,7 +225,7 @@ impl Metrics {
             "Latency of one journal flush (group commit).",
             1e-6,
         );
-        let gauges: [(&str, &str, u64); 12] = [
+        let gauges: [(&str, &str, u64); 13] = [
             (
                 "ledgerd_journal_sequence",
                 "Last durable journal sequence.",
@@ -257,6 +263,11 @@ impl Metrics {
                 self.ring_consumed.load(Relaxed),
             ),
             ("ledgerd_snapshots_total", "Snapshots written.", self.snapshots_taken.load(Relaxed)),
+            (
+                "ledgerd_snapshot_sequence",
+                "Journal sequence of the newest snapshot (0: none).",
+                self.snapshot_sequence.load(Relaxed),
+            ),
             (
                 "ledgerd_recovery_milliseconds",
                 "Duration of the last recovery.",

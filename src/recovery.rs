@@ -7,11 +7,16 @@
 //! process or by `ledger-replay snapshot`) from the durable journal alone, so the business
 //! thread never stops for one.
 
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::event;
-use crate::journal::{FlushMode, Journal, JournalConfig, JournalError, JournalReader};
+use crate::journal::{
+    segment_path, FaultPlan, FlushMode, Journal, JournalConfig, JournalError, JournalReader,
+};
 use crate::snapshot;
 use crate::state_machine::StateMachine;
 
@@ -25,6 +30,8 @@ pub struct RecoveryConfig {
     /// last resort; off by default: the daemon refuses to start and names the damage).
     /// A torn or zero-filled tail, what a crash leaves, is always cut.
     pub truncate_corrupt: bool,
+    /// Test fault injection, handed to every journal recovery opens.
+    pub fault: Option<Arc<FaultPlan>>,
 }
 
 impl RecoveryConfig {
@@ -35,6 +42,7 @@ impl RecoveryConfig {
             segment_size_bytes: journal.segment_size,
             flush_mode: journal.flush_mode,
             truncate_corrupt: false,
+            fault: None,
         }
     }
 
@@ -44,6 +52,7 @@ impl RecoveryConfig {
         config.flush_mode = self.flush_mode;
         config.repair = true;
         config.truncate_corrupt = self.truncate_corrupt;
+        config.fault = self.fault.clone();
         config
     }
 }
@@ -91,6 +100,61 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered, RecoveryError> {
     let state = replay_into(state, &config.data_dir, from, last, &mut report, &mut |_| {})?;
     report.elapsed = started.elapsed();
     Ok(Recovered { state, journal, report })
+}
+
+/// Zeroes every journal record after `sequence` and makes that durable: what a journal
+/// failure leaves in the page cache past the last acknowledged record must never come back
+/// (its requests were answered `journal_unavailable`, "nothing was applied"), and after a
+/// failed flush the page cache is not trusted to reach the disk either. Later segments are
+/// removed. Returns the number of records discarded. The journal must not be open for writing
+/// (the caller holds the data directory's lock).
+pub fn discard_after(data_dir: &Path, sequence: u64) -> Result<u64, RecoveryError> {
+    let reader = JournalReader::open(data_dir)?;
+    let journal_dir = reader.journal_dir().to_path_buf();
+    // (segment, first offset, end offset) of the records to discard in their first segment.
+    let mut cut: Option<(u64, u64, u64)> = None;
+    let mut discarded = 0u64;
+    {
+        let mut records = reader.records(sequence + 1, None);
+        while let Some(Ok(record)) = records.next_record() {
+            if record.seq <= sequence {
+                continue;
+            }
+            let end = record.offset + 64 + (record.body.len() as u64).next_multiple_of(16);
+            match &mut cut {
+                None => cut = Some((record.segment, record.offset, end)),
+                Some((segment, _, last_end)) if *segment == record.segment => *last_end = end,
+                Some(_) => {}
+            }
+            discarded += 1;
+        }
+    }
+    let segments = reader.segment_count();
+    drop(reader);
+    let Some((segment, from, to)) = cut else { return Ok(0) };
+    let path = segment_path(&journal_dir, segment);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RecoveryError::Journal(JournalError::Io { path, source })
+    };
+    let file = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+    let zeros = vec![0u8; usize::try_from(to - from).expect("a segment fits in memory")];
+    file.write_all_at(&zeros, from).map_err(io(&path))?;
+    file.sync_data().map_err(io(&path))?;
+    let mut removed = false;
+    for index in segment + 1..segment + 1 + segments as u64 {
+        let later = segment_path(&journal_dir, index);
+        if later.exists() {
+            std::fs::remove_file(&later).map_err(io(&later))?;
+            removed = true;
+        }
+    }
+    if removed {
+        std::fs::File::open(&journal_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io(&journal_dir))?;
+    }
+    Ok(discarded)
 }
 
 /// Rebuilds the state read-only (no lock, no repair): what `ledger-replay` and the snapshot

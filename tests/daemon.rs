@@ -537,3 +537,134 @@ fn operator_endpoints_and_auth_token() {
     drop(c);
     assert!(daemon.stop().success());
 }
+
+/// The README's CLI tour, run line by line against a daemon: every `ledger` command in it
+/// must work, and exit 1 exactly where its comment names a refusal.
+#[test]
+fn readme_tour_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("## A two-minute tour").expect("tour section");
+    let block = &readme[start..];
+    let block = &block[block.find("```sh").unwrap() + 5..];
+    let block = &block[..block.find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start(dir.path());
+    let mut ran = 0;
+    for line in block.lines() {
+        let line = line.trim();
+        let (command, comment) = match line.split_once('#') {
+            Some((c, comment)) => (c.trim(), comment),
+            None => (line, ""),
+        };
+        let command = match command.strip_prefix("sleep ") {
+            Some(rest) => {
+                let (secs, rest) = rest.split_once(';').expect("sleep N; command");
+                std::thread::sleep(Duration::from_secs_f64(secs.trim().parse().unwrap()));
+                rest.trim()
+            }
+            None => command,
+        };
+        let (stdin, command) = match command.split_once("| ") {
+            Some((echo, rest)) => {
+                let json =
+                    echo.trim().strip_prefix("echo '").and_then(|e| e.strip_suffix('\'')).unwrap();
+                (Some(json.to_string()), rest.trim())
+            }
+            None => (None, command),
+        };
+        let Some(args) = command.strip_prefix("ledger ") else { continue };
+        let mut child = std::process::Command::new(common::bin("ledger"))
+            .arg("--addr")
+            .arg(daemon.addr.to_string())
+            .args(args.split_whitespace())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(json) = stdin {
+            writeln!(child.stdin.as_mut().unwrap(), "{json}").unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        let refused =
+            ["exceeds_credits", "pending_transfer_expired"].iter().any(|c| comment.contains(c));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(if refused { 1 } else { 0 }),
+            "`{line}` printed:\n{stdout}"
+        );
+        for code in ["exceeds_credits", "pending_transfer_expired"] {
+            if comment.contains(code) {
+                assert!(stdout.contains(code), "`{line}` printed:\n{stdout}");
+            }
+        }
+        ran += 1;
+    }
+    assert!(ran >= 20, "the tour has {ran} commands");
+    let mut c = daemon.client();
+    let customer = c.lookup_accounts(&[10]).unwrap()[0];
+    assert_eq!(
+        (customer.debits_posted, customer.debits_pending, customer.credits_posted),
+        (250, 0, 1000)
+    );
+    assert_eq!(c.lookup_accounts(&[1]).unwrap()[0].debits_posted, 3, "the stock was not oversold");
+}
+
+/// A follower paging through `change_events` sees every change once, in order, including
+/// changes made earlier in the same batch as its request.
+#[test]
+fn change_events_page_through_every_change_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start(dir.path());
+    let mut c = daemon.client();
+    let accounts: Vec<_> = (1..=5).map(|id| account(id, 1, 0)).collect();
+    // Pipelined: the feed request rides in the same batch as the creates before it.
+    let mut body = Vec::new();
+    for a in &accounts {
+        body.extend_from_slice(&a.to_bytes());
+    }
+    c.send_raw(Operation::CreateAccounts, &body).unwrap();
+    let transfers: Vec<_> =
+        (0..7u128).map(|i| transfer(100 + i, 1 + i % 5, 1 + (i + 1) % 5, 1)).collect();
+    let body: Vec<u8> = transfers.iter().flat_map(|t| t.to_bytes()).collect();
+    c.send_raw(Operation::CreateTransfers, &body).unwrap();
+    let mut request = Vec::new();
+    ChangeEventsRequest { from_sequence: 1, limit: 100, from_index: 0 }.encode(&mut request);
+    c.send_raw(Operation::ChangeEvents, &request).unwrap();
+    c.flush().unwrap();
+    for _ in 0..2 {
+        assert_eq!(c.recv().unwrap().status, Status::Ok);
+    }
+    let feed = protocol::ChangeEventsReply::decode(&c.recv().unwrap().body).unwrap();
+    assert_eq!(feed.events.len(), 12, "5 accounts and 7 transfers in the same batch");
+
+    // Paging three at a time gives the same changes.
+    let (mut sequence, mut index, mut seen) = (1, 0, Vec::new());
+    for _ in 0..20 {
+        let page = c
+            .change_events(&ChangeEventsRequest {
+                from_sequence: sequence,
+                limit: 3,
+                from_index: index,
+            })
+            .unwrap();
+        if page.events.is_empty() {
+            break;
+        }
+        seen.extend(
+            page.events.iter().map(|e| (e.sequence, e.index, e.transfer.id, e.debit_account.id)),
+        );
+        (sequence, index) = (page.next_sequence, page.next_index);
+    }
+    let all: Vec<_> = feed
+        .events
+        .iter()
+        .map(|e| (e.sequence, e.index, e.transfer.id, e.debit_account.id))
+        .collect();
+    assert_eq!(seen, all);
+    let last = feed.events.last().unwrap();
+    assert_eq!(last.transfer.id, 106);
+    assert!(last.debit_account.debits_posted >= 1, "post-balances are filled in");
+}

@@ -10,7 +10,13 @@
 //! - every account's balances equal what the transfers present imply (else `duplicated`:
 //!   something applied twice);
 //! - per ledger, debits equal credits; no balance limit is broken; the stock is never oversold;
-//! - the daemon's state hash equals the one `ledger-replay replay` computes from the files.
+//! - the daemon's state hash equals the one `ledger-replay replay` computes from the files;
+//! - a sample of answered transfers, sent again, keeps its outcome (`exists` for an applied
+//!   one, `id_already_failed` for one refused for a reason that could change).
+//!
+//! SIGKILL leaves the page cache alone, so a crash loop proves the recovery logic (torn tails,
+//! snapshots, replay, idempotent retries), not the order of fsyncs: the storage-fault tests
+//! (`tests/faults.rs`) cover that.
 //!
 //! The same seed gives the same workload and kill schedule (the kill moments are relative to
 //! the daemon's pace, so a rerun reproduces the pattern, not the exact interleaving).
@@ -98,6 +104,10 @@ fn main() -> ExitCode {
             };
             match crash_loop(&options) {
                 Ok(totals) => {
+                    eprintln!(
+                        "ledger-chaos: {} answered transfers retried after restarts",
+                        totals.retries_checked
+                    );
                     println!(
                         "crash_loop: kills={} acked={} lost={} duplicated={} invariant_violations={}",
                         totals.kills, totals.acked, totals.lost, totals.duplicated, totals.violations
@@ -140,6 +150,8 @@ struct Totals {
     lost: u64,
     duplicated: u64,
     violations: u64,
+    /// Answered transfers sent again after a restart (each must keep its outcome).
+    retries_checked: u64,
 }
 
 /// What became of one transfer we sent.
@@ -333,11 +345,17 @@ fn crash_loop(options: &Options) -> anyhow::Result<Totals> {
         daemon.spawn().with_context(|| format!("restart after kill {}", kill + 1))?;
         let mut client = Client::connect(daemon.addr, None)?;
         retry_unanswered(&mut client, &mut record.lock().expect("no poisoned lock"))?;
-        let found = check(
+        let mut found = check(
             &mut client,
             &record.lock().expect("no poisoned lock"),
             &options.ledger_replay,
             &dir,
+        )?;
+        found.violations += check_retries(
+            &mut client,
+            &mut record.lock().expect("no poisoned lock"),
+            &mut rng,
+            &mut totals.retries_checked,
         )?;
         if found.lost + found.duplicated + found.violations > 0 {
             eprintln!(
@@ -557,6 +575,63 @@ fn retry_unanswered(client: &mut Client, record: &mut Record) -> anyhow::Result<
         record.answer(&batch, &results);
     }
     Ok(())
+}
+
+/// Transfers sent again per restart by [`check_retries`].
+const RETRIES_PER_RESTART: usize = 64;
+
+/// Sends a sample of already answered transfers again, exactly as first sent: one that was
+/// applied must answer `exists`, one refused for a reason that could change later must answer
+/// `id_already_failed` (SPEC §3: a retry never flips an outcome, across restarts too).
+/// Returns the number of violations.
+fn check_retries(
+    client: &mut Client,
+    record: &mut Record,
+    rng: &mut fastrand::Rng,
+    checked: &mut u64,
+) -> anyhow::Result<u64> {
+    let mut candidates: Vec<(u128, ResultCode)> = record
+        .outcome
+        .iter()
+        .filter(|(id, _)| record.sent[id].flags & TransferFlags::LINKED == 0)
+        .filter_map(|(id, outcome)| match outcome {
+            Outcome::Applied => Some((*id, ResultCode::Exists)),
+            Outcome::Refused(code)
+                if code.is_transient() || *code == ResultCode::IdAlreadyFailed =>
+            {
+                Some((*id, ResultCode::IdAlreadyFailed))
+            }
+            Outcome::Refused(_) => None,
+        })
+        .collect();
+    // Sorted, so that a seed picks the same sample again.
+    candidates.sort_unstable_by_key(|(id, _)| *id);
+    rng.shuffle(&mut candidates);
+    candidates.truncate(RETRIES_PER_RESTART);
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let batch: Vec<Transfer> = candidates.iter().map(|(id, _)| record.sent[id]).collect();
+    let results = client.create_transfers(&batch)?;
+    let mut codes = vec![ResultCode::Ok; batch.len()];
+    for r in &results {
+        codes[r.index as usize] = r.result;
+    }
+    let mut violations = 0;
+    for ((id, want), got) in candidates.iter().zip(&codes) {
+        if got != want {
+            eprintln!(
+                "violation: transfer {id} sent again answered {} instead of {}",
+                got.name(),
+                want.name()
+            );
+            violations += 1;
+        }
+    }
+    // Keep the record true to what the daemon now holds.
+    record.answer(&batch, &results);
+    *checked += batch.len() as u64;
+    Ok(violations)
 }
 
 #[derive(Default)]

@@ -29,8 +29,8 @@ pub use reader::{End, JournalReader, Problem, Record, Records, VerifyReport};
 pub use segment::segment_path;
 
 use format::{
-    encode_record, le_u32, record_size, SegmentHeader, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
-    SEGMENT_SIZE_MIN,
+    encode_record, encode_record_header, le_u32, record_size, SegmentHeader, RECORD_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE, SEGMENT_SIZE_MIN,
 };
 use scan::{SegView, Tail};
 use segment::JOURNAL_DIR;
@@ -46,6 +46,9 @@ const _: fn() = || {
 pub const SEGMENT_SIZE_DEFAULT: u64 = 64 << 20;
 /// Default largest record body: 16 MiB (a full request of 8190 transfers is about 1.6 MiB).
 pub const BODY_MAX_DEFAULT: u32 = 16 << 20;
+
+/// Records of at least this many bytes are written with `pwritev` instead of through the map.
+const PWRITE_MIN: usize = 64 << 10;
 
 /// How `flush` makes appended records durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -145,6 +148,15 @@ pub enum JournalError {
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
     move |source| JournalError::Io { path: path.to_path_buf(), source }
+}
+
+/// Drops a shared file map's pages from the process's page tables (`MADV_DONTNEED`). The data
+/// stays in the page cache (dirty pages stay dirty), and the next read maps it back. Advisory:
+/// a failure changes nothing, so it is ignored.
+fn release_pages(map: &MmapMut) {
+    // SAFETY: for a shared file mapping, MADV_DONTNEED only unmaps pages; their contents are
+    // those of the file, so nothing any reference can observe changes.
+    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
 }
 
 struct Segment {
@@ -303,6 +315,11 @@ impl Journal {
         for (seg, header) in segments.iter_mut().zip(&found.headers) {
             seg.first_sequence = header.first_sequence;
         }
+        // The scan read every segment through its map; let those pages go from this process's
+        // resident set (they stay in the page cache, and reads map them again on demand).
+        for seg in &segments {
+            release_pages(&seg.map);
+        }
 
         let mut journal = Journal {
             journal_dir,
@@ -358,8 +375,23 @@ impl Journal {
         let off = self.write_offset;
         let chain = self.last_checksum;
         let seg = self.segments.last_mut().expect("an active segment");
-        let checksum = encode_record(&mut seg.map[off..off + size], sequence, chain, body);
         debug_assert_eq!((seg.map.as_ptr() as usize + off + RECORD_HEADER_SIZE) % 16, 0);
+        let checksum = if size < PWRITE_MIN {
+            // Small records: a copy into the map is cheaper than a syscall.
+            encode_record(&mut seg.map[off..off + size], sequence, chain, body)
+        } else {
+            // Large records go to the file with one pwritev (header, body, padding): no
+            // first-write page faults, and the pages never count towards this process's
+            // resident set. Reads through the map see the same page cache.
+            let mut head = [0u8; RECORD_HEADER_SIZE];
+            let checksum = encode_record_header(&mut head, sequence, chain, body);
+            let pad = &[0u8; format::RECORD_ALIGN][..size - RECORD_HEADER_SIZE - body.len()];
+            if let Err(source) = segment::write_all_at3(&seg.file, &head, body, pad, off as u64) {
+                let path = seg.path.clone();
+                return Err(self.poison(JournalError::Io { path, source }));
+            }
+            checksum
+        };
         self.write_offset = off + size;
         self.last_sequence = sequence;
         self.last_checksum = checksum;
@@ -480,7 +512,11 @@ impl Journal {
             self.flush_active()?;
         }
         let next = self.active().index + 1;
-        self.create_segment(next).map_err(|e| self.poison(e))
+        self.create_segment(next).map_err(|e| self.poison(e))?;
+        // Pages of the sealed segment that reads mapped in leave the resident set.
+        let sealed = self.segments.len() - 2;
+        release_pages(&self.segments[sealed].map);
+        Ok(())
     }
 
     fn create_segment(&mut self, index: u64) -> Result<(), JournalError> {
@@ -493,8 +529,9 @@ impl Journal {
         let path = segment_path(&self.journal_dir, index);
         let (path, file) =
             segment::create_segment(&self.journal_dir, &header).map_err(io_err(&path))?;
-        // SAFETY: as in `open`; the file is fully allocated, so stores never hit a hole.
-        let map = unsafe { MmapOptions::new().populate().map_mut(&file) }.map_err(io_err(&path))?;
+        // SAFETY: as in `open`; the file is fully allocated. Records are written with pwritev,
+        // so the map is only read: no populate, its pages come in when a read needs them.
+        let map = unsafe { MmapOptions::new().map_mut(&file) }.map_err(io_err(&path))?;
         self.segments.push(Segment {
             index,
             first_sequence: header.first_sequence,

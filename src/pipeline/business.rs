@@ -21,6 +21,10 @@ use crate::types::{Account, AccountBalance, AccountFilter, AccountLimit, CreateR
 const IDLE_SPIN_DEFAULT: Duration = Duration::from_micros(20);
 /// Longest park: a missed wake-up (which the doorbell prevents) would cost at most this.
 const IDLE_PARK_MAX: Duration = Duration::from_millis(50);
+/// After a journal failure, writes are refused without touching the journal for this long:
+/// each failure costs a rebuild from disk, which a stream of writes to a full disk must not
+/// repeat for every request.
+const WRITE_RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Settings of the business thread.
 #[derive(Clone, Debug)]
@@ -44,6 +48,8 @@ struct PendingReply {
     operation: u16,
     conn: u64,
     request_id: u64,
+    /// Already turned into `journal_unavailable` by an earlier failure in this batch.
+    failed: bool,
 }
 
 /// The state owned by the business thread.
@@ -59,6 +65,16 @@ pub struct Business {
     pending: Vec<PendingReply>,
     /// Something was appended since the last flush.
     unflushed: bool,
+    /// Last journal sequence whose replies were released (flushed and answered). After a
+    /// journal failure everything past it is discarded before the state is rebuilt.
+    committed_sequence: u64,
+    /// Set by a journal failure: discard records after this sequence before rebuilding.
+    discard_after: Option<u64>,
+    /// Writes are refused without trying the journal until then (after a failure).
+    write_retry_at: Option<Instant>,
+    /// Journal failures since the last successful write (the first is logged as an error,
+    /// the others only counted, so that a full disk does not flood the log).
+    failures_in_a_row: u64,
     events_since_flush: usize,
     // Scratch buffers reused across requests: the hot path does not allocate once warm.
     event: Event,
@@ -80,7 +96,8 @@ impl Business {
         metrics: Arc<Metrics>,
         sinks: Vec<Arc<ReplySink>>,
     ) -> Self {
-        metrics.journal_sequence.store(journal.last_sequence(), Relaxed);
+        let committed_sequence = journal.last_sequence();
+        metrics.journal_sequence.store(committed_sequence, Relaxed);
         let outs = sinks.iter().map(|_| ReplyBatch::default()).collect();
         Business {
             config,
@@ -91,6 +108,10 @@ impl Business {
             outs,
             pending: Vec::new(),
             unflushed: false,
+            committed_sequence,
+            discard_after: None,
+            write_retry_at: None,
+            failures_in_a_row: 0,
             events_since_flush: 0,
             event: Event::default(),
             encoded: AlignedVec::new(),
@@ -184,7 +205,7 @@ impl Business {
             return;
         }
         let due = self.state.next_expiry_ns().is_some_and(|deadline| deadline <= now_ns());
-        if !due {
+        if !due || self.write_backoff() {
             return;
         }
         self.state.expire(now_ns(), &mut self.event);
@@ -200,7 +221,8 @@ impl Business {
             self.reply(slot, Status::InternalError);
             return;
         };
-        if self.journal.is_none() {
+        if self.journal.is_none() || (is_write(operation) && self.write_backoff()) {
+            self.body.clear();
             self.reply(slot, Status::JournalUnavailable);
             return;
         }
@@ -291,9 +313,11 @@ impl Business {
             Operation::ChangeEvents => {
                 let request =
                     protocol::ChangeEventsRequest::decode(body).map_err(|_| Status::InvalidBody)?;
-                let journal = self.journal.as_ref().expect("not degraded");
-                crate::change_events::collect(journal, &self.state, &request, &mut self.body)
-                    .map_err(|_| Status::JournalUnavailable)?;
+                // The feed is read from durable records: end the group commit here so that
+                // changes made earlier in this batch are included.
+                self.commit();
+                let journal = self.journal.as_ref().ok_or(Status::JournalUnavailable)?;
+                crate::change_events::collect(journal, &self.state, &request, &mut self.body)?;
             }
             Operation::Status => {
                 let counts = self.state.counts();
@@ -306,6 +330,9 @@ impl Business {
                     pending_transfers: counts.pending,
                     failed_ids: counts.failed_ids,
                     clock_ns: self.state.clock_ns(),
+                    snapshot_sequence: self.metrics.snapshot_sequence.load(Relaxed),
+                    uptime_ns: self.metrics.started.elapsed().as_nanos() as u64,
+                    connections: self.metrics.connections_open.load(Relaxed) as u32,
                     ..Default::default()
                 };
                 reply.encode(&mut self.body);
@@ -354,7 +381,20 @@ impl Business {
             operation: slot.operation,
             conn: slot.conn,
             request_id: slot.request_id,
+            failed: status == Status::JournalUnavailable,
         });
+    }
+
+    /// Whether writes are still refused after a recent journal failure.
+    fn write_backoff(&mut self) -> bool {
+        match self.write_retry_at {
+            Some(at) if Instant::now() < at => true,
+            Some(_) => {
+                self.write_retry_at = None;
+                false
+            }
+            None => false,
+        }
     }
 
     /// Ends a group commit: one flush, then the batch's replies go out.
@@ -368,6 +408,14 @@ impl Business {
                 Ok(()) => {
                     let sequence = self.journal.as_ref().map_or(0, |j| j.last_sequence());
                     self.metrics.journal_sequence.store(sequence, Relaxed);
+                    self.committed_sequence = sequence;
+                    if self.failures_in_a_row > 0 {
+                        tracing::warn!(
+                            failures = self.failures_in_a_row,
+                            "journal writes succeed again"
+                        );
+                        self.failures_in_a_row = 0;
+                    }
                 }
                 Err(error) => self.journal_failed(&error),
             }
@@ -384,16 +432,28 @@ impl Business {
     /// Turns every buffered reply into `journal_unavailable`, drops the journal (its page
     /// cache is no longer trusted) and rebuilds the state from disk.
     fn journal_failed(&mut self, error: &dyn std::fmt::Display) {
-        tracing::error!(%error, "journal write failed; answering journal_unavailable and rebuilding from disk");
+        if self.failures_in_a_row == 0 {
+            tracing::error!(%error, "journal write failed; answering journal_unavailable and rebuilding from disk (further failures are counted in ledgerd_journal_errors_total until a write succeeds)");
+        } else {
+            tracing::debug!(%error, "journal write failed again");
+        }
+        self.failures_in_a_row += 1;
+        self.write_retry_at = Some(Instant::now() + WRITE_RETRY_BACKOFF);
         self.metrics.journal_errors.fetch_add(1, Relaxed);
+        // Records appended after the last commit may sit in the page cache (or even on disk,
+        // flushed by a roll-over): their requests are answered `journal_unavailable`, which
+        // promises that nothing was applied, so they must go before the rebuild reads them.
+        self.discard_after = Some(self.committed_sequence);
         self.journal = None;
         self.unflushed = false;
         self.event.clear();
         for out in &mut self.outs {
             out.clear();
         }
-        let pending = std::mem::take(&mut self.pending);
-        for p in &pending {
+        // Every reply buffered in this batch is rewritten, including those an earlier failure
+        // in the same batch already rewrote: `pending` keeps them all until the commit.
+        let mut pending = std::mem::take(&mut self.pending);
+        for p in &mut pending {
             let out = &mut self.outs[p.net as usize];
             let start = out.frames.len();
             protocol::encode_frame(
@@ -404,23 +464,44 @@ impl Business {
                 &[],
             );
             out.entries.push(ReplyEntry { conn: p.conn, len: (out.frames.len() - start) as u32 });
-            self.metrics.request(p.operation, Status::JournalUnavailable);
+            if !p.failed {
+                self.metrics.request(p.operation, Status::JournalUnavailable);
+                p.failed = true;
+            }
         }
         self.pending = pending;
-        self.pending.clear();
         self.rebuild();
     }
 
     /// Reopens the journal and rebuilds the state from what is durable.
     fn rebuild(&mut self) {
         self.metrics.degraded.store(1, Relaxed);
+        if let Some(sequence) = self.discard_after {
+            match recovery::discard_after(&self.config.recovery.data_dir, sequence) {
+                Ok(discarded) => {
+                    if discarded > 0 {
+                        tracing::warn!(
+                            after = sequence,
+                            discarded,
+                            "discarded journal records that were never acknowledged"
+                        );
+                    }
+                    self.discard_after = None;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not discard unacknowledged records; retrying on the next tick");
+                    return;
+                }
+            }
+        }
         match recovery::recover(&self.config.recovery) {
             Ok(recovered) => {
-                tracing::info!(
+                tracing::debug!(
                     sequence = recovered.journal.last_sequence(),
                     "state rebuilt from disk; serving again"
                 );
                 self.metrics.journal_sequence.store(recovered.journal.last_sequence(), Relaxed);
+                self.committed_sequence = recovered.journal.last_sequence();
                 self.state = recovered.state;
                 self.journal = Some(recovered.journal);
                 self.metrics.degraded.store(0, Relaxed);
@@ -431,6 +512,14 @@ impl Business {
             }
         }
     }
+}
+
+/// Operations that append to the journal.
+fn is_write(operation: Operation) -> bool {
+    matches!(
+        operation,
+        Operation::CreateAccounts | Operation::CreateTransfers | Operation::SetAccountLimits
+    )
 }
 
 /// Nanoseconds since the Unix epoch from the wall clock (the state machine keeps its own

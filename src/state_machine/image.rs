@@ -231,11 +231,12 @@ impl StateMachine {
             let (Some(dr), Some(cr)) = (dr, cr) else {
                 return Err(inconsistent(format!("transfer {} names unknown accounts", t.id)));
             };
-            if t.id == 0 || dr == cr || sm.transfer_index.contains_key(&t.id) {
+            if t.id == 0 || dr == cr || sm.transfer_index.contains(t.id, &sm.transfers) {
                 return Err(inconsistent(format!("transfer {} id or accounts", t.id)));
             }
             let index = sm.transfers.len() as u32;
-            sm.transfer_index.insert(t.id, index);
+            let claimed = sm.transfer_index.claim(t.id, index, &sm.transfers);
+            debug_assert!(claimed.is_ok());
             sm.transfers.push(t);
             sm.transfer_states.push(TransferState::Final);
             sm.set_state(index, state);
@@ -258,7 +259,7 @@ impl StateMachine {
             let code = ResultCode::from_u32(f.code.to_native())
                 .filter(|c| c.is_transient())
                 .ok_or_else(|| inconsistent(format!("failed id {id} code")))?;
-            if sm.failed_index.contains_key(&id) || sm.transfer_index.contains_key(&id) {
+            if sm.failed_index.contains_key(&id) || sm.transfer_index.contains(id, &sm.transfers) {
                 return Err(inconsistent(format!("failed id {id} repeated or created")));
             }
             sm.remember_failed(FailedId::new(id, code));

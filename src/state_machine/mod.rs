@@ -18,6 +18,7 @@
 //! `replay` (applying journaled events).
 
 mod image;
+mod index;
 mod query;
 mod replay;
 #[cfg(test)]
@@ -25,6 +26,8 @@ mod tests;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+
+use index::TransferIndex;
 
 use crate::event::{BalancePair, Balances, Event, Expiry, FailedId, EXPIRED_PER_EVENT_MAX};
 use crate::types::{
@@ -41,8 +44,8 @@ pub const NS_PER_S: u64 = 1_000_000_000;
 /// Most records `get_account_transfers` / `get_account_balances` return in one reply.
 pub const QUERY_RESULTS_MAX: usize = EVENTS_PER_REQUEST_MAX;
 
-/// How many events ahead [`BatchEvent::warm`] touches the id index.
-const WARM_AHEAD_EVENTS: usize = 4;
+/// How many events ahead [`BatchEvent::warm`] prefetches the id index.
+const WARM_AHEAD_EVENTS: usize = 8;
 
 /// Maps keyed by u128 ids. A fixed seed keeps behaviour reproducible run to run.
 type IdMap = std::collections::HashMap<u128, u32, foldhash::fast::FixedState>;
@@ -143,7 +146,7 @@ pub struct StateMachine {
     account_index: IdMap,
     transfers: Vec<Transfer>,
     transfer_states: Vec<TransferState>,
-    transfer_index: IdMap,
+    transfer_index: TransferIndex,
     /// Transfer ids that failed transiently, with their code, in the order they failed.
     failed: Vec<FailedId>,
     failed_index: IdMap,
@@ -193,12 +196,12 @@ impl BatchEvent for Transfer {
         sm.create_transfer(t, ts, event)
     }
     fn warm(sm: &StateMachine, t: &Self) {
-        std::hint::black_box(sm.transfer_index.get(&t.id));
+        sm.transfer_index.prefetch(t.id);
     }
     fn failed(sm: &mut StateMachine, t: &Self, code: ResultCode, event: &mut Event) {
         if code.is_transient() {
             debug_assert!(t.id != 0 && t.id != ID_INVALID_MAX);
-            debug_assert!(!sm.transfer_index.contains_key(&t.id));
+            debug_assert!(!sm.transfer_index.contains(t.id, &sm.transfers));
             let failed = FailedId::new(t.id, code);
             sm.remember_failed(failed);
             event.failed.push(failed);
@@ -229,7 +232,7 @@ impl StateMachine {
             account_index: id_map(accounts),
             transfers: Vec::with_capacity(transfers),
             transfer_states: Vec::with_capacity(transfers),
-            transfer_index: id_map(transfers),
+            transfer_index: TransferIndex::with_capacity(transfers),
             failed: Vec::new(),
             failed_index: id_map(0),
             expiries: BinaryHeap::new(),
@@ -278,7 +281,7 @@ impl StateMachine {
     }
 
     pub fn transfer_by_id(&self, id: u128) -> Option<&Transfer> {
-        self.transfer_index.get(&id).map(|&i| &self.transfers[i as usize])
+        self.transfer_index.get(id, &self.transfers).map(|i| &self.transfers[i as usize])
     }
 
     /// When the earliest pending transfer with a timeout expires, if any.
@@ -511,19 +514,13 @@ impl StateMachine {
         // One probe of the (large) id index on the success path: claim the id for the index
         // the transfer will get, and give it back if the transfer fails.
         let index = u32::try_from(self.transfers.len()).expect("transfers fit u32 indexes");
-        let existing = match self.transfer_index.entry(t.id) {
-            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(index);
-                None
-            }
-        };
-        if let Some(i) = existing {
+        if let Err(i) = self.transfer_index.claim(t.id, index, &self.transfers) {
             return self.transfer_exists(t, &self.transfers[i as usize]);
         }
         let result = self.create_new_transfer(t, ts, event);
         if result != ResultCode::Ok {
-            self.transfer_index.remove(&t.id);
+            let removed = self.transfer_index.remove(t.id, &self.transfers);
+            debug_assert!(removed);
         }
         debug_assert!(result != ResultCode::Ok || self.transfers[index as usize].id == t.id);
         result
@@ -717,7 +714,7 @@ impl StateMachine {
         if t.debit_account_id != 0 && t.debit_account_id == t.credit_account_id {
             return ResultCode::AccountsMustBeDifferent;
         }
-        let Some(&p_index) = self.transfer_index.get(&t.pending_id) else {
+        let Some(p_index) = self.transfer_index.get(t.pending_id, &self.transfers) else {
             return ResultCode::PendingTransferNotFound;
         };
         let p = self.transfers[p_index as usize];
@@ -932,7 +929,7 @@ impl StateMachine {
     /// The caller has already put `t.id` into the id index.
     fn push_transfer(&mut self, t: Transfer, state: TransferState, dr: u32, cr: u32) -> u32 {
         let index = u32::try_from(self.transfers.len()).expect("transfers fit u32 indexes");
-        debug_assert_eq!(self.transfer_index.get(&t.id), Some(&index));
+        debug_assert_eq!(self.transfer_index.len(), index as usize + 1);
         self.transfers.push(t);
         self.transfer_states.push(TransferState::Final);
         self.set_state(index, state);
@@ -946,10 +943,12 @@ impl StateMachine {
 
     /// Undoes [`StateMachine::push_transfer`] of the last transfer.
     fn pop_transfer(&mut self) {
-        let t = self.transfers.pop().expect("undo transfer");
+        let t = *self.transfers.last().expect("undo transfer");
+        let removed = self.transfer_index.remove(t.id, &self.transfers);
+        debug_assert!(removed);
+        self.transfers.pop();
         let index = self.transfers.len() as u32;
         self.set_state_len_pop();
-        self.transfer_index.remove(&t.id);
         let dr = self.account_index[&t.debit_account_id];
         let cr = self.account_index[&t.credit_account_id];
         for (account, side) in [(cr, SIDE_CREDIT), (dr, SIDE_DEBIT)] {

@@ -55,7 +55,10 @@ impl StateMachine {
 
         for expiry in event.expired.iter() {
             let id = expiry.pending_id.to_native();
-            let index = *self.transfer_index.get(&id).ok_or(ReplayError::PendingNotFound(id))?;
+            let index = self
+                .transfer_index
+                .get(id, &self.transfers)
+                .ok_or(ReplayError::PendingNotFound(id))?;
             if self.transfer_states[index as usize] != TransferState::Pending {
                 return Err(ReplayError::PendingNotPending(id));
             }
@@ -104,7 +107,9 @@ impl StateMachine {
         for f in event.failed.iter() {
             let id = f.id.to_native();
             let code = f.code.to_native();
-            if self.failed_index.contains_key(&id) || self.transfer_index.contains_key(&id) {
+            if self.failed_index.contains_key(&id)
+                || self.transfer_index.contains(id, &self.transfers)
+            {
                 return Err(ReplayError::FailedIdKnown(id));
             }
             match ResultCode::from_u32(code) {
@@ -122,7 +127,7 @@ impl StateMachine {
     }
 
     fn replay_transfer(&mut self, t: &Transfer) -> Result<BalancePair, ReplayError> {
-        if self.transfer_index.contains_key(&t.id) {
+        if self.transfer_index.contains(t.id, &self.transfers) {
             return Err(ReplayError::TransferExists(t.id));
         }
         let account = |sm: &Self, account: u128| {
@@ -136,12 +141,13 @@ impl StateMachine {
         if dr_index == cr_index {
             return Err(ReplayError::SameAccount { transfer: t.id });
         }
-        self.transfer_index.insert(t.id, self.transfers.len() as u32);
+        let claimed = self.transfer_index.claim(t.id, self.transfers.len() as u32, &self.transfers);
+        debug_assert!(claimed.is_ok());
         let post = t.has(TransferFlags::POST_PENDING_TRANSFER);
         if post || t.has(TransferFlags::VOID_PENDING_TRANSFER) {
-            let p_index = *self
+            let p_index = self
                 .transfer_index
-                .get(&t.pending_id)
+                .get(t.pending_id, &self.transfers)
                 .ok_or(ReplayError::PendingNotFound(t.pending_id))?;
             if self.transfer_states[p_index as usize] != TransferState::Pending {
                 return Err(ReplayError::PendingNotPending(t.pending_id));
