@@ -71,9 +71,8 @@ fn main() {
     assert_eq!(work.failed, 0);
     let before = daemon.client().status().expect("status");
     assert_eq!(before.transfers, outcome.events);
-    // (The status reply's snapshot_sequence is not filled in by the daemon yet, so the
-    // snapshot's sequence comes from ledger-replay's report.)
     assert!(before.sequence > snapshot_sequence);
+    assert_eq!(before.snapshot_sequence, snapshot_sequence, "the daemon started from the snapshot");
     println!("recovery.accounts: {accounts}");
     println!("recovery.events_after_snapshot: {}", outcome.events);
     println!("recovery.snapshot_sequence: {snapshot_sequence}");
@@ -91,6 +90,7 @@ fn main() {
         let after = daemon.client().status().expect("status");
         assert_eq!(after.state_hash, before.state_hash, "same state after recovery");
         assert_eq!(after.sequence, before.sequence);
+        assert_eq!(after.snapshot_sequence, snapshot_sequence, "recovered from the snapshot");
         assert_eq!((after.accounts, after.transfers), (before.accounts, before.transfers));
     }
     let rss = daemon.peak_rss_mb();

@@ -313,10 +313,16 @@ impl Pick {
     }
 }
 
-/// Write + fdatasync latency of `size` bytes into a preallocated (fallocate) file, as the
-/// journal's segments are: the physical floor under any durable reply. Returns the histogram
-/// (ns).
-pub fn disk_floor(dir: &Path, size: usize, iterations: usize) -> hdrhistogram::Histogram<u64> {
+/// Write + fdatasync latency of `size` bytes at successive offsets of a preallocated
+/// (fallocate) file, as the journal's segments are (each write converts an unwritten extent, a
+/// metadata commit), or with `overwrite` of a file whose blocks were written before (data
+/// only): the physical floor under any durable reply. Returns the histogram (ns).
+pub fn disk_floor(
+    dir: &Path,
+    size: usize,
+    iterations: usize,
+    overwrite: bool,
+) -> hdrhistogram::Histogram<u64> {
     use std::os::unix::fs::FileExt;
     use std::os::unix::io::AsRawFd;
     const LEN: u64 = 64 << 20;
@@ -331,6 +337,12 @@ pub fn disk_floor(dir: &Path, size: usize, iterations: usize) -> hdrhistogram::H
     // SAFETY: plain syscall on an open descriptor.
     let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, LEN as libc::off_t) };
     assert_eq!(rc, 0, "posix_fallocate");
+    if overwrite {
+        let chunk = vec![0u8; 1 << 20];
+        for i in 0..LEN / chunk.len() as u64 {
+            f.write_all_at(&chunk, i * chunk.len() as u64).expect("zero fill");
+        }
+    }
     f.sync_all().expect("sync");
     let page = vec![0x5au8; size];
     let mut h = report::histogram();

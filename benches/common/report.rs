@@ -68,10 +68,10 @@ const COLORS: [&str; 10] = [
 /// Writes an SVG of latency (log scale) by percentile (x = log10 of 1/(1-p)), one line per
 /// named histogram (ns).
 pub fn write_svg(path: &Path, title: &str, series: &[(String, &Histogram<u64>)]) {
-    const W: f64 = 760.0;
+    const W: f64 = 820.0;
     const H: f64 = 440.0;
     const LEFT: f64 = 70.0;
-    const RIGHT: f64 = 200.0;
+    const RIGHT: f64 = 260.0;
     const TOP: f64 = 40.0;
     const BOTTOM: f64 = 50.0;
     // Points: (log10 1/(1-q), log10 latency us), q < 1 and backed by at least one sample.
@@ -165,18 +165,20 @@ pub fn write_svg(path: &Path, title: &str, series: &[(String, &Histogram<u64>)])
     );
     for (i, ((name, _), pts)) in series.iter().zip(&lines).enumerate() {
         let color = COLORS[i % COLORS.len()];
+        // Past ten series the colours repeat, dashed.
+        let dash = if i >= COLORS.len() { r#" stroke-dasharray="6 3""# } else { "" };
         let path: Vec<String> =
             pts.iter().map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y))).collect();
         let _ = writeln!(
             s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.6" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.6"{dash} points="{}"/>"#,
             path.join(" ")
         );
         let ly = TOP + 10.0 + i as f64 * 16.0;
         let lx = LEFT + pw + 10.0;
         let _ = writeln!(
             s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/>"#,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/>"#,
             lx + 18.0
         );
         let _ = writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, lx + 22.0, ly + 4.0, xml(name));
