@@ -12,6 +12,8 @@
 //! smoke version with the same checks on 20,000 accounts and events.
 
 mod common;
+#[path = "recovery/engine.rs"]
+mod engine;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,8 +29,15 @@ fn main() {
     common::announce("recovery", full);
     let (accounts, events, restarts) =
         if full { (1_000_000u64, 1_000_000u64, 5) } else { (20_000, 20_000, 2) };
+
+    // 0. The engine alone, in process: snapshot load and replay speed.
+    {
+        let data = common::data_dir();
+        engine::run(data.path(), accounts, events);
+    }
+
     let data = common::data_dir();
-    let args = ["--snapshot-every-records", "0"];
+    let args = ["--snapshot-every-records", "0", "--snapshot-every-events", "0"];
 
     // 1. The accounts, then a snapshot of them.
     let mut daemon = Daemon::start(data.path(), &args);

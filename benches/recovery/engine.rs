@@ -77,7 +77,11 @@ pub fn run(dir: &Path, accounts: u64, events: u64) {
     let started = Instant::now();
     let recovered = recovery::recover(&config).expect("recover");
     let total = started.elapsed();
-    assert_eq!(recovered.report.snapshot_sequence, Some(written.sequence), "recovered from the snapshot");
+    assert_eq!(
+        recovered.report.snapshot_sequence,
+        Some(written.sequence),
+        "recovered from the snapshot"
+    );
     assert_eq!(recovered.state.state_hash(), live_hash, "recovered state equals the live state");
     let report = &recovered.report;
     let replay_s = report.replay.as_secs_f64().max(1e-9);
