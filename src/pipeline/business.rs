@@ -329,6 +329,7 @@ impl Business {
                     transfers: counts.transfers,
                     pending_transfers: counts.pending,
                     failed_ids: counts.failed_ids,
+                    account_limits: counts.account_limits,
                     clock_ns: self.state.clock_ns(),
                     snapshot_sequence: self.metrics.snapshot_sequence.load(Relaxed),
                     uptime_ns: self.metrics.started.elapsed().as_nanos() as u64,

@@ -127,6 +127,8 @@ pub struct Counts {
     /// Pending transfers still holding a reservation.
     pub pending: u64,
     pub failed_ids: u64,
+    /// Accounts whose limit was ever set.
+    pub account_limits: u64,
 }
 
 /// Sums of all account balances of one ledger. Debits equal credits, always.
@@ -283,6 +285,8 @@ impl StateMachine {
             transfers: self.transfers.len() as u64,
             pending: self.pending_count,
             failed_ids: self.failed.len() as u64,
+            account_limits: self.account_ext.iter().filter(|e| e.limit_timestamp != 0).count()
+                as u64,
         }
     }
 
