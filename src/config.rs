@@ -53,7 +53,7 @@ pub struct Settings {
     #[arg(long, env = "LEDGERD_BUSY_SPIN")]
     pub busy_spin: Option<bool>,
 
-    /// Ring slots, a power of two >= 64. [default: 1024]
+    /// Ring slots, a power of two >= 64; each keeps up to one request body. [default: 256]
     #[arg(long, env = "LEDGERD_RING_SLOTS")]
     pub ring_slots: Option<usize>,
 

@@ -145,6 +145,7 @@ pub fn start(
             stalled: Vec::new(),
             next_peer: 0,
             log: LogLimiter::default(),
+            scratch: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
         };
         if let Some(l) = thread.listener.as_mut() {
             thread.poll.registry().register(l, LISTENER, Interest::READABLE)?;
@@ -174,6 +175,9 @@ struct NetThread {
     stalled: Vec<usize>,
     next_peer: usize,
     log: LogLimiter,
+    /// Where reads land before they are appended to a connection's buffer: zeroed once, so
+    /// a read costs a copy of what arrived, not a fill of the whole chunk.
+    scratch: Box<[u8]>,
 }
 
 impl NetThread {
@@ -309,25 +313,18 @@ impl NetThread {
             if conn.closing {
                 break;
             }
-            let start = conn.rbuf.len();
-            conn.rbuf.resize(start + READ_CHUNK_BYTES, 0);
-            match conn.stream.read(&mut conn.rbuf[start..]) {
+            match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
-                    conn.rbuf.truncate(start);
                     self.close(index);
                     return;
                 }
                 Ok(n) => {
-                    conn.rbuf.truncate(start + n);
+                    conn.rbuf.extend_from_slice(&self.scratch[..n]);
                     conn.last_activity = Instant::now();
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    conn.rbuf.truncate(start);
-                    break;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => conn.rbuf.truncate(start),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
-                    conn.rbuf.truncate(start);
                     self.close(index);
                     return;
                 }

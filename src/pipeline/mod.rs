@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::Thread;
 
 /// Slots in the ring by default (a power of two; each holds one request).
-pub const RING_SLOTS_DEFAULT: usize = 1024;
+pub const RING_SLOTS_DEFAULT: usize = 256;
 /// Most requests handled between two journal flushes: bounds a group commit's latency.
 pub const BATCH_REQUESTS_MAX: u64 = 1024;
 /// Most create events appended between two flushes (about 8 MiB of journal).

@@ -808,7 +808,10 @@ fn totals_balance_per_ledger() {
             },
         ]
     );
-    assert_eq!(h.sm.counts(), Counts { accounts: 5, transfers: 3, pending: 1, failed_ids: 0, account_limits: 0 });
+    assert_eq!(
+        h.sm.counts(),
+        Counts { accounts: 5, transfers: 3, pending: 1, failed_ids: 0, account_limits: 0 }
+    );
 }
 
 #[test]
