@@ -334,7 +334,6 @@ impl Business {
                     snapshot_sequence: self.metrics.snapshot_sequence.load(Relaxed),
                     uptime_ns: self.metrics.started.elapsed().as_nanos() as u64,
                     connections: self.metrics.connections_open.load(Relaxed) as u32,
-                    ..Default::default()
                 };
                 reply.encode(&mut self.body);
             }
