@@ -8,7 +8,10 @@
 
 use std::cmp::Reverse;
 
-use super::{expires_at_ns, pair_mut, release_pending, StateMachine, TransferState};
+use super::{
+    expires_at_ns, pair_mut, release_pending, BatchEvent, StateMachine, TransferState,
+    WARM_AHEAD_EVENTS,
+};
 use crate::event::{ArchivedBalancePair, ArchivedEvent, BalancePair, Balances, FailedId};
 use crate::types::{Account, AccountLimit, ResultCode, Transfer, TransferFlags};
 
@@ -85,7 +88,15 @@ impl StateMachine {
                 balances: event.transfer_balances.len(),
             });
         }
-        for (t, expected) in event.transfers.iter().zip(event.transfer_balances.iter()) {
+        for (i, (t, expected)) in
+            event.transfers.iter().zip(event.transfer_balances.iter()).enumerate()
+        {
+            // The same staged prefetch as live creation: replay is as memory-bound.
+            for (stage, ahead) in WARM_AHEAD_EVENTS.iter().enumerate() {
+                if let Some(next) = event.transfers.get(i + ahead) {
+                    <Transfer as BatchEvent>::warm(self, &Transfer::from(next), stage);
+                }
+            }
             let t = Transfer::from(t);
             max_ts = max_ts.max(t.timestamp);
             let balances = self.replay_transfer(&t)?;
