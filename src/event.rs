@@ -149,6 +149,11 @@ impl Event {
         self.failed.clear();
     }
 
+    /// Changes it carries: accounts, transfers, limits and expiries (failed ids are not changes).
+    pub fn changes(&self) -> usize {
+        self.accounts.len() + self.transfers.len() + self.limits.len() + self.expired.len()
+    }
+
     /// Nothing changed: there is nothing to journal.
     pub fn is_empty(&self) -> bool {
         self.expired.is_empty()
@@ -156,6 +161,13 @@ impl Event {
             && self.transfers.is_empty()
             && self.limits.is_empty()
             && self.failed.is_empty()
+    }
+}
+
+impl ArchivedEvent {
+    /// As [`Event::changes`].
+    pub fn changes(&self) -> usize {
+        self.accounts.len() + self.transfers.len() + self.limits.len() + self.expired.len()
     }
 }
 

@@ -300,10 +300,7 @@ fn replay_into(
             .apply_event(archived)
             .map_err(|e| RecoveryError::Replay { sequence: record.seq, reason: e.to_string() })?;
         report.replayed_records += 1;
-        report.replayed_events += (archived.accounts.len()
-            + archived.transfers.len()
-            + archived.limits.len()
-            + archived.expired.len()) as u64;
+        report.replayed_events += archived.changes() as u64;
         if report.replayed_records.is_multiple_of(65_536) {
             progress(record.seq);
         }

@@ -120,17 +120,9 @@ impl RecordHeader {
 /// over bytes `16 .. 64 + body_len`, one contiguous range.
 #[inline]
 pub fn encode_record(dst: &mut [u8], sequence: u64, chain: u128, body: &[u8]) -> u128 {
-    let body_len = u32::try_from(body.len()).expect("body length checked by the caller");
     debug_assert_eq!(dst.len(), record_size(body.len()));
     let (head, rest) = dst.split_at_mut(RECORD_HEADER_SIZE);
-    head[16..20].copy_from_slice(&RECORD_MAGIC);
-    head[20..22].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    head[22..24].copy_from_slice(&(RECORD_HEADER_SIZE as u16).to_le_bytes());
-    head[24..28].copy_from_slice(&body_len.to_le_bytes());
-    head[28..32].fill(0);
-    head[32..40].copy_from_slice(&sequence.to_le_bytes());
-    head[40..48].fill(0);
-    head[48..64].copy_from_slice(&chain.to_le_bytes());
+    write_header_fields(head, sequence, chain, body.len());
     let (body_dst, pad) = rest.split_at_mut(body.len());
     body_dst.copy_from_slice(body);
     pad.fill(0);
@@ -149,7 +141,19 @@ pub fn encode_record_header(
     chain: u128,
     body: &[u8],
 ) -> u128 {
-    let body_len = u32::try_from(body.len()).expect("body length checked by the caller");
+    write_header_fields(head, sequence, chain, body.len());
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&head[16..RECORD_HEADER_SIZE]);
+    hasher.update(body);
+    let checksum = hasher.digest128();
+    head[0..16].copy_from_slice(&checksum.to_le_bytes());
+    checksum
+}
+
+/// Writes bytes `16..64` of a record header: everything but the checksum.
+#[inline]
+fn write_header_fields(head: &mut [u8], sequence: u64, chain: u128, body_len: usize) {
+    let body_len = u32::try_from(body_len).expect("body length checked by the caller");
     head[16..20].copy_from_slice(&RECORD_MAGIC);
     head[20..22].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     head[22..24].copy_from_slice(&(RECORD_HEADER_SIZE as u16).to_le_bytes());
@@ -158,12 +162,6 @@ pub fn encode_record_header(
     head[32..40].copy_from_slice(&sequence.to_le_bytes());
     head[40..48].fill(0);
     head[48..64].copy_from_slice(&chain.to_le_bytes());
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    hasher.update(&head[16..RECORD_HEADER_SIZE]);
-    hasher.update(body);
-    let checksum = hasher.digest128();
-    head[0..16].copy_from_slice(&checksum.to_le_bytes());
-    checksum
 }
 
 /// What sits at a record offset.

@@ -353,11 +353,7 @@ impl Business {
         match journal.append(&self.encoded) {
             Ok(_) => {
                 self.unflushed = true;
-                let changes = self.event.accounts.len()
-                    + self.event.transfers.len()
-                    + self.event.limits.len()
-                    + self.event.expired.len();
-                self.metrics.journal_events.fetch_add(changes as u64, Relaxed);
+                self.metrics.journal_events.fetch_add(self.event.changes() as u64, Relaxed);
                 Ok(())
             }
             Err(error) => {

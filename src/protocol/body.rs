@@ -6,6 +6,7 @@ use super::{
     REQUESTS_IN_FLIGHT_MAX_DEFAULT,
 };
 use crate::protocol::change_events::ChangeEventsRequest;
+use crate::types::{read_u128, read_u16, read_u32, read_u64};
 use crate::types::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountLimit, CreateResult,
     ResultCode, Transfer, EVENTS_PER_REQUEST_MAX,
@@ -13,19 +14,6 @@ use crate::types::{
 
 /// Size of one id in lookup request bodies (a little-endian u128).
 pub const ID_SIZE: usize = 16;
-
-fn get_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn get_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn get_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-fn get_u128(b: &[u8], at: usize) -> u128 {
-    u128::from_le_bytes(b[at..at + 16].try_into().expect("16 bytes"))
-}
 
 /// Size of one record of a batch operation's request body, or `None` for operations whose
 /// body is one fixed-size structure.
@@ -175,14 +163,14 @@ impl<'a> Hello<'a> {
         if body.len() != HelloRequest::SIZE {
             return Err(Status::BodyLengthInvalid);
         }
-        let len = get_u16(body, 2) as usize;
+        let len = read_u16(body, 2) as usize;
         if len > HELLO_TOKEN_MAX
             || body[4..8].iter().any(|&b| b != 0)
             || body[8 + len..].iter().any(|&b| b != 0)
         {
             return Err(Status::InvalidBody);
         }
-        Ok(Hello { version: get_u16(body, 0), token: &body[8..8 + len] })
+        Ok(Hello { version: read_u16(body, 0), token: &body[8..8 + len] })
     }
 }
 
@@ -237,11 +225,11 @@ impl HelloReply {
             return Err(Status::BodyLengthInvalid);
         }
         Ok(HelloReply {
-            version: get_u16(body, 0),
-            requests_in_flight_max: get_u32(body, 4),
-            frame_body_max: get_u32(body, 8),
-            events_per_request_max: get_u32(body, 12),
-            change_events_per_reply_max: get_u32(body, 16),
+            version: read_u16(body, 0),
+            requests_in_flight_max: read_u32(body, 4),
+            frame_body_max: read_u32(body, 8),
+            events_per_request_max: read_u32(body, 12),
+            change_events_per_reply_max: read_u32(body, 16),
         })
     }
 }
@@ -292,17 +280,17 @@ impl StatusReply {
             return Err(Status::BodyLengthInvalid);
         }
         Ok(StatusReply {
-            sequence: get_u64(body, 0),
-            snapshot_sequence: get_u64(body, 8),
-            state_hash: get_u128(body, 16),
-            accounts: get_u64(body, 32),
-            transfers: get_u64(body, 40),
-            pending_transfers: get_u64(body, 48),
-            failed_ids: get_u64(body, 56),
-            clock_ns: get_u64(body, 64),
-            account_limits: get_u64(body, 72),
-            uptime_ns: get_u64(body, 80),
-            connections: get_u32(body, 88),
+            sequence: read_u64(body, 0),
+            snapshot_sequence: read_u64(body, 8),
+            state_hash: read_u128(body, 16),
+            accounts: read_u64(body, 32),
+            transfers: read_u64(body, 40),
+            pending_transfers: read_u64(body, 48),
+            failed_ids: read_u64(body, 56),
+            clock_ns: read_u64(body, 64),
+            account_limits: read_u64(body, 72),
+            uptime_ns: read_u64(body, 80),
+            connections: read_u32(body, 88),
         })
     }
 }
@@ -326,8 +314,8 @@ pub fn decode_create_results(
     }
     let mut previous: Option<u32> = None;
     for chunk in body.chunks_exact(CreateResult::SIZE) {
-        let index = get_u32(chunk, 0);
-        let code = get_u32(chunk, 4);
+        let index = read_u32(chunk, 0);
+        let code = read_u32(chunk, 4);
         let result =
             ResultCode::from_u32(code).ok_or_else(|| format!("unknown result code {code}"))?;
         if index as usize >= event_count {

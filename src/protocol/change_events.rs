@@ -6,17 +6,8 @@
 //! accounts, transfers and limits, as the journal event lists them).
 
 use super::{Status, CHANGE_EVENTS_PER_REPLY_MAX};
+use crate::types::{read_u16, read_u32, read_u64};
 use crate::types::{Account, AccountLimit, Transfer};
-
-fn get_u16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-fn get_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn get_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
 
 /// Asks for change events from a position.
 ///
@@ -43,9 +34,9 @@ impl ChangeEventsRequest {
             return Err(Status::BodyLengthInvalid);
         }
         let request = ChangeEventsRequest {
-            from_sequence: get_u64(body, 0),
-            limit: get_u32(body, 8),
-            from_index: get_u32(body, 12),
+            from_sequence: read_u64(body, 0),
+            limit: read_u32(body, 8),
+            from_index: read_u32(body, 12),
         };
         if request.limit == 0 || request.limit as usize > CHANGE_EVENTS_PER_REPLY_MAX {
             return Err(Status::InvalidBody);
@@ -154,15 +145,15 @@ impl ChangeEvent {
         if bytes.len() != Self::SIZE {
             return Err(Status::BodyLengthInvalid);
         }
-        let kind = ChangeEventKind::from_u16(get_u16(bytes, 12)).ok_or(Status::InvalidBody)?;
-        if get_u16(bytes, 14) != 0 || get_u64(bytes, 24) != 0 {
+        let kind = ChangeEventKind::from_u16(read_u16(bytes, 12)).ok_or(Status::InvalidBody)?;
+        if read_u16(bytes, 14) != 0 || read_u64(bytes, 24) != 0 {
             return Err(Status::InvalidBody);
         }
         Ok(ChangeEvent {
-            sequence: get_u64(bytes, 0),
-            index: get_u32(bytes, 8),
+            sequence: read_u64(bytes, 0),
+            index: read_u32(bytes, 8),
             kind,
-            timestamp: get_u64(bytes, 16),
+            timestamp: read_u64(bytes, 16),
             transfer: Transfer::read_from(&bytes[32..160]),
             debit_account: Account::read_from(&bytes[160..288]),
             credit_account: Account::read_from(&bytes[288..416]),
@@ -224,13 +215,13 @@ impl ChangeEventsReply {
         if body.len() < Self::PREFIX_SIZE {
             return Err(Status::BodyLengthInvalid);
         }
-        let count = get_u32(body, 12) as usize;
+        let count = read_u32(body, 12) as usize;
         if count > CHANGE_EVENTS_PER_REPLY_MAX
             || body.len() != Self::PREFIX_SIZE + count * ChangeEvent::SIZE
         {
             return Err(Status::BodyLengthInvalid);
         }
-        if get_u64(body, 24) != 0 {
+        if read_u64(body, 24) != 0 {
             return Err(Status::InvalidBody);
         }
         let events = body[Self::PREFIX_SIZE..]
@@ -238,9 +229,9 @@ impl ChangeEventsReply {
             .map(ChangeEvent::read_from)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ChangeEventsReply {
-            next_sequence: get_u64(body, 0),
-            next_index: get_u32(body, 8),
-            head_sequence: get_u64(body, 16),
+            next_sequence: read_u64(body, 0),
+            next_index: read_u32(body, 8),
+            head_sequence: read_u64(body, 16),
             events,
         })
     }

@@ -4,6 +4,7 @@
 //! functions, so a format change shows up on both sides (and in the golden-bytes test).
 
 use super::{FRAME_BODY_MAX, HEADER_SIZE, MAGIC, PROTOCOL_VERSION};
+use crate::types::{read_u16, read_u32, read_u64};
 
 macro_rules! wire_enum {
     (
@@ -199,16 +200,6 @@ impl HeaderError {
     }
 }
 
-fn get_u16(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-fn get_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-fn get_u64(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
-
 impl Header {
     /// Checks magic, version, reserved bytes and the body length limit. The checksum is
     /// checked separately ([`verify_checksum`]) once the body has been read.
@@ -217,25 +208,25 @@ impl Header {
         if magic != MAGIC {
             return Err(HeaderError::BadMagic(magic));
         }
-        let version = get_u16(bytes, offset::VERSION);
+        let version = read_u16(bytes, offset::VERSION);
         if version != PROTOCOL_VERSION {
             return Err(HeaderError::UnsupportedVersion(version));
         }
-        if get_u16(bytes, offset::RESERVED_A) != 0
+        if read_u16(bytes, offset::RESERVED_A) != 0
             || bytes[offset::RESERVED_B..].iter().any(|&b| b != 0)
         {
             return Err(HeaderError::ReservedNotZero);
         }
-        let body_length = get_u32(bytes, offset::BODY_LENGTH);
+        let body_length = read_u32(bytes, offset::BODY_LENGTH);
         if body_length as usize > FRAME_BODY_MAX {
             return Err(HeaderError::BodyTooLarge(body_length));
         }
         Ok(Header {
-            operation: get_u16(bytes, offset::OPERATION),
-            status: get_u16(bytes, offset::STATUS),
+            operation: read_u16(bytes, offset::OPERATION),
+            status: read_u16(bytes, offset::STATUS),
             body_length,
-            request_id: get_u64(bytes, offset::REQUEST_ID),
-            checksum: get_u32(bytes, offset::CHECKSUM),
+            request_id: read_u64(bytes, offset::REQUEST_ID),
+            checksum: read_u32(bytes, offset::CHECKSUM),
         })
     }
 
@@ -256,12 +247,12 @@ impl Header {
 
     /// The request id of a header that did not decode, to address the error reply.
     pub fn raw_request_id(bytes: &[u8; HEADER_SIZE]) -> u64 {
-        get_u64(bytes, offset::REQUEST_ID)
+        read_u64(bytes, offset::REQUEST_ID)
     }
 
     /// The operation number of a header that did not decode, to echo in the error reply.
     pub fn raw_operation(bytes: &[u8; HEADER_SIZE]) -> u16 {
-        get_u16(bytes, offset::OPERATION)
+        read_u16(bytes, offset::OPERATION)
     }
 }
 
@@ -275,7 +266,7 @@ pub fn checksum(header: &[u8; HEADER_SIZE], body: &[u8]) -> u32 {
 
 /// Whether the checksum field of `header` matches the header and `body`.
 pub fn verify_checksum(header: &[u8; HEADER_SIZE], body: &[u8]) -> bool {
-    get_u32(header, offset::CHECKSUM) == checksum(header, body)
+    read_u32(header, offset::CHECKSUM) == checksum(header, body)
 }
 
 /// Appends one complete frame (header and body) to `out`.
