@@ -154,7 +154,7 @@ fn main() {
 }
 
 /// The units all buyers hold.
-fn buyer_credits(client: &mut ledgerd::client::Client, buyers: u64) -> u128 {
+fn buyer_credits(client: &mut ledgerd_client::Client, buyers: u64) -> u128 {
     let ids: Vec<u128> = (0..u128::from(buyers)).map(|i| BUYER_FIRST + i).collect();
     let mut total = 0;
     for chunk in ids.chunks(8000) {

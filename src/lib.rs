@@ -1,7 +1,8 @@
 //! `ledgerd`: an LMAX-style, event-sourced ledger.
 //!
 //! Where things live (dependencies point down this list, never up):
-//! - [`types`]: the fixed 128-byte records (`Account`, `Transfer`, ...) and result codes.
+//! - [`types`] and [`protocol`] (re-exported from the `ledgerd-proto` crate, shared with the
+//!   clients): the fixed 128-byte records, result codes, frames and bodies.
 //! - [`state_machine`]: deterministic rules of SPEC §3; `(state, request, timestamp) ->
 //!   (results, event)`; no I/O, no clock.
 //! - [`event`]: the rkyv-archived change events the state machine emits and replays.
@@ -9,21 +10,20 @@
 //!   numbers, not accounts.
 //! - [`snapshot`] and [`recovery`]: consistent images of the state, and restart =
 //!   newest valid snapshot + journal tail.
-//! - [`protocol`], `client`, `net`, `pipeline`: the daemon's wire format and moving parts.
+//! - `net`, `pipeline`, `daemon`: the daemon's moving parts. The Rust client lives in its own
+//!   crate (`clients/rust`, `ledgerd-client`), which does not depend on this one.
 
 pub mod change_events;
-pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod event;
 pub mod http;
 pub mod journal;
-pub mod json;
 pub mod metrics;
 pub mod net;
 pub mod pipeline;
-pub mod protocol;
 pub mod recovery;
 pub mod snapshot;
 pub mod state_machine;
-pub mod types;
+
+pub use ledgerd_proto::{json, protocol, types};

@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{account, replay_hash, transfer, wallet, TestDaemon};
-use ledgerd::client::{Client, ClientError};
 use ledgerd::protocol::{self, ChangeEventsRequest, Operation, Status, HEADER_SIZE};
 use ledgerd::types::{
     AccountFilter, AccountFilterFlags, AccountFlags, AccountLimit, ResultCode, Transfer,
     TransferFlags,
 };
+use ledgerd_client::{Client, ClientError};
 
 fn codes(results: &[ledgerd::types::CreateResult], n: usize) -> Vec<ResultCode> {
     let mut all = vec![ResultCode::Ok; n];

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{transfer, wallet};
-use ledgerd::client::{Client, ClientOptions};
 use ledgerd::protocol::{self, HelloRequest, Operation, Status, HEADER_SIZE};
 use ledgerd::types::Account;
+use ledgerd_client::{Client, ClientOptions};
 
 const TOKEN: &[u8] = b"hostile-test-token";
 const HELD_CONNECTIONS: usize = 1000;

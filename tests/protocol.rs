@@ -8,12 +8,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use fake_server::{Config, FakeServer};
-use ledgerd::client::{Client, ClientError};
 use ledgerd::protocol::*;
 use ledgerd::types::{
     Account, AccountFilter, AccountFilterFlags, AccountLimit, CreateResult, ResultCode, Transfer,
     EVENTS_PER_REQUEST_MAX,
 };
+use ledgerd_client::{Client, ClientError};
 use proptest::prelude::*;
 
 // ---- docs/protocol.md ----

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use ledgerd::client::Client;
 use ledgerd::types::{Account, AccountFlags, ResultCode, Transfer, TransferFlags};
+use ledgerd_client::Client;
 
 #[derive(Parser)]
 #[command(name = "ledger-chaos", version, about = "Crash and check ledgerd")]

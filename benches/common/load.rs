@@ -15,12 +15,12 @@ use std::os::unix::io::AsRawFd;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ledgerd::client::Client;
 use ledgerd::protocol::{
     decode_create_results, frame_begin, frame_finish, verify_checksum, Header, Operation, Status,
     HEADER_SIZE,
 };
 use ledgerd::types::{CreateResult, Transfer};
+use ledgerd_client::Client;
 
 use super::{report, Pick, Rng};
 

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ledgerd::client::Client;
 use ledgerd::types::{Account, Transfer};
+use ledgerd_client::Client;
 
 /// How long a daemon may take to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(60);

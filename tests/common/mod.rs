@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ledgerd::client::Client;
 use ledgerd::types::{Account, AccountFlags, Transfer};
+use ledgerd_client::Client;
 
 /// How long a daemon may take to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

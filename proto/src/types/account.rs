@@ -35,19 +35,12 @@ impl AccountFlags {
 /// `id@0 u128, debits_pending@16 u128, debits_posted@32 u128, credits_pending@48 u128,
 /// credits_posted@64 u128, user_data_128@80 u128, user_data_64@96 u64, user_data_32@104 u32,
 /// reserved@108 u32, ledger@112 u32, code@116 u16, flags@118 u16, timestamp@120 u64`.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "rkyv",
+    derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize),
+    rkyv(derive(Debug))
 )]
-#[rkyv(derive(Debug))]
 #[repr(C)]
 pub struct Account {
     pub id: u128,
@@ -67,6 +60,7 @@ pub struct Account {
 
 const _: () = assert!(std::mem::size_of::<Account>() == Account::SIZE);
 const _: () = assert!(std::mem::align_of::<Account>() == 16);
+#[cfg(feature = "rkyv")]
 const _: () = assert!(std::mem::size_of::<ArchivedAccount>() == Account::SIZE);
 
 impl Account {
@@ -123,6 +117,7 @@ impl Account {
     }
 }
 
+#[cfg(feature = "rkyv")]
 impl From<&ArchivedAccount> for Account {
     fn from(a: &ArchivedAccount) -> Self {
         Account {
@@ -147,10 +142,12 @@ impl From<&ArchivedAccount> for Account {
 ///
 /// Layout, 128 bytes: `debits_pending@0 u128, debits_posted@16 u128, credits_pending@32 u128,
 /// credits_posted@48 u128, timestamp@64 u64` (the transfer's timestamp), `reserved@72 [u8; 56]`.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "rkyv",
+    derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize),
+    rkyv(derive(Debug))
 )]
-#[rkyv(derive(Debug))]
 #[repr(C)]
 pub struct AccountBalance {
     pub debits_pending: u128,
@@ -236,6 +233,7 @@ mod tests {
         assert_eq!(bytes[120], 12);
     }
 
+    #[cfg(feature = "rkyv")]
     #[test]
     fn archived_account_has_the_wire_layout() {
         let a = Account {

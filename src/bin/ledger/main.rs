@@ -13,13 +13,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use ledgerd::client::{Client, ClientError, ClientOptions};
-use ledgerd::json::{self, parse_flag_list, ExecRequest};
-use ledgerd::protocol::{
+mod exec;
+
+use exec::ExecRequest;
+use ledgerd_client::{Client, ClientError, ClientOptions};
+use ledgerd_proto::json::{self, parse_flag_list};
+use ledgerd_proto::protocol::{
     decode_create_results, decode_records, encode_ids, encode_records, ChangeEventsReply,
     ChangeEventsRequest, Operation, Status, StatusReply, CHANGE_EVENTS_PER_REPLY_MAX,
 };
-use ledgerd::types::{
+use ledgerd_proto::types::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, AccountLimit,
     CreateResult, Transfer, TransferFlags, EVENTS_PER_REQUEST_MAX,
 };
@@ -369,7 +372,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         let mut client = connect(&cli)?;
         let stdin = std::io::BufReader::new(std::io::stdin());
         let stdout = std::io::stdout().lock();
-        let summary = json::run_exec(&mut client, stdin, stdout).context("exec")?;
+        let summary = exec::run_exec(&mut client, stdin, stdout).context("exec")?;
         return Ok(if summary.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     let request = request_of(&cli.command)?;
@@ -390,7 +393,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     if cli.json {
-        let line = json::format_reply(request.operation, request.event_count, &reply.body)
+        let line = exec::format_reply(request.operation, request.event_count, &reply.body)
             .map_err(anyhow::Error::msg)?;
         writeln!(out, "{line}")?;
         return Ok(exit_of(request.operation, request.event_count, &reply.body));
@@ -599,8 +602,8 @@ fn print_table(
                 .iter()
                 .map(|e| {
                     let (what, amount) = match e.kind {
-                        ledgerd::protocol::ChangeEventKind::AccountCreated
-                        | ledgerd::protocol::ChangeEventKind::LimitSet => {
+                        ledgerd_proto::protocol::ChangeEventKind::AccountCreated
+                        | ledgerd_proto::protocol::ChangeEventKind::LimitSet => {
                             (format!("account {}", e.debit_account.id), String::new())
                         }
                         _ => (

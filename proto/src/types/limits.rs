@@ -15,19 +15,12 @@ pub const EVENTS_PER_REQUEST_MAX: usize = 8190;
 ///
 /// Layout, 64 bytes: `account_id@0 u128, limit@16 u128, timestamp@32 u64` (set by the ledger,
 /// must be 0 on input), `reserved@40 [u8; 24]` (must be 0).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "rkyv",
+    derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize),
+    rkyv(derive(Debug))
 )]
-#[rkyv(derive(Debug))]
 #[repr(C)]
 pub struct AccountLimit {
     pub account_id: u128,
@@ -60,6 +53,7 @@ impl AccountLimit {
     }
 }
 
+#[cfg(feature = "rkyv")]
 impl From<&ArchivedAccountLimit> for AccountLimit {
     fn from(l: &ArchivedAccountLimit) -> Self {
         AccountLimit {

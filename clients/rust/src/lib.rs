@@ -1,8 +1,14 @@
-//! The blocking Rust client: one TCP connection, typed calls, and raw pipelining.
+//! `ledgerd-client`: the Rust client of `ledgerd`. Blocking, one TCP connection, typed calls,
+//! and raw pipelining. It depends on the wire crate (`ledgerd-proto`) only, never on the daemon.
 //!
 //! Owns a socket and two reusable buffers; knows the wire format through [`crate::protocol`]
 //! only. Typed calls send one request and wait for its reply; `send_raw`/`flush`/`recv` keep
 //! many requests in flight; `create_transfers_batched` splits and pipelines big batches.
+
+pub use ledgerd_proto::{protocol, types};
+
+mod batching;
+pub use batching::{BatchingClient, BatchingOptions};
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -10,9 +16,9 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::protocol::{
-    self, decode_create_results, decode_records, encode_ids, encode_records, frame_begin,
-    frame_finish, verify_checksum, ChangeEventsReply, ChangeEventsRequest, Header, HelloReply,
-    HelloRequest, Operation, Record, Status, StatusReply, HEADER_SIZE, HELLO_TOKEN_MAX,
+    decode_create_results, decode_records, encode_ids, encode_records, frame_begin, frame_finish,
+    verify_checksum, ChangeEventsReply, ChangeEventsRequest, Header, HelloReply, HelloRequest,
+    Operation, Record, Status, StatusReply, HEADER_SIZE, HELLO_TOKEN_MAX,
 };
 use crate::types::{
     Account, AccountBalance, AccountFilter, AccountLimit, CreateResult, Transfer,
@@ -30,6 +36,10 @@ pub enum ClientError {
     /// The daemon's bytes do not follow the protocol (or the client was misused).
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The call's deadline passed: its outcome is unknown. Retrying it with the same ids is
+    /// safe (an applied event answers `exists`).
+    #[error("the request's deadline passed; its outcome is unknown (retrying with the same ids is safe)")]
+    Timeout,
 }
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -43,19 +43,12 @@ impl TransferFlags {
 /// `id@0 u128, debit_account_id@16 u128, credit_account_id@32 u128, amount@48 u128,
 /// pending_id@64 u128, user_data_128@80 u128, user_data_64@96 u64, user_data_32@104 u32,
 /// timeout@108 u32, ledger@112 u32, code@116 u16, flags@118 u16, timestamp@120 u64`.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "rkyv",
+    derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize),
+    rkyv(derive(Debug))
 )]
-#[rkyv(derive(Debug))]
 #[repr(C)]
 pub struct Transfer {
     pub id: u128,
@@ -76,6 +69,7 @@ pub struct Transfer {
 
 const _: () = assert!(std::mem::size_of::<Transfer>() == Transfer::SIZE);
 const _: () = assert!(std::mem::align_of::<Transfer>() == 16);
+#[cfg(feature = "rkyv")]
 const _: () = assert!(std::mem::size_of::<ArchivedTransfer>() == Transfer::SIZE);
 
 impl Transfer {
@@ -132,6 +126,7 @@ impl Transfer {
     }
 }
 
+#[cfg(feature = "rkyv")]
 impl From<&ArchivedTransfer> for Transfer {
     fn from(t: &ArchivedTransfer) -> Self {
         Transfer {
@@ -186,6 +181,7 @@ mod tests {
         assert_eq!(&bytes[120..128], &[8, 7, 6, 5, 4, 3, 2, 1]);
     }
 
+    #[cfg(feature = "rkyv")]
     #[test]
     fn archived_transfer_has_the_wire_layout() {
         let t = Transfer {

@@ -22,18 +22,18 @@ pub const ID_INVALID_MAX: u128 = u128::MAX;
 /// Reads a little-endian `u128` at `offset`. Panics if `bytes` is too short: callers pass
 /// slices whose length they have already checked against the record size.
 #[inline]
-pub(crate) fn read_u128(bytes: &[u8], offset: usize) -> u128 {
+pub fn read_u128(bytes: &[u8], offset: usize) -> u128 {
     u128::from_le_bytes(bytes[offset..offset + 16].try_into().expect("16 bytes"))
 }
 #[inline]
-pub(crate) fn read_u64(bytes: &[u8], offset: usize) -> u64 {
+pub fn read_u64(bytes: &[u8], offset: usize) -> u64 {
     u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"))
 }
 #[inline]
-pub(crate) fn read_u32(bytes: &[u8], offset: usize) -> u32 {
+pub fn read_u32(bytes: &[u8], offset: usize) -> u32 {
     u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"))
 }
 #[inline]
-pub(crate) fn read_u16(bytes: &[u8], offset: usize) -> u16 {
+pub fn read_u16(bytes: &[u8], offset: usize) -> u16 {
     u16::from_le_bytes(bytes[offset..offset + 2].try_into().expect("2 bytes"))
 }
