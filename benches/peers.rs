@@ -44,6 +44,9 @@ struct Row {
     key: String,
     per_s: f64,
     latency: Histogram<u64>,
+    /// The server process's CPU time (user + system, all threads) per request (NaN where the
+    /// server is many processes: PostgreSQL).
+    cpu_us_per_request: f64,
 }
 
 fn main() {
@@ -79,6 +82,17 @@ fn main() {
         println!("peers.{}.per_s: {:.0}", r.key, r.per_s);
         println!("peers.{}.ms_p50: {:.3}", r.key, r.latency.value_at_quantile(0.5) as f64 / 1e6);
         println!("peers.{}.ms_p99: {:.3}", r.key, r.latency.value_at_quantile(0.99) as f64 / 1e6);
+        if r.cpu_us_per_request.is_finite() {
+            println!("peers.{}.cpu_us_per_request: {:.2}", r.key, r.cpu_us_per_request);
+        }
+    }
+    // The headline CPU figures: one transfer per request, 50 clients.
+    for (name, key) in
+        [("ledgerd", "ledgerd.transfer.b1"), ("redis_always", "redis_always.transfer.p1")]
+    {
+        if let Some(r) = rows.iter().find(|r| r.key == key) {
+            println!("peers.{name}.cpu_us_per_request: {:.2}", r.cpu_us_per_request);
+        }
     }
     let get = |k: &str| rows.iter().find(|r| r.key == k).map(|r| r.per_s);
     for (name, ours, theirs) in [
@@ -204,13 +218,16 @@ fn ledgerd(plan: &Plan) -> Vec<Row> {
             rate_per_s: None,
             operation: Operation::CreateTransfers,
         };
+        let cpu_before = common::cpu_us(daemon.pid());
         let out = load::run(daemon.addr, &spec, &mut work);
+        let cpu_us = common::cpu_us(daemon.pid()) - cpu_before;
         assert_eq!(work.failed, 0, "ledgerd {workload}: {:?}", work.failed_by);
         next_id = work.next_id;
         rows.push(Row {
             key: format!("ledgerd.{workload}.b{batch}"),
             per_s: out.events_per_s(),
             latency: out.latency,
+            cpu_us_per_request: cpu_us / out.requests.max(1) as f64,
         });
     }
     let status = client.status().expect("status");
@@ -310,10 +327,22 @@ fn redis(plan: &Plan, here: &Path, mode: &str) -> Result<Vec<Row>, String> {
             "1",
             "tx:__rand_int__:__rand_int__:__rand_int__",
         ];
-        let (rps, h) = redis_benchmark(plan, port, p, &transfer)?;
-        rows.push(Row { key: format!("redis_{mode}.transfer.p{p}"), per_s: rps, latency: h });
-        let (rps, h) = redis_benchmark(plan, port, p, &["EVALSHA", &stock_sha, "1", "stock"])?;
-        rows.push(Row { key: format!("redis_{mode}.stock.p{p}"), per_s: rps, latency: h });
+        let pid = r.child.id();
+        let (rps, h, cpu) = redis_benchmark(plan, port, pid, p, &transfer)?;
+        rows.push(Row {
+            key: format!("redis_{mode}.transfer.p{p}"),
+            per_s: rps,
+            latency: h,
+            cpu_us_per_request: cpu,
+        });
+        let stock = ["EVALSHA", &stock_sha, "1", "stock"];
+        let (rps, h, cpu) = redis_benchmark(plan, port, pid, p, &stock)?;
+        rows.push(Row {
+            key: format!("redis_{mode}.stock.p{p}"),
+            per_s: rps,
+            latency: h,
+            cpu_us_per_request: cpu,
+        });
     }
     // Audit: money conserved, nothing negative, nothing missing.
     let audit = r.cli(&["eval", &read("audit_accounts.lua"), "0", &n])?;
@@ -330,13 +359,15 @@ fn redis(plan: &Plan, here: &Path, mode: &str) -> Result<Vec<Row>, String> {
 }
 
 /// Runs redis-benchmark with 50 clients for about `plan.seconds` (sized from a short
-/// calibration run); returns requests/s and a latency histogram rebuilt from its percentiles.
+/// calibration run); returns requests/s, a latency histogram rebuilt from its percentiles and
+/// the server's (`pid`) CPU time per request.
 fn redis_benchmark(
     plan: &Plan,
     port: u16,
+    pid: u32,
     pipeline: usize,
     command: &[&str],
-) -> Result<(f64, Histogram<u64>), String> {
+) -> Result<(f64, Histogram<u64>, f64), String> {
     let run = |n: u64| -> Result<(f64, Vec<f64>), String> {
         let out = Command::new("redis-benchmark")
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", &CLIENTS.to_string()])
@@ -357,7 +388,9 @@ fn redis_benchmark(
     let calibration = if plan.full { 10_000 } else { 1_000 } * pipeline as u64;
     let (rps, _) = run(calibration)?;
     let n = ((rps * plan.seconds) as u64).max(calibration);
+    let cpu_before = common::cpu_us(pid);
     let (rps, v) = run(n)?;
+    let cpu_us_per_request = (common::cpu_us(pid) - cpu_before) / n as f64;
     // redis-benchmark reports percentiles only (ms): p50, p95, p99, max. Rebuild a histogram
     // with the same quantiles so that the plot and the .hgrm carry them.
     let mut h = report::histogram();
@@ -366,7 +399,7 @@ fn redis_benchmark(
     h.saturating_record_n(ns(v[4]), 45);
     h.saturating_record_n(ns(v[5]), 4);
     h.saturating_record_n(ns(v[6]), 1);
-    Ok((rps, h))
+    Ok((rps, h, cpu_us_per_request))
 }
 
 // ---------------------------------------------------------------- PostgreSQL
@@ -523,6 +556,8 @@ fn postgres(plan: &Plan, here: &Path) -> Result<Vec<Row>, String> {
                 key: format!("postgres_sync_{sync}.transfer.b{batch}"),
                 per_s: tps * batch as f64,
                 latency: h,
+                // One backend process per connection: not measured.
+                cpu_us_per_request: f64::NAN,
             });
         }
     }

@@ -206,6 +206,19 @@ pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// CPU time (user + system) a process and its threads have used so far, in microseconds,
+/// from /proc/PID/stat (fields 14 and 15, in clock ticks).
+pub fn cpu_us(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let after = &text[text.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields[i - 3].parse::<f64>().expect("a tick count");
+    // SAFETY: sysconf has no memory effects.
+    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(14) + ticks(15)) * 1e6 / per_s
+}
+
 /// Creates accounts `first..first+count` (ledger 1, code 1, the given flags), asserting that
 /// every one was created.
 pub fn create_accounts(client: &mut Client, first: u128, count: u64, flags: u16) {
