@@ -95,9 +95,22 @@ pub struct Settings {
     #[arg(long, env = "LEDGERD_SNAPSHOTS_KEEP")]
     pub snapshots_keep: Option<usize>,
 
-    /// Cut a corrupt journal back to its last valid record instead of refusing to start.
+    /// Repair a journal that refuses to open: prints what would be discarded (records,
+    /// sequences, segment files, snapshots) and the command that confirms it, then exits.
+    /// Nothing is discarded without `--repair-discard-after`.
     #[arg(long, env = "LEDGERD_REPAIR")]
     pub repair: Option<bool>,
+
+    /// With `--repair true`: the confirmation, the last sequence to keep, exactly as the
+    /// plan printed by `--repair true` names it. Records after it are discarded.
+    #[arg(long)]
+    #[serde(skip)]
+    pub repair_discard_after: Option<u64>,
+
+    /// Check the whole state (debits equal credits per ledger, limits, indexes) after every
+    /// batch: slow, for tests and long runs. [default: false]
+    #[arg(long, env = "LEDGERD_VERIFY")]
+    pub verify: Option<bool>,
 
     /// Log format: "human" or "json". [default: human]
     #[arg(long, env = "LEDGERD_LOG_FORMAT")]
@@ -142,6 +155,10 @@ pub struct DaemonConfig {
     pub snapshot_every_events: u64,
     pub snapshots_keep: usize,
     pub repair: bool,
+    /// The operator's confirmation of a repair plan: the last sequence to keep.
+    pub repair_discard_after: Option<u64>,
+    /// Full-state verification after every batch (tests and long runs).
+    pub verify: bool,
     pub log_json: bool,
     pub log: String,
     /// Test-only fault injection (`--fault-file`).
@@ -181,8 +198,10 @@ impl Settings {
             segment_size_mib,
             flush_mode,
             snapshot_every_records,
+            snapshot_every_events,
             snapshots_keep,
             repair,
+            verify,
             log_format,
             log
         );
@@ -254,6 +273,8 @@ impl Settings {
             snapshot_every_events: self.snapshot_every_events.unwrap_or(1_000_000),
             snapshots_keep: self.snapshots_keep.unwrap_or(3).max(1),
             repair: self.repair.unwrap_or(false),
+            repair_discard_after: self.repair_discard_after,
+            verify: self.verify.unwrap_or(false),
             log_json,
             log: self.log.unwrap_or_else(|| "info".to_string()),
             fault_file: self.fault_file,
@@ -262,6 +283,18 @@ impl Settings {
 }
 
 fn read_token(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading the auth token file {}", path.display()))?
+        .permissions()
+        .mode();
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "auth token file {} can be read by group or others (mode {:03o}); run `chmod 600 {}`",
+        path.display(),
+        mode & 0o777,
+        path.display()
+    );
     let mut token = std::fs::read(path)
         .with_context(|| format!("reading the auth token file {}", path.display()))?;
     while token.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
@@ -313,5 +346,71 @@ mod tests {
         assert!(Settings { flush_mode: Some("never".into()), ..Default::default() }
             .resolve()
             .is_err());
+    }
+
+    /// Every key the file may hold, each with a value other than its default: the test below
+    /// fails when a new setting is added to `Settings` but not merged from the file.
+    const EVERY_KEY: &str = r#"
+data_dir = "/tmp/ledgerd-toml-test"
+listen = "127.0.0.1:9100"
+metrics_listen = "127.0.0.1:9101"
+auth_token_file = "/nonexistent/token"
+net_threads = 3
+business_core = "none"
+busy_spin = true
+ring_slots = 128
+connections_max = 77
+in_flight_max = 9
+idle_timeout_secs = 11
+frame_timeout_secs = 12
+segment_size_mib = 16
+flush_mode = "msync"
+snapshot_every_records = 13
+snapshot_every_events = 14
+snapshots_keep = 5
+repair = true
+verify = true
+log_format = "json"
+log = "debug"
+"#;
+
+    #[test]
+    fn every_file_key_reaches_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledgerd.toml");
+        std::fs::write(&path, EVERY_KEY).unwrap();
+        let s = Settings { config: Some(path), ..Default::default() }.with_file().unwrap();
+        // Fields the file cannot set (serde(skip)) are the only ones left unset.
+        let debug = format!("{s:?}");
+        let unset: Vec<&str> = debug
+            .split(", ")
+            .filter(|f| f.ends_with(": None") || f.ends_with(": None }"))
+            .map(|f| f.split(':').next().unwrap().trim_start_matches("Settings { "))
+            .collect();
+        assert_eq!(
+            unset,
+            ["repair_discard_after", "fault_file", "build_snapshot_up_to"],
+            "keys in the file that did not reach the settings: {debug}"
+        );
+        let c = Settings { auth_token_file: None, ..s }.resolve().unwrap();
+        assert_eq!(c.snapshot_every_events, 14);
+        assert_eq!(c.snapshot_every_records, 13);
+        assert_eq!(c.connections_max, 77);
+        assert!(c.verify && c.repair && c.busy_spin && c.log_json);
+    }
+
+    #[test]
+    fn token_file_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "secret\n").unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = read_token(&path).unwrap_err().to_string();
+            assert!(err.contains("chmod 600"), "mode {mode:o}: {err}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_token(&path).unwrap(), b"secret");
     }
 }

@@ -20,6 +20,84 @@ use crate::recovery::{self, RecoveryConfig};
 
 /// How often the timer looks for due expiries, a journal to retry and snapshots to take.
 const TIMER_INTERVAL: Duration = Duration::from_millis(10);
+/// Descriptors kept for everything but client connections: standard streams, the two locks,
+/// the superblock, the active journal segment and the next one being created (temporary file
+/// and directory syncs), the listeners, the operator endpoint's connections
+/// (`HTTP_CONNECTIONS_MAX`), a snapshot process being started, the read-only journal view of
+/// an in-process rebuild, with room to spare. Per network thread add `FDS_PER_NET_THREAD`
+/// (its poll and waker).
+pub const FDS_RESERVED: u64 = 64;
+/// Descriptors each network thread needs besides its connections.
+pub const FDS_PER_NET_THREAD: u64 = 4;
+/// Highest soft descriptor limit asked for when the hard limit is unlimited.
+const FDS_WANTED_MAX: u64 = 1 << 20;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns how many client connections
+/// the result can hold beside the descriptors the journal and snapshots need: `connections_max`,
+/// or fewer (with a warning) when the limit cannot hold it. A connection flood then meets the
+/// connection limit, never EMFILE in a segment roll-over.
+pub fn descriptor_budget(connections_max: usize, net_threads: usize) -> anyhow::Result<usize> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on this process, with a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            anyhow::bail!("getrlimit(RLIMIT_NOFILE): {}", std::io::Error::last_os_error());
+        }
+        let wanted = lim.rlim_max.min(FDS_WANTED_MAX as libc::rlim_t);
+        if lim.rlim_cur < wanted {
+            let raised = libc::rlimit { rlim_cur: wanted, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = wanted;
+            }
+        }
+    }
+    let soft = lim.rlim_cur as u64;
+    let reserved = FDS_RESERVED + FDS_PER_NET_THREAD * net_threads as u64;
+    anyhow::ensure!(
+        soft > reserved,
+        "the descriptor limit ({soft}, hard limit {}) is too low: ledgerd needs {reserved} for          its journal, snapshots and listeners plus one per client connection; raise it          (ulimit -n, LimitNOFILE=)",
+        lim.rlim_max
+    );
+    let room = usize::try_from(soft - reserved).unwrap_or(usize::MAX);
+    if room < connections_max {
+        tracing::warn!(
+            connections_max,
+            clamped_to = room,
+            descriptor_limit = soft,
+            reserved,
+            "the descriptor limit cannot hold --connections-max; accepting at most {room}              connections so the journal and snapshots always have descriptors"
+        );
+        return Ok(room);
+    }
+    Ok(connections_max)
+}
+
+/// Makes every panic, on any thread, log at ERROR (with the thread's name, the message, where
+/// and a backtrace) and abort the process. A panic is a bug: a business thread that unwinds
+/// would leave the ring full and clients waiting for ever, and a half-updated state must never
+/// be served. The supervisor restarts the daemon, which recovers from the journal. Release
+/// builds also set `panic = "abort"`; the hook makes debug builds behave the same.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        tracing::error!(
+            thread = name,
+            %location,
+            %backtrace,
+            "panic: {message}; aborting (a restart recovers from the journal)"
+        );
+        std::process::abort();
+    }));
+}
 
 /// The recovery settings a daemon config implies.
 pub fn recovery_config(config: &DaemonConfig) -> RecoveryConfig {
@@ -27,16 +105,19 @@ pub fn recovery_config(config: &DaemonConfig) -> RecoveryConfig {
         data_dir: config.data_dir.clone(),
         segment_size_bytes: config.segment_size_bytes,
         flush_mode: config.flush_mode,
-        truncate_corrupt: config.repair,
+        discard_after: if config.repair { config.repair_discard_after } else { None },
         fault: None,
     }
 }
 
 /// Runs the daemon until `shutdown` is set (by SIGTERM/SIGINT in the binary).
-pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
+    private_data_dir(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    config.connections_max = descriptor_budget(config.connections_max, config.net_threads)?;
+    if config.repair && config.repair_discard_after.is_none() {
+        return repair_dry_run(&config.data_dir);
+    }
     let metrics = Arc::new(Metrics::new());
 
     // The operator endpoint comes up first, so that /readyz can say "not ready" during recovery.
@@ -86,6 +167,7 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()
             pin_core: config.business_core,
             busy_spin: config.busy_spin,
             next_expiry_ns: Arc::clone(&next_expiry_ns),
+            verify: config.verify,
         },
         recovered.state,
         recovered.journal,
@@ -160,6 +242,45 @@ pub fn run(config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()
     Ok(())
 }
 
+/// Creates the data directory (0700), or tightens an existing one that group or others could
+/// enter: journal, snapshots and superblock hold every account.
+fn private_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let loose = std::fs::metadata(dir).ok().map(|m| m.permissions().mode() & 0o077 != 0);
+    if loose.is_some() {
+        // Never tighten a directory that is not (or not yet) a ledger's: refuse it first.
+        crate::recovery::check_data_dir(dir)?;
+    }
+    crate::journal::private_dir(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    if loose == Some(true) {
+        tracing::warn!(dir = %dir.display(), "the data directory was open to group or others; set it to 0700");
+    }
+    Ok(())
+}
+
+/// `--repair true` without a confirmation: states what a repair would discard and the
+/// command that confirms it, and exits without serving.
+fn repair_dry_run(data_dir: &Path) -> anyhow::Result<()> {
+    match crate::recovery::repair_plan(data_dir) {
+        Ok(None) => {
+            println!("repair: nothing to repair in {}; start without --repair", data_dir.display());
+            Ok(())
+        }
+        Ok(Some((plan, text))) => {
+            print!("repair plan for {}:\n{text}", data_dir.display());
+            anyhow::bail!(
+                "repair not confirmed: nothing was changed. To discard what the plan above \
+                 names (records {}..={}), run again with --repair-discard-after {}",
+                plan.keep_through + 1,
+                plan.discard_through.max(plan.keep_through + 1),
+                plan.keep_through
+            )
+        }
+        Err(reason) => anyhow::bail!("no repair possible: {reason}"),
+    }
+}
+
 /// Publishes ticks when an expiry is due (or the journal must be retried) and takes
 /// snapshots in a child process, so that the business thread never stalls for one.
 struct Timer {
@@ -182,7 +303,8 @@ struct Timer {
 ///
 /// `clear` (or an empty or missing file) disarms; `append ERRNO` / `flush ERRNO` fail every
 /// append / flush from now on; `append-once ERRNO` / `flush-once ERRNO` fail the next one
-/// only. ERRNO is `ENOSPC` or `EIO`.
+/// only. ERRNO is `ENOSPC` or `EIO`. `panic` makes the business thread panic on the next
+/// request or tick (the process must abort).
 struct FaultFile {
     path: PathBuf,
     plan: Arc<FaultPlan>,
@@ -208,6 +330,7 @@ impl FaultFile {
             "flush" => self.plan.fail_flushes_from(1, errno),
             "append-once" => self.plan.fail_append(1, errno),
             "flush-once" => self.plan.fail_flush(1, errno),
+            "panic" => self.plan.request_panic(),
             _ => {}
         }
         tracing::warn!(fault = %line, "TEST ONLY: journal fault plan changed");
@@ -226,7 +349,9 @@ impl Timer {
                 faults.poll();
             }
             let due = now_ns() >= self.next_expiry_ns.load(Relaxed);
-            if due || self.metrics.degraded.load(Relaxed) == 1 {
+            let failing = self.metrics.degraded.load(Relaxed) == 1
+                || self.metrics.writes_failing.load(Relaxed) == 1;
+            if due || failing {
                 // A full ring means the business thread is busy anyway; the next tick retries.
                 if self.producer.try_publish(|slot| slot.set_tick()).is_ok() {
                     self.metrics.ring_published.fetch_add(1, Relaxed);
@@ -283,9 +408,25 @@ impl Timer {
 }
 
 /// Runs this executable with `--build-snapshot-up-to SEQ` on the same data directory.
+///
+/// The child gets everything it needs on its command line and none of the daemon's
+/// `LEDGERD_*` environment: it must not depend on files the daemon read at start (a settings
+/// file or an auth token file moved since then would stop every snapshot).
 fn spawn_snapshot(config: &DaemonConfig, sequence: u64) -> std::io::Result<Child> {
     let exe = std::env::current_exe()?;
-    Command::new(exe)
+    let mut command = Command::new(exe);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| n.starts_with("LEDGERD_")) {
+            command.env_remove(name);
+        }
+    }
+    command
+        .arg("--log")
+        .arg(&config.log)
+        .arg("--log-format")
+        .arg(if config.log_json { "json" } else { "human" })
+        .arg("--business-core")
+        .arg("none")
         .arg("--data-dir")
         .arg(&config.data_dir)
         .arg("--segment-size-mib")
@@ -324,13 +465,16 @@ impl DieWithParent for Command {
 /// two daemons can never write one journal.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(crate::journal::FILE_MODE)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
+    crate::journal::private_file(&file).with_context(|| format!("chmod {}", path.display()))?;
     // SAFETY: flock on a file descriptor we own; no memory is involved.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {

@@ -47,17 +47,36 @@ impl<const N: usize> Buckets<N> {
         };
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str, scale: f64) {
+    /// Renders bounds and sum divided by `10^scale_digits` (6 turns microseconds into
+    /// seconds), printed exactly in decimal: `0.00005`, never `0.000049999999999999996`.
+    fn render(&self, out: &mut String, name: &str, help: &str, scale_digits: u32) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
             cumulative += count.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 * scale);
+            let le = Decimal(*bound, scale_digits);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
         }
         cumulative += self.overflow.load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum.load(Relaxed) as f64 * scale);
+        let _ = writeln!(out, "{name}_sum {}", Decimal(self.sum.load(Relaxed), scale_digits));
         let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+/// `value / 10^digits` written exactly, without trailing zeros: integer arithmetic only.
+struct Decimal(u64, u32);
+
+impl std::fmt::Display for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Decimal(value, digits) = *self;
+        let unit = 10u64.pow(digits);
+        let (whole, frac) = (value / unit, value % unit);
+        if frac == 0 {
+            return write!(f, "{whole}");
+        }
+        let frac = format!("{frac:0width$}", width = digits as usize);
+        write!(f, "{whole}.{}", frac.trim_end_matches('0'))
     }
 }
 
@@ -93,6 +112,16 @@ pub struct Metrics {
     pub recovery_ms: AtomicU64,
     pub ready: AtomicU64,
     pub degraded: AtomicU64,
+    /// 1 while writes are answered `journal_unavailable` (from a journal failure until a write
+    /// or a probe of the journal succeeds).
+    pub writes_failing: AtomicU64,
+    /// Journal failures since writes last succeeded.
+    pub write_failures_in_a_row: AtomicU64,
+    /// `started.elapsed()` in milliseconds when writes began to fail.
+    pub writes_failing_since_ms: AtomicU64,
+    /// The last journal error, for `/healthz` (written on failures only, never on the
+    /// request path of a healthy daemon).
+    pub last_journal_error: std::sync::Mutex<String>,
 }
 
 /// Why the network layer refused something.
@@ -152,7 +181,56 @@ impl Metrics {
             recovery_ms: AtomicU64::new(0),
             ready: AtomicU64::new(0),
             degraded: AtomicU64::new(0),
+            writes_failing: AtomicU64::new(0),
+            write_failures_in_a_row: AtomicU64::new(0),
+            writes_failing_since_ms: AtomicU64::new(0),
+            last_journal_error: std::sync::Mutex::new(String::new()),
         }
+    }
+
+    /// Records a journal failure: writes are failing from now until [`Metrics::writes_ok`].
+    pub fn write_failed(&self, error: &dyn std::fmt::Display) {
+        if self.writes_failing.swap(1, Relaxed) == 0 {
+            let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.writes_failing_since_ms.store(now_ms, Relaxed);
+        }
+        self.write_failures_in_a_row.fetch_add(1, Relaxed);
+        if let Ok(mut last) = self.last_journal_error.lock() {
+            last.clear();
+            let _ = write!(last, "{error}");
+        }
+    }
+
+    /// Writes succeed again.
+    pub fn writes_ok(&self) {
+        if self.writes_failing.swap(0, Relaxed) == 1 {
+            self.write_failures_in_a_row.store(0, Relaxed);
+        }
+    }
+
+    /// What `/healthz` reports as wrong, or `None` when writes are served.
+    pub fn health_problem(&self) -> Option<String> {
+        let degraded = self.degraded.load(Relaxed) == 1;
+        let failing = self.writes_failing.load(Relaxed) == 1;
+        if !degraded && !failing {
+            return None;
+        }
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let since_ms = now_ms.saturating_sub(self.writes_failing_since_ms.load(Relaxed));
+        let failures = self.write_failures_in_a_row.load(Relaxed);
+        let last = self.last_journal_error.lock().map(|s| s.clone()).unwrap_or_default();
+        let state = if degraded {
+            "journal unavailable: the journal could not be reopened; every request is answered \
+             journal_unavailable"
+        } else {
+            "journal writes failing: every write is answered journal_unavailable (reads are \
+             served from the durable state)"
+        };
+        Some(format!(
+            "{state}; for {}.{:03} s, {failures} failures; last error: {last}\n",
+            since_ms / 1000,
+            since_ms % 1000
+        ))
     }
 
     pub fn request(&self, operation: u16, status: Status) {
@@ -220,15 +298,15 @@ impl Metrics {
             &mut out,
             "ledgerd_batch_requests",
             "Requests handled per consumer batch (one journal flush each).",
-            1.0,
+            0,
         );
         self.flush_us.render(
             &mut out,
             "ledgerd_journal_flush_seconds",
             "Latency of one journal flush (group commit).",
-            1e-6,
+            6,
         );
-        let gauges: [(&str, &str, u64); 13] = [
+        let gauges: [(&str, &str, u64); 14] = [
             (
                 "ledgerd_journal_sequence",
                 "Last durable journal sequence.",
@@ -282,6 +360,11 @@ impl Metrics {
                 "1 while the journal is unavailable.",
                 self.degraded.load(Relaxed),
             ),
+            (
+                "ledgerd_writes_failing",
+                "1 while writes are answered journal_unavailable.",
+                self.writes_failing.load(Relaxed),
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
@@ -299,5 +382,29 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_bounds_are_printed_exactly() {
+        let metrics = Metrics::new();
+        metrics.flush_us.observe(49);
+        metrics.flush_us.observe(1_500_000);
+        let text = metrics.render();
+        for le in ["0.00005", "0.0001", "0.0002", "0.0005", "0.001", "0.05", "0.25"] {
+            assert!(
+                text.contains(&format!("ledgerd_journal_flush_seconds_bucket{{le=\"{le}\"}}")),
+                "no bucket {le}:\n{text}"
+            );
+        }
+        assert!(text.contains("ledgerd_journal_flush_seconds_sum 1.500049\n"), "{text}");
+        assert!(text.contains("ledgerd_batch_requests_bucket{le=\"16384\"}"), "{text}");
+        assert!(!text.contains("99999"), "{text}");
+        assert_eq!(Decimal(0, 6).to_string(), "0");
+        assert_eq!(Decimal(2_000_000, 6).to_string(), "2");
     }
 }

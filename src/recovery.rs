@@ -26,10 +26,10 @@ pub struct RecoveryConfig {
     pub data_dir: PathBuf,
     pub segment_size_bytes: u64,
     pub flush_mode: FlushMode,
-    /// Cut a damaged record even when valid records follow it, losing them (an operator's
-    /// last resort; off by default: the daemon refuses to start and names the damage).
-    /// A torn or zero-filled tail, what a crash leaves, is always cut.
-    pub truncate_corrupt: bool,
+    /// The operator's confirmation of a repair: the last sequence to keep, as the plan
+    /// ([`repair_plan`]) names it. Off by default: the daemon refuses to start and names the
+    /// damage. A torn tail of unacknowledged records, what a crash leaves, is always cut.
+    pub discard_after: Option<u64>,
     /// Test fault injection, handed to every journal recovery opens.
     pub fault: Option<Arc<FaultPlan>>,
 }
@@ -41,7 +41,7 @@ impl RecoveryConfig {
             data_dir: journal.dir.clone(),
             segment_size_bytes: journal.segment_size,
             flush_mode: journal.flush_mode,
-            truncate_corrupt: false,
+            discard_after: None,
             fault: None,
         }
     }
@@ -51,7 +51,7 @@ impl RecoveryConfig {
         config.segment_size = self.segment_size_bytes;
         config.flush_mode = self.flush_mode;
         config.repair = true;
-        config.truncate_corrupt = self.truncate_corrupt;
+        config.discard_after = self.discard_after;
         config.fault = self.fault.clone();
         config
     }
@@ -65,6 +65,9 @@ pub enum RecoveryError {
     Replay { sequence: u64, reason: String },
     #[error("snapshot I/O: {0}")]
     Snapshot(#[from] std::io::Error),
+    /// The data directory is not a ledger and not empty, or a snapshot is beyond the journal.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// How a recovery went, for logs, metrics and tools.
@@ -100,17 +103,181 @@ pub struct Recovered {
 /// state from the newest usable snapshot plus the records after it.
 pub fn recover(config: &RecoveryConfig) -> Result<Recovered, RecoveryError> {
     let started = Instant::now();
+    check_data_dir(&config.data_dir)?;
     let (journal, open) = Journal::open(config.journal_config())?;
     let last = journal.last_sequence();
+    if open.repair.is_none() && config.discard_after == Some(last) {
+        // The journal needed nothing; the confirmed repair sets aside snapshots beyond it.
+        let moved = discard_snapshots_after(&config.data_dir, last)?;
+        if moved > 0 {
+            tracing::error!(
+                kept_through = last,
+                discarded_snapshots = moved,
+                "repair: set aside snapshots beyond the journal's end as the operator confirmed"
+            );
+        }
+    }
+    if let Some(plan) = &open.repair {
+        let moved = discard_snapshots_after(&config.data_dir, plan.keep_through)?;
+        tracing::error!(
+            kept_through = plan.keep_through,
+            discarded_records = plan.discarded_records(),
+            acknowledged_discarded = plan.acknowledged_discarded(),
+            zeroed_bytes = plan.zero.as_ref().map_or(0, |z| z.2),
+            removed_segments = plan.remove_segments.len(),
+            discarded_snapshots = moved,
+            "repair: discarded journal records as the operator confirmed:\n{plan}"
+        );
+    } else if let Some((segment, offset)) = &open.torn_tail {
+        tracing::error!(
+            segment = %segment.display(),
+            offset,
+            cut_bytes = open.truncated_bytes,
+            kept_through = open.last_sequence,
+            acknowledged_through = open.acknowledged_sequence,
+            reason = open.tail_reason.as_deref().unwrap_or(""),
+            "cut: a torn write of records that were never acknowledged"
+        );
+    }
+    if let Some((sequence, path)) = snapshot::list_snapshots(&config.data_dir)?
+        .into_iter()
+        .find(|(sequence, path)| *sequence > last && snapshot::load(path).is_ok())
+    {
+        return Err(RecoveryError::Refused(format!(
+            "snapshot {} is at sequence {sequence}, beyond the journal's end (last record \
+             {last}): journal records {}..={sequence} are missing (acknowledged: a snapshot is \
+             only taken of durable records). Put the missing journal back, or run with \
+             --repair true to see what a repair would discard",
+            path.display(),
+            last + 1
+        )));
+    }
     let mut report = RecoveryReport { truncated_bytes: open.truncated_bytes, ..Default::default() };
     report.journal_open = started.elapsed();
     let (state, from) =
         newest_snapshot_state(&config.data_dir, last, |seq| journal.checksum_of(seq), &mut report);
     report.snapshot_load = started.elapsed() - report.journal_open;
+    for (path, reason) in &report.skipped_snapshots {
+        tracing::error!(snapshot = %path.display(), %reason, "skip: snapshot not used");
+    }
     let state = replay_into(state, &config.data_dir, from, last, &mut report, &mut |_| {})?;
     report.elapsed = started.elapsed();
     report.replay = report.elapsed - report.journal_open - report.snapshot_load;
     Ok(Recovered { state, journal, report })
+}
+
+/// Entries a new ledger may find in its data directory: the daemon's lock and an empty (or
+/// half-created) journal directory, which `Journal::open` judges.
+const FRESH_ENTRIES: [&str; 2] = ["LOCK", crate::journal::JOURNAL_DIR];
+
+/// A data directory without a superblock must be empty (a new ledger): anything else there
+/// (snapshots, files) means history that this directory no longer holds, and is refused,
+/// naming what was found.
+pub fn check_data_dir(data_dir: &Path) -> Result<(), RecoveryError> {
+    if crate::journal::superblock::superblock_path(data_dir).exists() {
+        return Ok(());
+    }
+    let mut found: Vec<String> = match std::fs::read_dir(data_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !FRESH_ENTRIES.contains(&name.as_str()))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(RecoveryError::Snapshot(e)),
+    };
+    if found.is_empty() {
+        return Ok(());
+    }
+    found.sort();
+    let snapshots = snapshot::list_snapshots(data_dir).unwrap_or_default();
+    let what = if snapshots.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({} snapshots up to sequence {}: this ledger had history, and its journal and \
+             superblock are gone)",
+            snapshots.len(),
+            snapshots[0].0
+        )
+    };
+    let shown: Vec<&str> = found.iter().take(8).map(String::as_str).collect();
+    Err(RecoveryError::Refused(format!(
+        "{} is not empty but holds no ledger (no superblock): found {}{}{what}. A new ledger is \
+         created only in an absent or empty directory; if this is a ledger whose journal or \
+         superblock moved, put them back; otherwise choose another --data-dir",
+        data_dir.display(),
+        shown.join(", "),
+        if found.len() > shown.len() {
+            format!(" and {} more", found.len() - shown.len())
+        } else {
+            String::new()
+        },
+    )))
+}
+
+/// Renames snapshots beyond `sequence` to `*.snap.discarded` (kept for the operator, never
+/// loaded) after a repair cut the journal before them; returns how many.
+fn discard_snapshots_after(data_dir: &Path, sequence: u64) -> Result<usize, RecoveryError> {
+    let mut moved = 0;
+    for (seq, path) in snapshot::list_snapshots(data_dir)? {
+        if seq > sequence {
+            let mut aside = path.clone().into_os_string();
+            aside.push(".discarded");
+            std::fs::rename(&path, &aside)?;
+            moved += 1;
+        }
+    }
+    if moved > 0 {
+        std::fs::File::open(data_dir.join(snapshot::SNAPSHOT_DIR))?.sync_all()?;
+    }
+    Ok(moved)
+}
+
+/// What `ledgerd --repair true` prints: the journal's repair plan plus the snapshots it
+/// would set aside, and the command that confirms it. `Ok(None)` when nothing needs repair.
+pub fn repair_plan(
+    data_dir: &Path,
+) -> Result<Option<(crate::journal::RepairPlan, String)>, String> {
+    let reader = JournalReader::open(data_dir).map_err(|e| e.to_string())?;
+    let plan = match reader.repair_plan()? {
+        Some(plan) => plan,
+        None => {
+            // The journal opens; a snapshot beyond its end is repaired by setting it aside.
+            let last = reader.verify().last_sequence;
+            let beyond = snapshot::list_snapshots(data_dir)
+                .unwrap_or_default()
+                .into_iter()
+                .any(|(seq, _)| seq > last);
+            if !beyond {
+                return Ok(None);
+            }
+            crate::journal::RepairPlan {
+                problem: "snapshots beyond the journal's end".into(),
+                first_sequence: reader.verify().first_sequence,
+                keep_through: last,
+                discard_through: last,
+                acknowledged_through: last,
+                zero: None,
+                remove_segments: Vec::new(),
+            }
+        }
+    };
+    let mut text = plan.to_string();
+    for (seq, path) in snapshot::list_snapshots(data_dir).unwrap_or_default() {
+        if seq > plan.keep_through {
+            text.push_str(&format!(
+                "set aside: snapshot {} (sequence {seq}) -> *.discarded\n",
+                path.display()
+            ));
+        }
+    }
+    text.push_str(&format!(
+        "to do it: ledgerd --data-dir {} --repair true --repair-discard-after {}\n",
+        data_dir.display(),
+        plan.keep_through
+    ));
+    Ok(Some((plan, text)))
 }
 
 /// Zeroes every journal record after `sequence` and makes that durable: what a journal

@@ -89,14 +89,20 @@ pub fn write_snapshot(
     record_checksum: u128,
     body: &[u8],
 ) -> io::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = data_dir.join(SNAPSHOT_DIR);
-    if !dir.exists() {
-        fs::create_dir_all(&dir)?;
+    if crate::journal::private_dir(&dir)? {
         File::open(data_dir)?.sync_all()?;
     }
     let path = snapshot_path(data_dir, sequence);
     let tmp = dir.join(format!("{sequence:020}{TEMP_SUFFIX}"));
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(crate::journal::FILE_MODE)
+        .open(&tmp)?;
+    crate::journal::private_file(&f)?;
     f.write_all(&encode_header(sequence, record_checksum, body))?;
     f.write_all(body)?;
     f.sync_all()?;

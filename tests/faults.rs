@@ -1,8 +1,9 @@
 //! Storage faults against the real daemon, each with its documented outcome (RELIABILITY.md):
 //!
-//! - a torn last record (cut at random offsets) and a zero-filled tail: cut, start, go on;
+//! - a torn write of a record that was never acknowledged (cut at random offsets): cut, start,
+//!   go on; zeroed acknowledged records: refuse to start;
 //! - a bit flip in a middle record, a missing or reordered segment: refuse to start, naming the
-//!   segment and offset; `--repair` cuts at the damage;
+//!   segment and offset; a confirmed `--repair` cuts at the damage;
 //! - a damaged newest snapshot: fall back to an older one; a snapshot of another journal: not
 //!   used, full replay;
 //! - journal write and flush failures (fault injection through the test-only `--fault-file`)
@@ -125,30 +126,30 @@ fn torn_last_record_at_random_offsets_is_cut_and_service_goes_on() {
         let sent = pay(&mut daemon.client(), next, 5);
         next += 5;
         daemon.kill();
-        // Cut the last record somewhere inside it: its tail becomes garbage (a torn write),
-        // or the file simply ends there (round 0), or zeros (odd rounds).
+        // A crash in the middle of writing a record that was never acknowledged: after the
+        // last record, the first bytes of a record (a copy of the last one, cut somewhere),
+        // then garbage (odd rounds) or zeros (even rounds).
         let (path, offset, len) = records(dir.path()).pop().unwrap();
-        let cut = offset + rng.u64(0..len);
-        match round % 3 {
-            0 if round == 0 => {
-                std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap()
-            }
-            1 => write_at(&path, cut, &vec![0u8; (offset + len - cut) as usize]),
-            _ => {
-                let junk: Vec<u8> = (cut..offset + len).map(|_| rng.u8(..)).collect();
-                write_at(&path, cut, &junk);
-            }
+        let bytes = std::fs::read(&path).unwrap();
+        let record = &bytes[offset as usize..(offset + len) as usize];
+        let cut = 1 + rng.u64(0..len - 1);
+        let mut torn = record[..cut as usize].to_vec();
+        if round % 2 == 1 {
+            torn.extend((0..rng.u64(1..64)).map(|_| rng.u8(1..)));
         }
+        write_at(&path, offset + len, &torn);
         daemon.restart();
         let mut client = daemon.client();
         let ids: Vec<u128> = sent.iter().map(|t| t.id).collect();
-        // The last request's record was cut; the four before it survive.
+        // Every acknowledged request survives; the torn write is gone.
         let mut want = kept.clone();
-        want.extend(&ids[..4]);
-        let all: Vec<u128> = kept.iter().chain(&ids).copied().collect();
-        assert_eq!(present(&mut client, &all), want, "round {round}, cut at {cut}");
+        want.extend(&ids);
+        assert_eq!(present(&mut client, &want), want, "round {round}, cut at {cut}");
         kept = want;
         assert_eq!(hash_hex(&mut client), common::replay_hash(dir.path()), "round {round}");
+        let tail = std::fs::read(&path).unwrap();
+        let end = (offset + len) as usize;
+        assert!(tail[end..end + torn.len()].iter().all(|&b| b == 0), "round {round}: not cut");
     }
     // And the journal goes on after the cuts.
     pay(&mut daemon.client(), next, 3);
@@ -158,23 +159,22 @@ fn torn_last_record_at_random_offsets_is_cut_and_service_goes_on() {
 }
 
 #[test]
-fn zero_filled_tail_after_the_last_record_is_cut() {
+fn zeroed_acknowledged_records_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = TestDaemon::start(dir.path());
     open_accounts(&mut daemon.client());
-    let sent = pay(&mut daemon.client(), 100, 6);
-    daemon.kill();
-    // The last two records become zeros: what a crash before the pages were written leaves.
+    pay(&mut daemon.client(), 100, 6);
+    // A clean stop seals: every record is recorded as durable.
+    assert!(daemon.stop().success());
+    // The last two records become zeros: a disk that lost acknowledged writes. Before format
+    // 2 this was cut as a torn tail, silently dropping two acknowledged transfers.
     let recs = records(dir.path());
     let (path, offset, _) = &recs[recs.len() - 2];
     let (_, last_offset, last_len) = recs.last().unwrap();
     write_at(path, *offset, &vec![0u8; (last_offset + last_len - offset) as usize]);
-    daemon.restart();
-    let ids: Vec<u128> = sent.iter().map(|t| t.id).collect();
-    assert_eq!(present(&mut daemon.client(), &ids), ids[..4].to_vec());
-    // Reusing the cut ids works: they were never there.
-    pay(&mut daemon.client(), 104, 2);
-    assert_eq!(present(&mut daemon.client(), &ids), ids);
+    let err = refused_start(dir.path(), &[]);
+    assert!(err.contains("acknowledged records are missing"), "{err}");
+    assert!(err.contains(&format!("offset {offset}")), "{err}");
 }
 
 #[test]
@@ -200,8 +200,9 @@ fn bit_flip_in_a_middle_record_refuses_to_start_naming_segment_and_offset() {
         err.contains(&format!("offset {offset}")),
         "stderr does not name offset {offset}: {err}"
     );
-    // The operator's choice: --repair cuts at the damage, keeping what comes before it.
-    let daemon = TestDaemon::start_with(dir.path(), &["--repair", "true"]);
+    // The operator's choice: a confirmed repair cuts at the damage, keeping what comes before.
+    let daemon =
+        TestDaemon::start_with(dir.path(), &["--repair", "true", "--repair-discard-after", "5"]);
     let got = present(&mut daemon.client(), &(100..110).collect::<Vec<_>>());
     // Record 1 holds the accounts, so record 6 (index 5) is transfer 104.
     assert_eq!(got, (100..104).collect::<Vec<_>>());

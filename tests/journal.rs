@@ -10,7 +10,7 @@ use ledgerd::journal::{
 use proptest::prelude::*;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
-const SMALL_SEGMENT: u64 = 4096;
+const SMALL_SEGMENT: u64 = 8192;
 
 fn config(dir: &Path) -> JournalConfig {
     let mut c = JournalConfig::new(dir);
@@ -24,6 +24,17 @@ fn body(seq: u64, len: usize) -> Vec<u8> {
 
 fn journal_dir(dir: &Path) -> PathBuf {
     dir.join("journal")
+}
+
+/// Where records start in a segment (page 0 holds the header and the durability slots).
+const RECORDS_OFFSET: u64 = 4096;
+
+/// A fresh `work` data directory holding `src`'s superblock and an empty journal directory,
+/// ready for a segment to be written into it.
+fn fresh_copy(src: &Path, work: &Path) {
+    let _ = fs::remove_dir_all(work);
+    fs::create_dir_all(journal_dir(work)).unwrap();
+    fs::copy(src.join("superblock"), work.join("superblock")).unwrap();
 }
 
 /// Appends `n` records of `len` bytes each (record i has body `body(i, len)`), flushes, closes.
@@ -138,7 +149,7 @@ fn body_limits() {
     drop(j);
     // The segment bounds the body even when body_max is larger.
     let (mut j, _) = Journal::open(config(tmp.path())).unwrap();
-    let room = SMALL_SEGMENT as usize - 128;
+    let room = (SMALL_SEGMENT - RECORDS_OFFSET) as usize - 64;
     assert!(matches!(j.append(&vec![1; room + 1]), Err(JournalError::BodyTooLarge { .. })));
     assert_eq!(j.append(&vec![2; room]).unwrap(), 2, "a body filling a whole segment fits");
     assert!(!j.is_poisoned());
@@ -153,8 +164,7 @@ fn torn_tail_cut_at_every_byte_of_the_last_record() {
     let pristine = fs::read(&seg).unwrap();
     let work = tmp.path().join("work");
     for cut in off..off + size {
-        let _ = fs::remove_dir_all(&work);
-        fs::create_dir_all(journal_dir(&work)).unwrap();
+        fresh_copy(&src, &work);
         let target = journal_dir(&work).join(seg.file_name().unwrap());
         fs::write(&target, &pristine[..cut as usize]).unwrap();
         let (mut j, report) = Journal::open(config(&work)).unwrap();
@@ -184,8 +194,7 @@ fn zero_filled_tail_is_cut() {
     let work = tmp.path().join("work");
     // Every 7th byte of header and body (the padding after the body is zero anyway).
     for zero_from in (off..off + 64 + 300).step_by(7) {
-        let _ = fs::remove_dir_all(&work);
-        fs::create_dir_all(journal_dir(&work)).unwrap();
+        fresh_copy(&src, &work);
         let target = journal_dir(&work).join(seg.file_name().unwrap());
         let mut bytes = pristine.clone();
         bytes[zero_from as usize..].fill(0);
@@ -268,12 +277,17 @@ fn damaged_middle_record_is_refused_naming_segment_and_offset() {
     bytes[off as usize..off as usize + 64].fill(0);
     fs::write(&seg, &bytes).unwrap();
     assert!(matches!(Journal::open(config(tmp.path())), Err(JournalError::Corrupt { .. })));
-    // truncate_corrupt cuts there and keeps the prefix.
+    // A confirmed repair cuts there and keeps the prefix; another confirmation is refused.
     let mut cfg = config(tmp.path());
-    cfg.truncate_corrupt = true;
+    cfg.discard_after = Some(1);
+    assert!(matches!(Journal::open(cfg.clone()), Err(JournalError::RepairMismatch { .. })));
+    let plan = JournalReader::open(tmp.path()).unwrap().repair_plan().unwrap().unwrap();
+    assert_eq!((plan.keep_through, plan.discard_through), (2, 5), "{plan}");
+    cfg.discard_after = Some(2);
     let (_j, report) = Journal::open(cfg).unwrap();
     assert_eq!(report.last_sequence, 2);
     assert_eq!(report.torn_tail, Some((seg.clone(), off)));
+    assert_eq!(report.repair, Some(plan));
 }
 
 #[test]
@@ -345,7 +359,122 @@ fn missing_segment_is_refused() {
         other => panic!("{other}"),
     }
     assert!(!JournalReader::open(tmp.path()).unwrap().verify().is_ok());
-    // The last segment missing is invisible by construction: it equals a shorter journal.
+}
+
+#[test]
+fn newest_segment_missing_is_refused_by_the_superblock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let segs = rolled_journal(tmp.path());
+    fs::remove_file(segs.last().unwrap()).unwrap();
+    let err = Journal::open(config(tmp.path())).unwrap_err();
+    let name = format!("segment {} is missing", segs.len() - 1);
+    assert!(
+        matches!(&err, JournalError::Refused { .. }) && err.to_string().contains(&name),
+        "{err}"
+    );
+    let v = JournalReader::open(tmp.path()).unwrap().verify();
+    assert!(!v.is_ok(), "{v:?}");
+    // A confirmed repair accepts the loss: it keeps what the remaining segments hold.
+    let plan = JournalReader::open(tmp.path()).unwrap().repair_plan().unwrap().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.discard_after = Some(plan.keep_through);
+    let (j, report) = Journal::open(cfg).unwrap();
+    assert_eq!(j.last_sequence(), plan.keep_through);
+    assert!(report.repair.is_some());
+    drop(j);
+    assert!(JournalReader::open(tmp.path()).unwrap().verify().is_ok());
+    let (j, _) = Journal::open(config(tmp.path())).unwrap();
+    assert_eq!(j.last_sequence(), plan.keep_through);
+}
+
+#[test]
+fn journal_directory_or_superblock_missing_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_journal(config(tmp.path()), 5, 100);
+    let moved = tmp.path().join("journal.moved");
+    fs::rename(journal_dir(tmp.path()), &moved).unwrap();
+    let err = Journal::open(config(tmp.path())).unwrap_err();
+    assert!(
+        err.to_string().contains("journal directory") && err.to_string().contains("missing"),
+        "{err}"
+    );
+    assert!(!journal_dir(tmp.path()).exists(), "the refusal created nothing");
+    assert!(!JournalReader::open(tmp.path()).unwrap().verify().is_ok());
+    fs::rename(&moved, journal_dir(tmp.path())).unwrap();
+    fs::rename(tmp.path().join("superblock"), tmp.path().join("superblock.moved")).unwrap();
+    let err = Journal::open(config(tmp.path())).unwrap_err();
+    assert!(err.to_string().contains("no superblock"), "{err}");
+    assert!(!JournalReader::open(tmp.path()).unwrap().verify().is_ok());
+}
+
+#[test]
+fn older_format_is_refused_saying_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(journal_dir(tmp.path())).unwrap();
+    // A version 1 segment header (magic, version 1).
+    let mut seg = vec![0u8; SMALL_SEGMENT as usize];
+    seg[..8].copy_from_slice(b"LDGRJSEG");
+    seg[8..10].copy_from_slice(&1u16.to_le_bytes());
+    fs::write(segment_path(&journal_dir(tmp.path()), 0), &seg).unwrap();
+    let err = Journal::open(config(tmp.path())).unwrap_err().to_string();
+    assert!(err.contains("format version 1") && err.contains("older ledgerd"), "{err}");
+}
+
+/// The durability slots: a flush records what the previous flush made durable, a seal what
+/// the last one did; a damaged record covered by a claim is refused, an unclaimed one is cut.
+#[test]
+fn acknowledged_records_are_told_from_a_torn_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut j, _) = Journal::open(config(tmp.path())).unwrap();
+    for round in 1..=3u64 {
+        j.append(&body(round, 100)).unwrap();
+        j.flush().unwrap();
+        assert_eq!(j.claimed_sequence(), round - 1, "a flush claims the previous flush");
+    }
+    assert!(j.seal_pending());
+    drop(j);
+    // Not sealed: record 3 is in the window, so damage to it reads as a torn write.
+    let (seg, off, _) = locate(tmp.path(), 3);
+    let pristine = fs::read(&seg).unwrap();
+    let mut bytes = pristine.clone();
+    bytes[off as usize + 70] ^= 1;
+    fs::write(&seg, &bytes).unwrap();
+    let v = JournalReader::open(tmp.path()).unwrap().verify();
+    assert!(matches!(v.end, End::Torn { .. }) && v.acknowledged_sequence == 2, "{v:?}");
+    // Record 2 is claimed: damage to it is refused.
+    let (_, off2, _) = locate(tmp.path(), 2);
+    let mut bytes = pristine.clone();
+    bytes[off2 as usize + 70] ^= 1;
+    bytes[off as usize..].fill(0);
+    fs::write(&seg, &bytes).unwrap();
+    let err = Journal::open(config(tmp.path())).unwrap_err();
+    assert!(err.to_string().contains("acknowledged records are missing"), "{err}");
+    assert!(!JournalReader::open(tmp.path()).unwrap().verify().is_ok());
+    // Sealed: record 3 is claimed too.
+    fs::write(&seg, &pristine).unwrap();
+    let (mut j, _) = Journal::open(config(tmp.path())).unwrap();
+    j.seal().unwrap();
+    assert_eq!(j.claimed_sequence(), 3);
+    assert!(!j.seal_pending());
+    drop(j);
+    let sealed = fs::read(&seg).unwrap();
+    let mut bytes = sealed.clone();
+    bytes[off as usize + 70] ^= 1;
+    fs::write(&seg, &bytes).unwrap();
+    assert!(Journal::open(config(tmp.path())).is_err());
+    // A journal cut short (the file ends before record 3) is refused too.
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(off + 10).unwrap();
+    drop(f);
+    let err = Journal::open(config(tmp.path())).unwrap_err();
+    assert!(err.to_string().contains("up to sequence 3"), "{err}");
+    // Garbage after the sealed end is a torn write of something never acknowledged: cut.
+    let mut bytes = sealed;
+    let end = (off + 64 + 112) as usize;
+    bytes[end..end + 40].fill(0xab);
+    fs::write(&seg, &bytes).unwrap();
+    let (j, report) = Journal::open(config(tmp.path())).unwrap();
+    assert_eq!((j.last_sequence(), report.torn_tail.map(|t| t.1)), (3, Some(end as u64)));
 }
 
 #[test]
@@ -367,19 +496,15 @@ fn reordered_segments_are_refused() {
 }
 
 #[test]
-fn first_segment_missing_is_refused_by_chain() {
+fn first_segment_missing_is_refused_by_the_superblock() {
     let tmp = tempfile::tempdir().unwrap();
     let segs = rolled_journal(tmp.path());
-    // Removing segment 0 leaves a journal starting later: allowed (pruned history)...
     fs::remove_file(&segs[0]).unwrap();
-    let (j, report) = Journal::open(config(tmp.path())).unwrap();
-    assert!(report.first_sequence > 1);
-    assert_eq!(j.first_sequence(), report.first_sequence);
-    assert!(j.checksum_of(report.first_sequence - 1).is_some());
-    drop(j);
-    // ...but a gap after it is not.
-    fs::remove_file(&segs[3]).unwrap();
-    assert!(Journal::open(config(tmp.path())).is_err());
+    let err = Journal::open(config(tmp.path())).unwrap_err();
+    assert!(err.to_string().contains("oldest segment 0"), "{err}");
+    assert!(!JournalReader::open(tmp.path()).unwrap().verify().is_ok());
+    // No repair can rebuild history that is not there.
+    assert!(JournalReader::open(tmp.path()).unwrap().repair_plan().is_err());
 }
 
 #[test]
@@ -438,6 +563,7 @@ fn libc_enospc() -> i32 {
 fn golden_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut j, _) = Journal::open(config(tmp.path())).unwrap();
+    let ledger_id = j.ledger_id();
     j.append(b"").unwrap();
     j.append(b"hello").unwrap();
     j.append(b"0123456789abcdef").unwrap();
@@ -445,36 +571,49 @@ fn golden_bytes() {
     drop(j);
     let seg = fs::read(segment_path(&journal_dir(tmp.path()), 0)).unwrap();
     assert_eq!(seg.len() as u64, SMALL_SEGMENT);
-    let used = 64 + 64 + 80 + 80;
+    let r = RECORDS_OFFSET as usize;
+    let used = r + 64 + 80 + 80;
     assert!(seg[used..].iter().all(|&b| b == 0));
-    // Field positions, independent of the hex below.
-    assert_eq!(&seg[0..8], b"LDGRJSEG");
-    assert_eq!(&seg[64 + 16..64 + 20], b"LJRC");
-    assert_eq!(u64::from_le_bytes(seg[128 + 32..128 + 40].try_into().unwrap()), 2);
-    assert_eq!(u32::from_le_bytes(seg[128 + 24..128 + 28].try_into().unwrap()), 5);
-    assert_eq!(&seg[128 + 64..128 + 69], b"hello");
-    assert_eq!(seg[128 + 48..128 + 64], seg[64..80], "record 2 chains to record 1's checksum");
-    // Checksums, recomputed here from the format's definition.
+    // Page 0: the header, then (one flush, nothing durable before it) no durability slot.
+    assert!(seg[128..r].iter().all(|&b| b == 0));
     let le128 = |b: &[u8]| u128::from_le_bytes(b.try_into().unwrap());
-    assert_eq!(u64::from_le_bytes(seg[56..64].try_into().unwrap()), xxh3_64(&seg[..56]));
-    assert_eq!(le128(&seg[64..80]), xxh3_128(&seg[80..128]));
-    assert_eq!(le128(&seg[128..144]), xxh3_128(&seg[144..128 + 64 + 5]));
-    assert_eq!(le128(&seg[208..224]), xxh3_128(&seg[224..208 + 64 + 16]));
-    let hex: String = seg[..used].iter().map(|b| format!("{b:02x}")).collect();
-    let expected = concat!(
-        // segment header
-        "4c4447524a534547",
-        "01004000",
+    assert_eq!(le128(&seg[56..72]), ledger_id, "the ledger id sits at 56..72");
+    assert_eq!(u64::from_le_bytes(seg[120..128].try_into().unwrap()), xxh3_64(&seg[..120]));
+    let mut header = seg[..128].to_vec();
+    header[56..72].fill(0xee); // the random ledger id
+    header[120..128].fill(0xcc); // its checksum
+    let hex: String = header.iter().map(|b| format!("{b:02x}")).collect();
+    let expected_header = concat!(
+        "4c4447524a534547", // magic
+        "0200",             // version 2
+        "8000",             // header size 128
         "00000000",
-        "0000000000000000",
-        "0100000000000000",
-        "0010000000000000",
-        "00000000000000000000000000000000",
-        "5dbc4df1aa15e530",
+        "0000000000000000",                 // segment index
+        "0100000000000000",                 // first sequence
+        "0020000000000000",                 // segment size 8192
+        "00000000000000000000000000000000", // chain in
+        "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", // ledger id
+        "000000000000000000000000000000000000000000000000",
+        "000000000000000000000000000000000000000000000000",
+        "cccccccccccccccc", // header checksum
+    );
+    assert_eq!(hex, expected_header);
+    // Records, from offset 4096: field positions, independent of the hex below.
+    assert_eq!(&seg[r + 16..r + 20], b"LJRC");
+    assert_eq!(u64::from_le_bytes(seg[r + 64 + 32..r + 64 + 40].try_into().unwrap()), 2);
+    assert_eq!(u32::from_le_bytes(seg[r + 64 + 24..r + 64 + 28].try_into().unwrap()), 5);
+    assert_eq!(&seg[r + 128..r + 133], b"hello");
+    assert_eq!(seg[r + 64 + 48..r + 128], seg[r..r + 16], "record 2 chains to record 1");
+    // Checksums, recomputed here from the format's definition.
+    assert_eq!(le128(&seg[r..r + 16]), xxh3_128(&seg[r + 16..r + 64]));
+    assert_eq!(le128(&seg[r + 64..r + 80]), xxh3_128(&seg[r + 80..r + 64 + 64 + 5]));
+    assert_eq!(le128(&seg[r + 144..r + 160]), xxh3_128(&seg[r + 160..r + 144 + 64 + 16]));
+    let hex: String = seg[r..used].iter().map(|b| format!("{b:02x}")).collect();
+    let expected = concat!(
         // record 1: empty body
-        "4425a484a3cc1f2516d19196ffa10b83",
+        "d55fc739805e34c58629e3abd53ff626",
         "4c4a5243",
-        "0100",
+        "0200",
         "4000",
         "00000000",
         "00000000",
@@ -482,26 +621,26 @@ fn golden_bytes() {
         "0000000000000000",
         "00000000000000000000000000000000",
         // record 2: "hello"
-        "4e1c442fdf14dc7cae7671fa8df32205",
+        "fc5b01e3d929b300133e83f831e759b5",
         "4c4a5243",
-        "0100",
+        "0200",
         "4000",
         "05000000",
         "00000000",
         "0200000000000000",
         "0000000000000000",
-        "4425a484a3cc1f2516d19196ffa10b83",
+        "d55fc739805e34c58629e3abd53ff626",
         "68656c6c6f0000000000000000000000",
         // record 3: 16 bytes
-        "d2577badbe838c86e669d14d010340d9",
+        "b9d854eeb0d021a8b6ea6b27c08a82c5",
         "4c4a5243",
-        "0100",
+        "0200",
         "4000",
         "10000000",
         "00000000",
         "0300000000000000",
         "0000000000000000",
-        "4e1c442fdf14dc7cae7671fa8df32205",
+        "fc5b01e3d929b300133e83f831e759b5",
         "30313233343536373839616263646566",
     );
     assert_eq!(hex, expected);

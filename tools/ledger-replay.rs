@@ -26,8 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check every record's checksum, the chain and sequence continuity. Exits 1 on damage,
-    /// naming the segment and offset.
+    /// Check every record's checksum, the chain and sequence continuity, and the journal
+    /// against the superblock and durability slots (missing journal or segments, acknowledged
+    /// records missing or damaged, snapshots beyond the journal). Exits 1 on any of them,
+    /// naming the segment and offset, and prints what `ledgerd --repair` would discard.
     Verify { dir: PathBuf },
     /// Print records, one line each (JSON Lines with --json).
     Dump {
@@ -103,6 +105,31 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
     let report = reader.verify();
     println!("records: {}", report.records);
     println!("last_sequence: {}", report.last_sequence);
+    println!("acknowledged_sequence: {}", report.acknowledged_sequence);
+    let snapshots = ledgerd::snapshot::list_snapshots(dir).unwrap_or_default();
+    let beyond: Vec<_> = snapshots.iter().filter(|(seq, _)| *seq > report.last_sequence).collect();
+    for (seq, path) in &beyond {
+        println!(
+            "problem: snapshot {} at sequence {seq} is beyond the journal's end ({})",
+            path.display(),
+            report.last_sequence
+        );
+    }
+    if !report.is_ok() || !beyond.is_empty() {
+        match recovery::repair_plan(dir) {
+            Ok(Some((_, text))) => {
+                for line in text.lines() {
+                    println!("repair: {line}");
+                }
+            }
+            Ok(None) => {}
+            Err(reason) => println!("repair: none possible: {reason}"),
+        }
+        if report.is_ok() {
+            println!("end: snapshots beyond the journal");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     for problem in &report.problems {
         println!(
             "problem: segment {} offset {}: {}",

@@ -23,6 +23,7 @@ fn run() -> anyhow::Result<()> {
     let snapshot_up_to = settings.build_snapshot_up_to;
     let config = settings.resolve()?;
     init_logging(&config.log, config.log_json)?;
+    ledgerd::daemon::install_panic_hook();
 
     if let Some(sequence) = snapshot_up_to {
         // A background job: leave the cores to the daemon that started it.
@@ -52,7 +53,12 @@ fn run() -> anyhow::Result<()> {
 fn init_logging(filter: &str, json: bool) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("log filter {filter:?}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only for a person at a terminal, never in files or a supervisor's journal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {

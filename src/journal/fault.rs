@@ -59,6 +59,9 @@ impl Site {
 pub struct FaultPlan {
     append: Site,
     flush: Site,
+    /// Not a journal fault: asks the business thread to panic (a bug on demand, to test that
+    /// a panic aborts the process).
+    panic: AtomicBool,
 }
 
 impl FaultPlan {
@@ -95,6 +98,17 @@ impl FaultPlan {
     pub fn clear(&self) {
         self.append.clear();
         self.flush.clear();
+        self.panic.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes the business thread panic on the next ring entry it handles.
+    pub fn request_panic(&self) {
+        self.panic.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`FaultPlan::request_panic`] was called (and not cleared).
+    pub fn panic_requested(&self) -> bool {
+        self.panic.load(Ordering::Relaxed)
     }
 
     /// Failures injected so far (appends, flushes).

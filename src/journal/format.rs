@@ -4,13 +4,50 @@
 
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
-/// Format version written into every segment header and record header.
-pub const FORMAT_VERSION: u16 = 1;
+/// Format version written into every segment header, durability slot, record header and the
+/// superblock. Version 2 added the superblock, the ledger id and the durability slots.
+pub const FORMAT_VERSION: u16 = 2;
 
 /// First 8 bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"LDGRJSEG";
-/// Size of the segment header; the first record starts right after it.
-pub const SEGMENT_HEADER_SIZE: usize = 64;
+/// Size of the segment header (at offset 0).
+pub const SEGMENT_HEADER_SIZE: usize = 128;
+/// Where the first record of a segment starts: page 0 holds the header and the durability
+/// slots, so slot writes and record writes never share a page.
+pub const RECORDS_OFFSET: usize = 4096;
+/// Durability slots per segment, each in its own 512-byte sector of page 0 (a torn write of
+/// one slot leaves the others whole).
+pub const SLOT_COUNT: usize = 4;
+/// Bytes of one durability slot.
+pub const SLOT_SIZE: usize = 64;
+/// Offset of slot `i` (0-based) in the segment.
+pub const fn slot_offset(i: usize) -> usize {
+    512 * (i + 1)
+}
+/// First 8 bytes of a durability slot.
+pub const SLOT_MAGIC: [u8; 8] = *b"LDGRDURA";
+
+// Segment header fields (offsets in the header).
+const SEG_MAGIC: usize = 0;
+const SEG_VERSION: usize = 8;
+const SEG_HEADER_SIZE: usize = 10;
+const SEG_RESERVED: usize = 12;
+const SEG_INDEX: usize = 16;
+const SEG_FIRST_SEQUENCE: usize = 24;
+const SEG_SIZE: usize = 32;
+const SEG_CHAIN_IN: usize = 40;
+const SEG_LEDGER_ID: usize = 56;
+const SEG_RESERVED_2: usize = 72;
+const SEG_CHECKSUM: usize = 120;
+
+// Durability slot fields (offsets in the slot).
+const SLOT_VERSION: usize = 8;
+const SLOT_RESERVED: usize = 10;
+const SLOT_SEGMENT_INDEX: usize = 16;
+const SLOT_COUNTER: usize = 24;
+const SLOT_SEQUENCE: usize = 32;
+const SLOT_CHECKSUM_OF_RECORD: usize = 40;
+const SLOT_CHECKSUM: usize = 56;
 
 /// Bytes 16..20 of every record header.
 pub const RECORD_MAGIC: [u8; 4] = *b"LJRC";
@@ -19,12 +56,14 @@ pub const RECORD_HEADER_SIZE: usize = 64;
 /// Alignment of every record (and so of every body) within the segment file.
 pub const RECORD_ALIGN: usize = 16;
 
-/// Smallest segment accepted: a header and one record with a 16-byte body.
-pub const SEGMENT_SIZE_MIN: u64 = 4096;
+/// Smallest segment accepted: page 0 and one page of records.
+pub const SEGMENT_SIZE_MIN: u64 = 8192;
 
-const _: () = assert!(SEGMENT_HEADER_SIZE.is_multiple_of(RECORD_ALIGN));
+const _: () = assert!(RECORDS_OFFSET.is_multiple_of(RECORD_ALIGN));
 const _: () = assert!(RECORD_HEADER_SIZE.is_multiple_of(RECORD_ALIGN));
-const _: () = assert!(SEGMENT_SIZE_MIN as usize > SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE);
+const _: () = assert!(SEGMENT_HEADER_SIZE <= slot_offset(0));
+const _: () = assert!(slot_offset(SLOT_COUNT - 1) + SLOT_SIZE <= RECORDS_OFFSET);
+const _: () = assert!(SEGMENT_SIZE_MIN as usize > RECORDS_OFFSET + RECORD_HEADER_SIZE);
 
 /// Bytes a record with a body of `body_len` bytes occupies: header, body, zero padding.
 #[inline]
@@ -43,22 +82,34 @@ pub struct SegmentHeader {
     pub segment_size: u64,
     /// Checksum of record `first_sequence - 1` (0 before the first record of the journal).
     pub chain_in: u128,
+    /// The ledger this segment belongs to (the superblock's ledger id).
+    pub ledger_id: u128,
 }
 
 impl SegmentHeader {
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_SIZE] {
         let mut h = [0u8; SEGMENT_HEADER_SIZE];
-        h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        h[10..12].copy_from_slice(&(SEGMENT_HEADER_SIZE as u16).to_le_bytes());
-        // 12..16 reserved, zero.
-        h[16..24].copy_from_slice(&self.index.to_le_bytes());
-        h[24..32].copy_from_slice(&self.first_sequence.to_le_bytes());
-        h[32..40].copy_from_slice(&self.segment_size.to_le_bytes());
-        h[40..56].copy_from_slice(&self.chain_in.to_le_bytes());
-        let sum = xxh3_64(&h[0..56]);
-        h[56..64].copy_from_slice(&sum.to_le_bytes());
+        h[SEG_MAGIC..SEG_VERSION].copy_from_slice(&SEGMENT_MAGIC);
+        h[SEG_VERSION..SEG_HEADER_SIZE].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h[SEG_HEADER_SIZE..SEG_RESERVED]
+            .copy_from_slice(&(SEGMENT_HEADER_SIZE as u16).to_le_bytes());
+        // SEG_RESERVED..SEG_INDEX reserved, zero.
+        h[SEG_INDEX..SEG_FIRST_SEQUENCE].copy_from_slice(&self.index.to_le_bytes());
+        h[SEG_FIRST_SEQUENCE..SEG_SIZE].copy_from_slice(&self.first_sequence.to_le_bytes());
+        h[SEG_SIZE..SEG_CHAIN_IN].copy_from_slice(&self.segment_size.to_le_bytes());
+        h[SEG_CHAIN_IN..SEG_LEDGER_ID].copy_from_slice(&self.chain_in.to_le_bytes());
+        h[SEG_LEDGER_ID..SEG_RESERVED_2].copy_from_slice(&self.ledger_id.to_le_bytes());
+        // SEG_RESERVED_2..SEG_CHECKSUM reserved, zero.
+        let sum = xxh3_64(&h[..SEG_CHECKSUM]);
+        h[SEG_CHECKSUM..].copy_from_slice(&sum.to_le_bytes());
         h
+    }
+
+    /// The format version of a segment file, read without checking anything else: tells a
+    /// journal of an older ledgerd from a damaged one.
+    pub fn version_of(bytes: &[u8]) -> Option<u16> {
+        (bytes.len() >= SEG_HEADER_SIZE && bytes[SEG_MAGIC..SEG_VERSION] == SEGMENT_MAGIC)
+            .then(|| le_u16(&bytes[SEG_VERSION..SEG_HEADER_SIZE]))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, String> {
@@ -69,30 +120,98 @@ impl SegmentHeader {
             ));
         }
         let h = &bytes[..SEGMENT_HEADER_SIZE];
-        if h[0..8] != SEGMENT_MAGIC {
+        if h[SEG_MAGIC..SEG_VERSION] != SEGMENT_MAGIC {
             return Err("bad segment magic".into());
         }
-        let stored = le_u64(&h[56..64]);
-        let computed = xxh3_64(&h[0..56]);
+        // The version first: a segment of another version has another layout (and another
+        // place for its checksum).
+        let version = le_u16(&h[SEG_VERSION..SEG_HEADER_SIZE]);
+        if version != FORMAT_VERSION {
+            return Err(format!(
+                "unsupported segment format version {version} (this ledgerd reads version \
+                 {FORMAT_VERSION})"
+            ));
+        }
+        let stored = le_u64(&h[SEG_CHECKSUM..]);
+        let computed = xxh3_64(&h[..SEG_CHECKSUM]);
         if stored != computed {
             return Err(format!(
                 "segment header checksum mismatch (stored {stored:#018x}, computed {computed:#018x})"
             ));
         }
-        let version = le_u16(&h[8..10]);
-        if version != FORMAT_VERSION {
-            return Err(format!("unsupported segment format version {version}"));
-        }
-        let header_size = le_u16(&h[10..12]);
-        if usize::from(header_size) != SEGMENT_HEADER_SIZE || h[12..16] != [0; 4] {
+        let header_size = le_u16(&h[SEG_HEADER_SIZE..SEG_RESERVED]);
+        if usize::from(header_size) != SEGMENT_HEADER_SIZE
+            || h[SEG_RESERVED..SEG_INDEX] != [0; 4]
+            || h[SEG_RESERVED_2..SEG_CHECKSUM].iter().any(|&b| b != 0)
+        {
             return Err("unsupported segment header layout".into());
         }
         Ok(SegmentHeader {
-            index: le_u64(&h[16..24]),
-            first_sequence: le_u64(&h[24..32]),
-            segment_size: le_u64(&h[32..40]),
-            chain_in: le_u128(&h[40..56]),
+            index: le_u64(&h[SEG_INDEX..SEG_FIRST_SEQUENCE]),
+            first_sequence: le_u64(&h[SEG_FIRST_SEQUENCE..SEG_SIZE]),
+            segment_size: le_u64(&h[SEG_SIZE..SEG_CHAIN_IN]),
+            chain_in: le_u128(&h[SEG_CHAIN_IN..SEG_LEDGER_ID]),
+            ledger_id: le_u128(&h[SEG_LEDGER_ID..SEG_RESERVED_2]),
         })
+    }
+}
+
+/// A durability slot: "every record up to `sequence`, whose checksum is `checksum`, was
+/// durable when this slot was written". Written into page 0 of the active segment by the
+/// flush *after* the one that made those records durable (or by a seal when idle), so the
+/// claim never runs ahead of the disk; see journal-format.md §2.3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurableSlot {
+    pub segment_index: u64,
+    /// Write number within the segment (1, 2, ...): the highest valid one is the newest claim.
+    pub counter: u64,
+    pub sequence: u64,
+    pub checksum: u128,
+}
+
+impl DurableSlot {
+    pub fn encode(&self) -> [u8; SLOT_SIZE] {
+        let mut b = [0u8; SLOT_SIZE];
+        b[..SLOT_VERSION].copy_from_slice(&SLOT_MAGIC);
+        b[SLOT_VERSION..SLOT_RESERVED].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        // SLOT_RESERVED..SLOT_SEGMENT_INDEX reserved, zero.
+        b[SLOT_SEGMENT_INDEX..SLOT_COUNTER].copy_from_slice(&self.segment_index.to_le_bytes());
+        b[SLOT_COUNTER..SLOT_SEQUENCE].copy_from_slice(&self.counter.to_le_bytes());
+        b[SLOT_SEQUENCE..SLOT_CHECKSUM_OF_RECORD].copy_from_slice(&self.sequence.to_le_bytes());
+        b[SLOT_CHECKSUM_OF_RECORD..SLOT_CHECKSUM].copy_from_slice(&self.checksum.to_le_bytes());
+        let sum = xxh3_64(&b[..SLOT_CHECKSUM]);
+        b[SLOT_CHECKSUM..].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    /// A slot that is whole and belongs to segment `segment_index`; `None` for an unwritten,
+    /// torn or foreign slot (which claims nothing).
+    pub fn decode(b: &[u8], segment_index: u64) -> Option<DurableSlot> {
+        let b = b.get(..SLOT_SIZE)?;
+        if b[..SLOT_VERSION] != SLOT_MAGIC
+            || le_u16(&b[SLOT_VERSION..SLOT_RESERVED]) != FORMAT_VERSION
+            || b[SLOT_RESERVED..SLOT_SEGMENT_INDEX].iter().any(|&x| x != 0)
+            || le_u64(&b[SLOT_CHECKSUM..]) != xxh3_64(&b[..SLOT_CHECKSUM])
+        {
+            return None;
+        }
+        let slot = DurableSlot {
+            segment_index: le_u64(&b[SLOT_SEGMENT_INDEX..SLOT_COUNTER]),
+            counter: le_u64(&b[SLOT_COUNTER..SLOT_SEQUENCE]),
+            sequence: le_u64(&b[SLOT_SEQUENCE..SLOT_CHECKSUM_OF_RECORD]),
+            checksum: le_u128(&b[SLOT_CHECKSUM_OF_RECORD..SLOT_CHECKSUM]),
+        };
+        (slot.segment_index == segment_index && slot.counter > 0).then_some(slot)
+    }
+
+    /// The newest valid slot of a segment's bytes (highest counter), if any.
+    pub fn newest(segment: &[u8], segment_index: u64) -> Option<DurableSlot> {
+        (0..SLOT_COUNT)
+            .filter_map(|i| {
+                let at = slot_offset(i);
+                DurableSlot::decode(segment.get(at..at + SLOT_SIZE)?, segment_index)
+            })
+            .max_by_key(|s| s.counter)
     }
 }
 
@@ -285,7 +404,32 @@ mod tests {
 
     #[test]
     fn segment_header_round_trip() {
-        let h = SegmentHeader { index: 3, first_sequence: 99, segment_size: 4096, chain_in: 5 };
+        let h = SegmentHeader {
+            index: 3,
+            first_sequence: 99,
+            segment_size: 8192,
+            chain_in: 5,
+            ledger_id: 7 << 100,
+        };
         assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
+        assert_eq!(SegmentHeader::version_of(&h.encode()), Some(FORMAT_VERSION));
+    }
+
+    #[test]
+    fn slot_round_trip_and_newest() {
+        let mut page = vec![0u8; RECORDS_OFFSET];
+        assert_eq!(DurableSlot::newest(&page, 4), None);
+        for counter in 1..=6u64 {
+            let slot =
+                DurableSlot { segment_index: 4, counter, sequence: counter * 10, checksum: 9 };
+            let at = slot_offset(counter as usize % SLOT_COUNT);
+            page[at..at + SLOT_SIZE].copy_from_slice(&slot.encode());
+            assert_eq!(DurableSlot::newest(&page, 4), Some(slot));
+            assert_eq!(DurableSlot::newest(&page, 5), None, "a slot of another segment");
+        }
+        // A torn newest slot leaves the one before it.
+        let at = slot_offset(6 % SLOT_COUNT);
+        page[at + 40] ^= 1;
+        assert_eq!(DurableSlot::newest(&page, 4).map(|s| s.counter), Some(5));
     }
 }

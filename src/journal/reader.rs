@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::format::{parse_record, SegmentHeader, Slot, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
+use super::format::{parse_record, SegmentHeader, Slot, RECORDS_OFFSET, RECORD_HEADER_SIZE};
 use super::scan::{self, SegView, Tail};
 use super::segment::{list_segments, JOURNAL_DIR};
+use super::superblock::{self, Superblock};
 use super::JournalError;
 
 struct ReadSegment {
@@ -23,8 +24,11 @@ struct ReadSegment {
 
 /// A read-only journal opened from a data directory.
 pub struct JournalReader {
+    data_dir: PathBuf,
     journal_dir: PathBuf,
     segments: Vec<ReadSegment>,
+    /// The superblock: `None` when there is none, `Some(Err)` when no copy is valid.
+    superblock: Option<Result<Superblock, String>>,
 }
 
 /// One verified record. `body` is 16-byte aligned.
@@ -70,6 +74,9 @@ pub struct VerifyReport {
     pub last_sequence: u64,
     pub last_checksum: u128,
     pub segments: usize,
+    /// The newest sequence the superblock or a durability slot records as durable
+    /// (acknowledged): a journal ending before it lost acknowledged records.
+    pub acknowledged_sequence: u64,
     pub end: End,
     /// Everything found wrong, in file order (empty when `end` is `Clean`).
     pub problems: Vec<Problem>,
@@ -91,8 +98,17 @@ impl JournalReader {
             let path = path.to_path_buf();
             move |source| JournalError::Io { path, source }
         };
+        let superblock =
+            superblock::read(data_dir).map_err(io(&superblock::superblock_path(data_dir)))?;
+        let listed = match list_segments(&journal_dir) {
+            // A superblock without its journal directory is for `verify` to report.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && superblock.is_some() => {
+                Vec::new()
+            }
+            other => other.map_err(io(&journal_dir))?,
+        };
         let mut segments = Vec::new();
-        for (index, path) in list_segments(&journal_dir).map_err(io(&journal_dir))? {
+        for (index, path) in listed {
             let file = File::open(&path).map_err(io(&path))?;
             // SAFETY: read-only map; a concurrent writer only stores into preallocated space and
             // never truncates, and every byte read is validated before it is trusted.
@@ -100,7 +116,7 @@ impl JournalReader {
             let header = SegmentHeader::decode(&map).ok();
             segments.push(ReadSegment { index, path, map, header });
         }
-        Ok(JournalReader { journal_dir, segments })
+        Ok(JournalReader { data_dir: data_dir.to_path_buf(), journal_dir, segments, superblock })
     }
 
     /// `DIR/journal`.
@@ -118,6 +134,20 @@ impl JournalReader {
         self.segments.iter().find(|s| s.index == index).map(|s| s.path.as_path())
     }
 
+    /// What a confirmed repair (`ledgerd --repair true --repair-discard-after K`) would discard:
+    /// `Ok(None)` when the journal opens as it is, `Err` when no repair can help.
+    pub fn repair_plan(&self) -> Result<Option<super::RepairPlan>, String> {
+        if let Some(Err(reason)) = &self.superblock {
+            return Err(format!("{reason}: restore the data directory from a backup"));
+        }
+        let views: Vec<SegView<'_>> =
+            self.segments.iter().map(|s| SegView { index: s.index, bytes: &s.map }).collect();
+        let sb = self.superblock.as_ref().and_then(|r| r.as_ref().ok());
+        let found = scan::scan(&views, sb);
+        let paths: Vec<PathBuf> = self.segments.iter().map(|s| s.path.clone()).collect();
+        super::plan_repair(&found, &views, &paths, &self.data_dir)
+    }
+
     /// Verified records with `from <= seq <= up_to` (no upper bound when `None`).
     pub fn records(&self, from: u64, up_to: Option<u64>) -> Records<'_> {
         // Start at the last segment that begins at or before `from`.
@@ -129,7 +159,7 @@ impl JournalReader {
         let mut r = Records {
             reader: self,
             seg: start,
-            offset: SEGMENT_HEADER_SIZE,
+            offset: RECORDS_OFFSET,
             next_seq: 0,
             chain: 0,
             from,
@@ -146,15 +176,53 @@ impl JournalReader {
     }
 
     /// Checks the whole journal: checksums, chain, sequence continuity, segment order.
+    /// Also checks the journal against the superblock and the durability slots: missing
+    /// segments or journal directory, records that were acknowledged but are missing or
+    /// damaged, a missing or damaged superblock.
     pub fn verify(&self) -> VerifyReport {
         let views: Vec<SegView<'_>> =
             self.segments.iter().map(|s| SegView { index: s.index, bytes: &s.map }).collect();
-        let found = scan::scan(&views);
-        let path = |seg: usize| self.segments[seg].path.clone();
+        let sb = match &self.superblock {
+            Some(Ok(sb)) => Some(sb),
+            _ => None,
+        };
+        let found = scan::scan(&views, sb);
+        let path = |seg: usize| {
+            self.segments.get(seg).map_or_else(|| self.journal_dir.clone(), |s| s.path.clone())
+        };
+        let sb_path = superblock::superblock_path(&self.data_dir);
         let mut problems = Vec::new();
-        let end = match found.tail {
-            Tail::Clean => End::Clean,
-            Tail::Broken { seg, offset, reason } => {
+        // A journal without a superblock can only be a new one (no record yet).
+        let superblock_problem = match &self.superblock {
+            Some(Err(reason)) => Some(reason.clone()),
+            None if found.records > 0 || self.segments.len() > 1 => Some(format!(
+                "no superblock ({}): what the journal must hold is unknown (deleted, or an older \
+                 format)",
+                sb_path.display()
+            )),
+            _ => None,
+        };
+        let end = match (superblock_problem, found.tail) {
+            (Some(reason), _) => {
+                problems.push(Problem {
+                    segment: sb_path.clone(),
+                    offset: 0,
+                    reason: reason.clone(),
+                });
+                End::Corrupt { segment: sb_path, offset: 0, reason }
+            }
+            (None, Tail::Clean) => End::Clean,
+            (None, Tail::Missing { reason, .. }) => {
+                let segment = self.journal_dir.clone();
+                problems.push(Problem {
+                    segment: segment.clone(),
+                    offset: 0,
+                    reason: reason.clone(),
+                });
+                End::Corrupt { segment, offset: 0, reason }
+            }
+            (None, Tail::Lost { seg, offset, reason })
+            | (None, Tail::Broken { seg, offset, reason }) => {
                 problems.push(Problem { segment: path(seg), offset: offset as u64, reason });
                 let p = &problems[0];
                 End::Corrupt {
@@ -163,7 +231,7 @@ impl JournalReader {
                     reason: p.reason.clone(),
                 }
             }
-            Tail::Damaged(d) => {
+            (None, Tail::Damaged(d)) => {
                 let (segment, offset) = (path(d.seg), d.offset as u64);
                 problems.push(Problem {
                     segment: segment.clone(),
@@ -189,6 +257,7 @@ impl JournalReader {
             last_sequence: found.last_sequence,
             last_checksum: found.last_checksum,
             segments: self.segments.len(),
+            acknowledged_sequence: found.claim.sequence,
             end,
             problems,
         }
@@ -286,7 +355,7 @@ impl<'a> Records<'a> {
         let later = scan::probe(&segs[self.seg].map, self.offset + 16, after).is_some()
             || segs[self.seg + 1..]
                 .iter()
-                .any(|s| scan::probe(&s.map, SEGMENT_HEADER_SIZE, after).is_some());
+                .any(|s| scan::probe(&s.map, RECORDS_OFFSET, after).is_some());
         if later {
             self.fail(self.offset, format!("{reason}; valid records follow"))
         } else {
@@ -335,7 +404,7 @@ impl<'a> Records<'a> {
             }
         }
         self.seg = seg;
-        self.offset = SEGMENT_HEADER_SIZE;
+        self.offset = RECORDS_OFFSET;
         self.next_seq = h.first_sequence;
         self.chain = h.chain_in;
         Ok(())

@@ -4,12 +4,16 @@
 //! reports). The rule (journal-format.md §5): the journal is the longest prefix of records with
 //! valid framing, checksum, consecutive sequence numbers and an unbroken chain. Whatever follows
 //! is a *torn tail* if no valid record with a higher sequence number appears anywhere after it,
-//! and *corruption* otherwise.
+//! and *corruption* otherwise. Then what the journal must hold is compared with what it holds:
+//! the superblock (first and newest segment, the ledger id, a durable sequence) and the
+//! durability slots (the newest sequence a flush or seal recorded as durable). A journal that
+//! ends before a claimed sequence lost acknowledged records: that is never a torn tail.
 
 use super::format::{
-    parse_record, SegmentHeader, Slot, RECORD_ALIGN, RECORD_HEADER_SIZE, RECORD_MAGIC,
-    SEGMENT_HEADER_SIZE,
+    parse_record, DurableSlot, SegmentHeader, Slot, RECORDS_OFFSET, RECORD_ALIGN,
+    RECORD_HEADER_SIZE, RECORD_MAGIC,
 };
+use super::superblock::Superblock;
 
 /// One segment file as the scan sees it.
 pub(crate) struct SegView<'a> {
@@ -39,6 +43,22 @@ pub(crate) enum Tail {
     Damaged(Damage),
     /// The segment files themselves do not fit together (missing, reordered, bad header).
     Broken { seg: usize, offset: usize, reason: String },
+    /// The journal ends (cleanly or at damage) before a sequence that was recorded as
+    /// durable: acknowledged records are missing or damaged. `seg`/`offset` is where the
+    /// valid prefix ends.
+    Lost { seg: usize, offset: usize, reason: String },
+    /// Segment files the superblock names are absent (or the directory holds none at all),
+    /// or a segment belongs to another ledger: nothing positional to point at.
+    Missing { reason: String, repairable: bool },
+}
+
+/// The newest durable claim found: a sequence and its record's checksum, and where it came
+/// from (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub sequence: u64,
+    pub checksum: u128,
+    pub source: String,
 }
 
 #[derive(Debug)]
@@ -55,9 +75,191 @@ pub(crate) struct Scan {
     pub end_seg: usize,
     pub end_offset: usize,
     pub tail: Tail,
+    /// What the superblock and the durability slots say must be there.
+    pub claim: Claim,
+    /// Newest durability slot of the last segment (its counter continues from there).
+    pub active_slot: Option<DurableSlot>,
 }
 
-pub(crate) fn scan(segs: &[SegView<'_>]) -> Scan {
+/// Scans `segs` and judges them against the superblock (when there is one).
+pub(crate) fn scan(segs: &[SegView<'_>], sb: Option<&Superblock>) -> Scan {
+    let ledger_id = sb.map(|sb| sb.ledger_id);
+    let mut s = scan_prefix(segs, ledger_id);
+    let (claim, active_slot) = claims(segs, ledger_id);
+    s.claim = claim;
+    s.active_slot = active_slot;
+    judge(&mut s, segs, sb);
+    s
+}
+
+/// What every segment with a valid header records as durable: its newest durability slot,
+/// and for a segment after the first its header (a segment is created only once its
+/// predecessor is durable, so `first_sequence - 1` was durable). Also the newest slot of the
+/// last segment.
+fn claims(segs: &[SegView<'_>], ledger_id: Option<u128>) -> (Claim, Option<DurableSlot>) {
+    let mut claim = Claim { sequence: 0, checksum: 0, source: "nothing".into() };
+    let mut active = None;
+    for (i, seg) in segs.iter().enumerate() {
+        let Ok(header) = SegmentHeader::decode(seg.bytes) else { continue };
+        if header.index != seg.index || ledger_id.is_some_and(|id| id != header.ledger_id) {
+            continue;
+        }
+        let slot = DurableSlot::newest(seg.bytes, seg.index);
+        if i + 1 == segs.len() {
+            active = slot;
+        }
+        let implied = (i > 0 && header.first_sequence > 1)
+            .then(|| (header.first_sequence - 1, header.chain_in, "the header"));
+        let slotted = slot.map(|sl| (sl.sequence, sl.checksum, "a durability slot"));
+        for (sequence, checksum, what) in [implied, slotted].into_iter().flatten() {
+            if sequence > claim.sequence {
+                let source = format!("{what} of segment {}", seg.index);
+                claim = Claim { sequence, checksum, source };
+            }
+        }
+    }
+    (claim, active)
+}
+
+/// Compares the prefix found with what the superblock and the slots claim.
+fn judge(s: &mut Scan, segs: &[SegView<'_>], sb: Option<&Superblock>) {
+    if let Some(sb) = sb {
+        if s.claim.sequence < sb.durable_sequence {
+            s.claim = Claim {
+                sequence: sb.durable_sequence,
+                checksum: sb.durable_checksum,
+                source: "the superblock".into(),
+            };
+        }
+        let Some(first) = segs.first() else {
+            s.tail = Tail::Missing {
+                reason: format!(
+                    "the journal has no segment files, but the superblock says it holds segments \
+                     {}..={} (records from sequence {}): the journal directory was removed, \
+                     moved or emptied",
+                    sb.first_segment_index, sb.last_segment_index, sb.first_sequence
+                ),
+                repairable: false,
+            };
+            return;
+        };
+        if first.index != sb.first_segment_index {
+            let reason = if first.index > sb.first_segment_index {
+                format!(
+                    "the oldest segment {} (records from sequence {}) is missing: the journal \
+                     now starts at segment {}",
+                    sb.first_segment_index, sb.first_sequence, first.index
+                )
+            } else {
+                format!(
+                    "segment {} is older than the journal's first segment {} (left from \
+                     another journal?)",
+                    first.index, sb.first_segment_index
+                )
+            };
+            s.tail = Tail::Missing { reason, repairable: false };
+            return;
+        }
+        if let Some(h) = s.headers.first() {
+            if h.first_sequence != sb.first_sequence || h.chain_in != sb.first_chain_in {
+                s.tail = Tail::Missing {
+                    reason: format!(
+                        "segment {} starts at sequence {} but the superblock says the journal \
+                         starts at {} (replaced by another journal's segment?)",
+                        first.index, h.first_sequence, sb.first_sequence
+                    ),
+                    repairable: false,
+                };
+                return;
+            }
+        }
+        let last = segs.last().expect("not empty").index;
+        if last < sb.last_segment_index && !matches!(s.tail, Tail::Broken { .. }) {
+            let missing = if last + 1 == sb.last_segment_index {
+                format!("segment {} is", sb.last_segment_index)
+            } else {
+                format!("segments {}..={} are", last + 1, sb.last_segment_index)
+            };
+            s.tail = Tail::Missing {
+                reason: format!(
+                    "{missing} missing: the superblock records that the journal reached segment \
+                     {}, and the newest segment present is {last} (its records were \
+                     acknowledged)",
+                    sb.last_segment_index
+                ),
+                repairable: true,
+            };
+            return;
+        }
+    }
+    if matches!(s.tail, Tail::Broken { .. }) {
+        return;
+    }
+    let claim = s.claim.clone();
+    if claim.sequence > s.last_sequence {
+        let at = match &s.tail {
+            Tail::Damaged(d) => format!("damaged record ({})", d.reason),
+            _ => "the end of the data".to_string(),
+        };
+        let (seg, offset) = match &s.tail {
+            Tail::Damaged(d) => (d.seg, d.offset),
+            _ => (s.end_seg, s.end_offset),
+        };
+        s.tail = Tail::Lost {
+            seg,
+            offset,
+            reason: format!(
+                "acknowledged records are missing: the journal ends at sequence {} with a {at}, \
+                 but {} records that records up to sequence {} were durable (damage to \
+                 acknowledged records, not a torn write)",
+                s.last_sequence, claim.source, claim.sequence
+            ),
+        };
+        return;
+    }
+    if claim.sequence >= s.first_sequence && claim.sequence > 0 {
+        // The claimed record is in the prefix: it must be the same record.
+        let found = checksum_in_prefix(segs, s, claim.sequence);
+        if found != Some(claim.checksum) {
+            s.tail = Tail::Lost {
+                seg: s.end_seg,
+                offset: s.end_offset,
+                reason: format!(
+                    "record {} is not the one {} recorded as durable (checksum {:#034x}, found \
+                     {}): the journal was replaced or rewritten",
+                    claim.sequence,
+                    claim.source,
+                    claim.checksum,
+                    found.map_or("none".to_string(), |c| format!("{c:#034x}"))
+                ),
+            };
+        }
+    }
+}
+
+/// Checksum of record `seq` of the valid prefix (which must hold it).
+fn checksum_in_prefix(segs: &[SegView<'_>], s: &Scan, seq: u64) -> Option<u128> {
+    if seq == s.last_sequence {
+        return Some(s.last_checksum);
+    }
+    let pos = s.headers.iter().rposition(|h| h.first_sequence <= seq)?;
+    let h = &s.headers[pos];
+    if seq + 1 == h.first_sequence {
+        return Some(h.chain_in);
+    }
+    let bytes = segs[pos].bytes;
+    let mut off = RECORDS_OFFSET;
+    loop {
+        match parse_record(bytes, off) {
+            Slot::Valid(r) if r.sequence == seq => return Some(r.checksum),
+            Slot::Valid(r) if r.sequence < seq => off += r.size(),
+            _ => return None,
+        }
+    }
+}
+
+/// The longest valid prefix of records, and what follows it.
+fn scan_prefix(segs: &[SegView<'_>], ledger_id: Option<u128>) -> Scan {
     let mut s = Scan {
         records: 0,
         first_sequence: 1,
@@ -65,8 +267,10 @@ pub(crate) fn scan(segs: &[SegView<'_>]) -> Scan {
         last_checksum: 0,
         headers: Vec::with_capacity(segs.len()),
         end_seg: 0,
-        end_offset: SEGMENT_HEADER_SIZE,
+        end_offset: RECORDS_OFFSET,
         tail: Tail::Clean,
+        claim: Claim { sequence: 0, checksum: 0, source: "nothing".into() },
+        active_slot: None,
     };
     for (i, seg) in segs.iter().enumerate() {
         let broken = |reason: String| Tail::Broken { seg: i, offset: 0, reason };
@@ -85,6 +289,16 @@ pub(crate) fn scan(segs: &[SegView<'_>]) -> Scan {
                 segs[i - 1].index
             ));
             return s;
+        }
+        if let Some(id) = ledger_id {
+            if header.ledger_id != id {
+                s.tail = broken(format!(
+                    "segment belongs to ledger {:032x}, not to this data directory's ledger \
+                     {id:032x}",
+                    header.ledger_id
+                ));
+                return s;
+            }
         }
         if header.index != seg.index {
             s.tail = broken(format!(
@@ -113,7 +327,7 @@ pub(crate) fn scan(segs: &[SegView<'_>]) -> Scan {
         s.headers.push(header);
         s.end_seg = i;
         let bytes = seg.bytes;
-        let mut off = SEGMENT_HEADER_SIZE;
+        let mut off = RECORDS_OFFSET;
         let damage: Option<String> = loop {
             match parse_record(bytes, off) {
                 Slot::Zero => break None,
@@ -152,8 +366,7 @@ pub(crate) fn scan(segs: &[SegView<'_>]) -> Scan {
         }
         if valid_after.is_none() && damage.is_some() {
             valid_after = segs[i + 1..].iter().enumerate().find_map(|(j, later)| {
-                probe(later.bytes, SEGMENT_HEADER_SIZE, s.last_sequence)
-                    .map(|(o, q)| (i + 1 + j, o, q))
+                probe(later.bytes, RECORDS_OFFSET, s.last_sequence).map(|(o, q)| (i + 1 + j, o, q))
             });
         }
         let nonzero_end = nonzero_end(bytes, off);

@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -56,6 +56,30 @@ pub fn remove_temp_files(journal_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Mode of every file the daemon writes in its data directory: the owner's only.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the data directory and its subdirectories.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Sets a file the daemon created to `FILE_MODE`, whatever the umask made of it.
+pub fn private_file(file: &File) -> io::Result<()> {
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+}
+
+/// Creates `dir` (and missing parents) if needed and sets it to `DIR_MODE`; returns whether
+/// it was created.
+pub fn private_dir(dir: &Path) -> io::Result<bool> {
+    let created = !dir.exists();
+    if created {
+        fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
+    }
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != DIR_MODE {
+        fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))?;
+    }
+    Ok(created)
+}
+
 /// Makes directory entries (creations, renames, removals) durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -78,7 +102,14 @@ pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
 pub fn create_segment(journal_dir: &Path, header: &SegmentHeader) -> io::Result<(PathBuf, File)> {
     let tmp = temp_path(journal_dir, header.index);
     let path = segment_path(journal_dir, header.index);
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(&tmp)?;
+    private_file(&file)?;
     preallocate(&file, header.segment_size)?;
     file.write_all_at(&header.encode(), 0)?;
     file.sync_all()?;
@@ -135,8 +166,14 @@ pub fn write_all_at3(file: &File, a: &[u8], b: &[u8], c: &[u8], mut offset: u64)
 /// An exclusive `flock` on `DIR/journal/LOCK`, held for the life of the returned file.
 pub fn lock(journal_dir: &Path) -> io::Result<(PathBuf, File)> {
     let path = journal_dir.join(LOCK_FILE);
-    let file =
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)?;
+    private_file(&file)?;
     // SAFETY: plain syscall on an owned, open descriptor.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {

@@ -25,6 +25,39 @@ const IDLE_PARK_MAX: Duration = Duration::from_millis(50);
 /// each failure costs a rebuild from disk, which a stream of writes to a full disk must not
 /// repeat for every request.
 const WRITE_RETRY_BACKOFF: Duration = Duration::from_millis(50);
+/// A failure that repeats (a full disk, a journal that cannot be reopened) is logged when it
+/// starts, then at most once per this interval with the count of failures in between.
+const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How long the business thread must have been idle before it seals the journal (records the
+/// last flush as durable, one `fdatasync` off the request path): a request arriving sooner
+/// is not delayed by a seal.
+const SEAL_IDLE_DELAY: Duration = Duration::from_millis(1);
+
+/// Logs a repeating error the first time and then once per `REPEAT_LOG_INTERVAL`, with the
+/// number of occurrences since the last line: a failing disk costs a few lines, not one per
+/// retry.
+#[derive(Default)]
+struct Repeating {
+    last_logged: Option<Instant>,
+    since_logged: u64,
+}
+
+impl Repeating {
+    /// `Some(occurrences since the last line)` when this occurrence should be logged.
+    fn occur(&mut self) -> Option<u64> {
+        self.since_logged += 1;
+        let due = self.last_logged.is_none_or(|at| at.elapsed() >= REPEAT_LOG_INTERVAL);
+        if !due {
+            return None;
+        }
+        self.last_logged = Some(Instant::now());
+        Some(std::mem::take(&mut self.since_logged))
+    }
+
+    fn reset(&mut self) {
+        *self = Repeating::default();
+    }
+}
 
 /// Settings of the business thread.
 #[derive(Clone, Debug)]
@@ -38,6 +71,8 @@ pub struct BusinessConfig {
     /// Where the business thread publishes its next expiry deadline (ns; `u64::MAX` for
     /// none), so that the timer publishes ticks only when one is due.
     pub next_expiry_ns: Arc<std::sync::atomic::AtomicU64>,
+    /// Check the whole state after every batch (`--verify`): slow; tests and long runs.
+    pub verify: bool,
 }
 
 /// Where a buffered reply goes, kept until the flush so that a journal error can turn it
@@ -75,6 +110,12 @@ pub struct Business {
     /// Journal failures since the last successful write (the first is logged as an error,
     /// the others only counted, so that a full disk does not flood the log).
     failures_in_a_row: u64,
+    /// Throttles "journal write failed again" and "journal still unavailable".
+    failing_log: Repeating,
+    unavailable_log: Repeating,
+    /// Highest journal sequence appended in the current batch: its replies leave only once
+    /// the journal's durable sequence covers it (asserted).
+    batch_sequence_max: u64,
     events_since_flush: usize,
     // Scratch buffers reused across requests: the hot path does not allocate once warm.
     event: Event,
@@ -112,6 +153,9 @@ impl Business {
             discard_after: None,
             write_retry_at: None,
             failures_in_a_row: 0,
+            failing_log: Repeating::default(),
+            unavailable_log: Repeating::default(),
+            batch_sequence_max: 0,
             events_since_flush: 0,
             event: Event::default(),
             encoded: AlignedVec::new(),
@@ -158,13 +202,28 @@ impl Business {
             }
         }
         self.commit();
+        self.seal();
         tracing::info!(
             sequence = self.metrics.journal_sequence.load(Relaxed),
             "business thread stopped"
         );
     }
 
-    fn idle(&self, poller: &Poller, doorbell: &Doorbell) {
+    /// Records in the journal that its last flush is durable (one `fdatasync`, no request
+    /// waiting): closes the window in which a damaged record of the last flush would be taken
+    /// for a torn write (journal-format.md §5). A failure is a journal failure.
+    fn seal(&mut self) {
+        let Some(journal) = self.journal.as_mut() else { return };
+        if !journal.seal_pending() {
+            return;
+        }
+        if let Err(error) = journal.seal() {
+            self.journal_failed(&error);
+            // No reply is pending: release nothing, rebuild on the next tick.
+        }
+    }
+
+    fn idle(&mut self, poller: &Poller, doorbell: &Doorbell) {
         let spin_until = Instant::now() + IDLE_SPIN_DEFAULT;
         loop {
             if poller.has_available() {
@@ -179,14 +238,25 @@ impl Business {
             }
             std::hint::spin_loop();
         }
+        let seal_pending = self.journal.as_ref().is_some_and(|j| j.seal_pending());
         doorbell.set_sleeping(true);
         if !poller.has_available() {
-            std::thread::park_timeout(IDLE_PARK_MAX);
+            std::thread::park_timeout(if seal_pending { SEAL_IDLE_DELAY } else { IDLE_PARK_MAX });
         }
         doorbell.set_sleeping(false);
+        if seal_pending && !poller.has_available() {
+            self.seal();
+        }
     }
 
     fn handle(&mut self, slot: &Slot) {
+        if let Some(fault) = &self.config.recovery.fault {
+            // Test-only (`--fault-file` line `panic`): proves that a bug in the business
+            // thread takes the whole process down instead of leaving clients waiting.
+            if fault.panic_requested() {
+                panic!("injected panic in the business thread (test-only fault file)");
+            }
+        }
         match slot.kind {
             SlotKind::Request => self.request(slot),
             SlotKind::Reject => {
@@ -203,6 +273,9 @@ impl Business {
         if self.journal.is_none() {
             self.rebuild();
             return;
+        }
+        if self.metrics.writes_failing.load(Relaxed) == 1 && !self.write_backoff() {
+            self.probe();
         }
         let due = self.state.next_expiry_ns().is_some_and(|deadline| deadline <= now_ns());
         if !due || self.write_backoff() {
@@ -351,7 +424,9 @@ impl Business {
         event::encode(&self.event, &mut self.encoded);
         let journal = self.journal.as_mut().expect("not degraded");
         match journal.append(&self.encoded) {
-            Ok(_) => {
+            Ok(sequence) => {
+                assert!(sequence > self.batch_sequence_max, "journal sequences go backwards");
+                self.batch_sequence_max = sequence;
                 self.unflushed = true;
                 self.metrics.journal_events.fetch_add(self.event.changes() as u64, Relaxed);
                 Ok(())
@@ -407,20 +482,32 @@ impl Business {
             self.unflushed = false;
             match result {
                 Ok(()) => {
-                    let sequence = self.journal.as_ref().map_or(0, |j| j.last_sequence());
+                    let journal = self.journal.as_ref().expect("flushed a journal");
+                    let sequence = journal.last_sequence();
+                    // Nothing acknowledged is lost: every record of this batch is durable
+                    // before any of its replies is released below.
+                    assert!(
+                        journal.durable_sequence() == sequence
+                            && sequence >= self.batch_sequence_max,
+                        "replies released before the journal covered them: durable {} last {} \
+                         batch max {}",
+                        journal.durable_sequence(),
+                        sequence,
+                        self.batch_sequence_max
+                    );
                     self.metrics.journal_sequence.store(sequence, Relaxed);
                     self.committed_sequence = sequence;
-                    if self.failures_in_a_row > 0 {
-                        tracing::warn!(
-                            failures = self.failures_in_a_row,
-                            "journal writes succeed again"
-                        );
-                        self.failures_in_a_row = 0;
-                    }
+                    self.writes_succeed();
                 }
                 Err(error) => self.journal_failed(&error),
             }
         }
+        if self.config.verify {
+            if let Err(problem) = self.state.verify() {
+                panic!("state verification failed after a batch: {problem}");
+            }
+        }
+        self.batch_sequence_max = 0;
         self.events_since_flush = 0;
         self.pending.clear();
         let next = self.state.next_expiry_ns().unwrap_or(u64::MAX);
@@ -434,10 +521,13 @@ impl Business {
     /// cache is no longer trusted) and rebuilds the state from disk.
     fn journal_failed(&mut self, error: &dyn std::fmt::Display) {
         if self.failures_in_a_row == 0 {
-            tracing::error!(%error, "journal write failed; answering journal_unavailable and rebuilding from disk (further failures are counted in ledgerd_journal_errors_total until a write succeeds)");
-        } else {
-            tracing::debug!(%error, "journal write failed again");
+            tracing::error!(%error, "journal write failed; answering journal_unavailable and rebuilding from disk (further failures are counted in ledgerd_journal_errors_total and logged every 10 s until a write succeeds)");
+            self.failing_log.reset();
+            self.failing_log.occur();
+        } else if let Some(failures) = self.failing_log.occur() {
+            tracing::error!(%error, failures, "journal writes still failing; every write is answered journal_unavailable");
         }
+        self.metrics.write_failed(error);
         self.failures_in_a_row += 1;
         self.write_retry_at = Some(Instant::now() + WRITE_RETRY_BACKOFF);
         self.metrics.journal_errors.fetch_add(1, Relaxed);
@@ -481,10 +571,11 @@ impl Business {
             match recovery::discard_after(&self.config.recovery.data_dir, sequence) {
                 Ok(discarded) => {
                     if discarded > 0 {
-                        tracing::warn!(
+                        tracing::error!(
                             after = sequence,
                             discarded,
-                            "discarded journal records that were never acknowledged"
+                            "cut: discarded journal records after the last acknowledged one \
+                             (their requests were answered journal_unavailable)"
                         );
                     }
                     self.discard_after = None;
@@ -497,10 +588,11 @@ impl Business {
         }
         match recovery::recover(&self.config.recovery) {
             Ok(recovered) => {
-                tracing::debug!(
+                tracing::warn!(
                     sequence = recovered.journal.last_sequence(),
-                    "state rebuilt from disk; serving again"
+                    "state rebuilt from disk; serving reads, writes again after the backoff"
                 );
+                self.unavailable_log.reset();
                 self.metrics.journal_sequence.store(recovered.journal.last_sequence(), Relaxed);
                 self.committed_sequence = recovered.journal.last_sequence();
                 self.state = recovered.state;
@@ -508,8 +600,38 @@ impl Business {
                 self.metrics.degraded.store(0, Relaxed);
             }
             Err(error) => {
-                tracing::error!(%error, "journal still unavailable; retrying on the next tick");
+                if let Some(attempts) = self.unavailable_log.occur() {
+                    tracing::error!(%error, attempts, "journal still unavailable; retrying every tick");
+                }
+                self.metrics.write_failed(&error);
                 self.journal = None;
+            }
+        }
+    }
+
+    /// A write went through: health and logs say so once.
+    fn writes_succeed(&mut self) {
+        if self.failures_in_a_row > 0 {
+            tracing::warn!(failures = self.failures_in_a_row, "journal writes succeed again");
+            self.failures_in_a_row = 0;
+            self.failing_log.reset();
+            self.unavailable_log.reset();
+        }
+        self.metrics.writes_ok();
+    }
+
+    /// While writes are failing and nobody writes, checks whether the journal could take a
+    /// write again (`Journal::probe`), so readiness comes back without a client's write.
+    fn probe(&mut self) {
+        let Some(journal) = self.journal.as_mut() else { return };
+        match journal.probe() {
+            Ok(()) => self.writes_succeed(),
+            Err(error) => {
+                self.write_retry_at = Some(Instant::now() + WRITE_RETRY_BACKOFF);
+                self.metrics.write_failed(&error);
+                if journal.is_poisoned() {
+                    self.journal_failed(&error);
+                }
             }
         }
     }

@@ -720,6 +720,8 @@ impl StateMachine {
             dr.debits_posted += amount;
             cr.credits_posted += amount;
         }
+        self.assert_balances_hold(dr_index);
+        self.assert_balances_hold(cr_index);
         let state = if pending { TransferState::Pending } else { TransferState::Final };
         let index = self.push_transfer(transfer, state, dr_index, cr_index);
         if expires_at != 0 {
@@ -816,6 +818,8 @@ impl StateMachine {
         let (dr, cr) = pair_mut(&mut self.accounts, dr_index, cr_index);
         release_pending(dr, cr, p.amount, if post { amount } else { 0 })
             .expect("a pending reservation is within the balances");
+        self.assert_balances_hold(dr_index);
+        self.assert_balances_hold(cr_index);
         self.record(Undo::State { transfer: p_index, state: TransferState::Pending });
         self.set_state(p_index, if post { TransferState::Posted } else { TransferState::Voided });
         self.push_transfer(transfer, TransferState::Final, dr_index, cr_index);
@@ -946,6 +950,81 @@ impl StateMachine {
             }
             self.expiries.pop();
         }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Invariants.
+
+    /// Asserts what every balance change leaves true for account `index` (cheap: a few
+    /// compares, so it runs in release builds after each change): pending + posted does not
+    /// overflow on either side, and a balance-limit flag's rule holds with the account's limit.
+    /// Validation checked all of this before the change; a failure here is a bug.
+    #[inline]
+    fn assert_balances_hold(&self, index: u32) {
+        let a = &self.accounts[index as usize];
+        let limit = self.account_ext[index as usize].limit;
+        if let Err(problem) = balances_hold(a, limit) {
+            panic!("invariant broken after a balance change: {problem}");
+        }
+    }
+
+    /// Checks the whole state, O(accounts + transfers + failed ids): per ledger debits equal
+    /// credits (pending and posted separately), every account's limits, and that every index
+    /// points at the record it names. For tests and long runs (`--verify`); the daemon panics
+    /// (and so aborts) on an error.
+    pub fn verify(&self) -> Result<(), String> {
+        if self.accounts.len() != self.account_ext.len() {
+            return Err("accounts and their extensions differ in number".into());
+        }
+        if self.transfers.len() != self.transfer_states.len() {
+            return Err("transfers and their states differ in number".into());
+        }
+        for totals in self.ledger_totals() {
+            if totals.debits_posted != totals.credits_posted
+                || totals.debits_pending != totals.credits_pending
+            {
+                return Err(format!(
+                    "ledger {}: debits differ from credits: {totals:?}",
+                    totals.ledger
+                ));
+            }
+        }
+        if self.account_index.len() != self.accounts.len() {
+            return Err("account index size differs from the accounts".into());
+        }
+        for (i, a) in self.accounts.iter().enumerate() {
+            balances_hold(a, self.account_ext[i].limit)?;
+            if self.account_index.get(a.id, &self.accounts) != Some(i as u32) {
+                return Err(format!("account {} is not found at its index {i}", a.id));
+            }
+        }
+        if self.transfer_index.len() != self.transfers.len() {
+            return Err("transfer index size differs from the transfers".into());
+        }
+        let mut pending = 0u64;
+        for (i, t) in self.transfers.iter().enumerate() {
+            if self.transfer_index.get(t.id, &self.transfers) != Some(i as u32) {
+                return Err(format!("transfer {} is not found at its index {i}", t.id));
+            }
+            if self.account_index.get(t.debit_account_id, &self.accounts).is_none()
+                || self.account_index.get(t.credit_account_id, &self.accounts).is_none()
+            {
+                return Err(format!("transfer {} names an account that does not exist", t.id));
+            }
+            pending += u64::from(self.transfer_states[i] == TransferState::Pending);
+        }
+        if pending != self.pending_count {
+            return Err(format!("{pending} pending transfers, counted {}", self.pending_count));
+        }
+        if self.failed_index.len() != self.failed.len() {
+            return Err("failed-id index size differs from the failed ids".into());
+        }
+        for (i, f) in self.failed.iter().enumerate() {
+            if self.failed_index.get(&f.id) != Some(&(i as u32)) {
+                return Err(format!("failed id {} is not found at its index {i}", f.id));
+            }
+        }
+        Ok(())
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1099,6 +1178,30 @@ fn account_exists(a: &Account, e: &Account) -> ResultCode {
         return ResultCode::ExistsWithDifferentCode;
     }
     ResultCode::Exists
+}
+
+/// The balance invariants of one account: no side overflows, and a balance-limit flag's rule
+/// holds with `limit`.
+fn balances_hold(a: &Account, limit: u128) -> Result<(), String> {
+    let debits = a.debits_pending.checked_add(a.debits_posted);
+    let credits = a.credits_pending.checked_add(a.credits_posted);
+    let (Some(debits), Some(credits)) = (debits, credits) else {
+        return Err(format!("account {}: pending + posted overflows", a.id));
+    };
+    if a.has(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+        && debits > a.credits_posted.saturating_add(limit)
+    {
+        return Err(format!("account {}: debits {debits} exceed credits plus limit {limit}", a.id));
+    }
+    if a.has(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+        && credits > a.debits_posted.saturating_add(limit)
+    {
+        return Err(format!(
+            "account {}: credits {credits} exceed debits plus limit {limit}",
+            a.id
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `limit` may be set on `a`: it needs a balance-limit flag, and the account's

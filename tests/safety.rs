@@ -1,0 +1,593 @@
+//! Safe by default, against the real daemon: each operator mistake or bug below is refused or
+//! survived as RELIABILITY.md §6 promises.
+//!
+//! - a data directory that lost its journal, a segment (oldest, newest), acknowledged records,
+//!   or that holds a snapshot beyond its journal: refused, naming what is missing, and
+//!   `ledger-replay verify` exits non-zero;
+//! - a non-empty directory that is not a ledger: refused, naming what is there;
+//! - `--repair` states what it would discard and does nothing without the confirmation;
+//! - a panic in the business thread aborts the process; a restart recovers;
+//! - while writes fail, `/readyz` and `/healthz` say so; a slow HTTP client does not block them;
+//! - files are private whatever the umask; a token file others can read is refused;
+//! - a low descriptor limit clamps the connections so a flood cannot break segment roll-over.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{transfer, wallet, TestDaemon};
+use ledgerd_client::{Client, ClientError};
+use ledgerd::journal::JournalReader;
+use ledgerd::protocol::Status;
+use ledgerd::types::{Account, Transfer};
+
+/// Bounded wait for something the daemon does in the background.
+const WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Accounts 1 (the bank, may go negative) and 2..=9 (wallets).
+fn open_accounts(client: &mut Client) {
+    let mut accounts = vec![Account { id: 1, ledger: 1, code: 1, ..Default::default() }];
+    accounts.extend((2..10).map(wallet));
+    assert!(client.create_accounts(&accounts).unwrap().is_empty());
+}
+
+/// `n` requests of one transfer each (one journal record each), ids from `first`.
+fn pay(client: &mut Client, first: u128, n: u128) -> Vec<u128> {
+    for id in first..first + n {
+        let t = transfer(id, 1, 2 + (id % 8), 1 + (id % 5));
+        assert!(client.create_transfers(&[t]).unwrap().is_empty(), "transfer {id}");
+    }
+    (first..first + n).collect()
+}
+
+fn present(client: &mut Client, ids: &[u128]) -> Vec<u128> {
+    client.lookup_transfers(ids).unwrap().iter().map(|t| t.id).collect()
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn snapshots(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("snapshots"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "snap"));
+    v.sort();
+    v
+}
+
+/// (segment path, offset, length with padding) of every record.
+fn records(dir: &Path) -> Vec<(PathBuf, u64, u64)> {
+    let reader = JournalReader::open(dir).unwrap();
+    let mut out = Vec::new();
+    let mut it = reader.records(1, None);
+    while let Some(r) = it.next_record() {
+        let r = r.unwrap();
+        let path = reader.segment_path(r.segment).unwrap().to_path_buf();
+        out.push((path, r.offset, 64 + (r.body.len() as u64).next_multiple_of(16)));
+    }
+    out
+}
+
+fn flip_bit(path: &Path, offset: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x10;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn ledgerd(dir: &Path, extra: &[&str]) -> Command {
+    ledgerd_on(dir, common::free_addr(), extra)
+}
+
+fn ledgerd_on(dir: &Path, listen: std::net::SocketAddr, extra: &[&str]) -> Command {
+    let mut c = Command::new(common::bin("ledgerd"));
+    c.arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", &listen.to_string()])
+        .args(["--metrics-listen", &common::free_addr().to_string()])
+        .args(["--business-core", "none", "--segment-size-mib", "8"])
+        .args(extra)
+        .env("LEDGERD_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Runs `command` expecting it to exit by itself (bounded); returns its output.
+fn run_to_exit(mut command: Command) -> Output {
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + WAIT_MAX;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process neither exited nor was refused within {WAIT_MAX:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Starts the daemon on `dir` expecting a refusal; returns stdout + stderr.
+fn refused(dir: &Path, extra: &[&str]) -> String {
+    let out = run_to_exit(ledgerd(dir, extra));
+    assert!(!out.status.success(), "ledgerd started on {}", dir.display());
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// `ledger-replay verify DIR`: (success, output).
+fn verify(dir: &Path) -> (bool, String) {
+    let out = Command::new(common::bin("ledger-replay")).arg("verify").arg(dir).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Fills the journal past two segment boundaries (8 MiB segments) with big requests.
+fn three_segments(daemon: &TestDaemon) {
+    let mut client = daemon.client();
+    open_accounts(&mut client);
+    let mut id = 1_000u128;
+    let deadline = Instant::now() + WAIT_MAX;
+    while segments(&daemon.data_dir).len() < 3 {
+        let batch: Vec<Transfer> = (0..8000).map(|i| transfer(id + i, 1, 2 + (i % 8), 1)).collect();
+        assert!(client.create_transfers(&batch).unwrap().is_empty());
+        id += 8000;
+        assert!(Instant::now() < deadline, "journal did not reach three segments");
+    }
+}
+
+// ---- what the journal must hold ----
+
+#[test]
+fn journal_directory_moved_with_snapshots_left_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--snapshot-every-records", "20"];
+    let mut daemon = TestDaemon::start_with(dir.path(), &args);
+    let mut client = daemon.client();
+    open_accounts(&mut client);
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + WAIT_MAX;
+    while snapshots(dir.path()).is_empty() {
+        ids.extend(pay(&mut client, 100 + ids.len() as u128, 10));
+        assert!(Instant::now() < deadline, "no snapshot in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(daemon.stop().success());
+    let journal = dir.path().join("journal");
+    let moved = dir.path().with_extension("journal-moved");
+    std::fs::rename(&journal, &moved).unwrap();
+    // The superblock is left: it names what is gone. (Before format 2 the daemon started an
+    // empty ledger here, served it, and skipped the snapshots.)
+    let err = refused(dir.path(), &args);
+    assert!(err.contains("journal directory") && err.contains("missing"), "{err}");
+    assert!(!journal.exists(), "the refusal created a new journal");
+    assert!(!verify(dir.path()).0);
+    // The superblock moved too: only snapshots are left, and they are named.
+    let sb = dir.path().join("superblock");
+    let sb_moved = dir.path().with_extension("superblock-moved");
+    std::fs::rename(&sb, &sb_moved).unwrap();
+    let err = refused(dir.path(), &args);
+    assert!(err.contains("holds no ledger") && err.contains("snapshots"), "{err}");
+    // Everything back: serving again, nothing lost.
+    std::fs::rename(&moved, &journal).unwrap();
+    std::fs::rename(&sb_moved, &sb).unwrap();
+    let daemon = TestDaemon::start_with(dir.path(), &args);
+    assert_eq!(present(&mut daemon.client(), &ids), ids);
+}
+
+#[test]
+fn non_empty_directory_without_a_ledger_is_refused_naming_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a ledger").unwrap();
+    let err = refused(dir.path(), &[]);
+    assert!(err.contains("holds no ledger") && err.contains("notes.txt"), "{err}");
+    assert!(!dir.path().join("journal").exists() && !dir.path().join("superblock").exists());
+}
+
+#[test]
+fn newest_or_oldest_segment_deleted_is_refused_and_verify_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = TestDaemon::start(dir.path());
+    three_segments(&daemon);
+    assert!(daemon.stop().success());
+    let segs = segments(dir.path());
+    let newest = segs.last().unwrap();
+    let aside = dir.path().with_extension("newest");
+    std::fs::rename(newest, &aside).unwrap();
+    let err = refused(dir.path(), &[]);
+    let name = format!("segment {} is missing", segs.len() - 1);
+    assert!(err.contains(&name), "{err}");
+    let (ok, out) = verify(dir.path());
+    assert!(!ok && out.contains(&name), "{out}");
+    std::fs::rename(&aside, newest).unwrap();
+
+    let oldest = &segs[0];
+    std::fs::rename(oldest, &aside).unwrap();
+    let err = refused(dir.path(), &[]);
+    assert!(err.contains("oldest segment 0"), "{err}");
+    let (ok, out) = verify(dir.path());
+    assert!(!ok && out.contains("none possible"), "{out}");
+    // Not even a repair can rebuild missing history.
+    let err = refused(dir.path(), &["--repair", "true"]);
+    assert!(err.contains("no repair possible"), "{err}");
+    std::fs::rename(&aside, oldest).unwrap();
+    assert!(verify(dir.path()).0);
+}
+
+#[test]
+fn bit_flip_in_the_last_acknowledged_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = TestDaemon::start(dir.path());
+    open_accounts(&mut daemon.client());
+    pay(&mut daemon.client(), 100, 10);
+    // A clean stop records every flushed record as durable (the seal).
+    assert!(daemon.stop().success());
+    let (path, offset, _) = records(dir.path()).pop().unwrap();
+    flip_bit(&path, offset + 70);
+    // Before format 2 this was cut as a torn tail: an acknowledged transfer silently lost.
+    let err = refused(dir.path(), &[]);
+    assert!(err.contains("acknowledged records are missing"), "{err}");
+    assert!(err.contains(&format!("offset {offset}")), "{err}");
+    let (ok, out) = verify(dir.path());
+    assert!(!ok && out.contains("acknowledged"), "{out}");
+    // A journal cut short before that record: refused too.
+    flip_bit(&path, offset + 70);
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(offset + 20).unwrap();
+    let err = refused(dir.path(), &[]);
+    assert!(err.contains("acknowledged records are missing"), "{err}");
+}
+
+#[test]
+fn snapshot_beyond_the_journal_end_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let mut daemon = TestDaemon::start(&a);
+    open_accounts(&mut daemon.client());
+    pay(&mut daemon.client(), 100, 5);
+    assert!(daemon.stop().success());
+    // B: a copy of A that went on for 10 more records, and a snapshot of it.
+    let cp = Command::new("cp").arg("-a").arg(&a).arg(&b).status().unwrap();
+    assert!(cp.success());
+    let mut daemon = TestDaemon::start(&b);
+    pay(&mut daemon.client(), 200, 10);
+    assert!(daemon.stop().success());
+    let out = Command::new(common::bin("ledger-replay")).arg("snapshot").arg(&b).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A's journal is the shorter history: the snapshot names records it does not hold.
+    std::fs::create_dir_all(a.join("snapshots")).unwrap();
+    let snap = snapshots(&b).pop().unwrap();
+    std::fs::copy(&snap, a.join("snapshots").join(snap.file_name().unwrap())).unwrap();
+    let err = refused(&a, &[]);
+    assert!(err.contains("beyond the journal's end"), "{err}");
+    let (ok, out) = verify(&a);
+    assert!(!ok && out.contains("beyond the journal's end"), "{out}");
+}
+
+#[test]
+fn repair_states_what_it_discards_and_needs_the_confirmation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = TestDaemon::start(dir.path());
+    open_accounts(&mut daemon.client());
+    pay(&mut daemon.client(), 100, 10);
+    assert!(daemon.stop().success());
+    // Record 6 (transfer 104) is damaged; records 7..=11 follow it.
+    let recs = records(dir.path());
+    let (path, offset, _) = &recs[5];
+    flip_bit(path, offset + 70);
+    let before = std::fs::read(path).unwrap();
+    let err = refused(dir.path(), &[]);
+    assert!(err.contains(&format!("offset {offset}")), "{err}");
+
+    // A dry run: the plan and the confirming command; nothing changes.
+    let out = refused(dir.path(), &["--repair", "true"]);
+    assert!(
+        out.contains("discard: sequences 6..=11 (at least 6 records, 6 of them acknowledged)"),
+        "{out}"
+    );
+    assert!(out.contains("--repair-discard-after 5"), "{out}");
+    assert!(out.contains("repair not confirmed: nothing was changed"), "{out}");
+    assert_eq!(std::fs::read(path).unwrap(), before, "a dry run changed the journal");
+    // A confirmation that does not match the plan: refused, nothing changes.
+    let out = refused(dir.path(), &["--repair", "true", "--repair-discard-after", "4"]);
+    assert!(out.contains("does not match the plan"), "{out}");
+    assert_eq!(std::fs::read(path).unwrap(), before, "a wrong confirmation changed the journal");
+    // Confirmed: exactly records 6..=11 go, logged at ERROR with the counts.
+    let mut child = ledgerd(dir.path(), &["--repair", "true", "--repair-discard-after", "5"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + WAIT_MAX;
+    while JournalReader::open(dir.path()).unwrap().verify().end != ledgerd::journal::End::Clean {
+        assert!(Instant::now() < deadline, "the confirmed repair did not happen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    log.push_str(&reader.join().unwrap());
+    assert!(status.success(), "{log}");
+    assert!(log.contains("ERROR") && log.contains("repair: discarded"), "{log}");
+    assert!(log.contains("discarded_records=6") && log.contains("kept_through=5"), "{log}");
+    let v = JournalReader::open(dir.path()).unwrap().verify();
+    assert_eq!(v.last_sequence, 5);
+    let daemon = TestDaemon::start(dir.path());
+    assert_eq!(
+        present(&mut daemon.client(), &(100..110).collect::<Vec<_>>()),
+        vec![100, 101, 102, 103]
+    );
+}
+
+// ---- crash on bugs ----
+
+/// A daemon with the test-only fault file.
+struct Faulty {
+    daemon: TestDaemon,
+    file: PathBuf,
+}
+
+impl Faulty {
+    fn start(dir: &Path) -> Faulty {
+        let file = dir.with_extension("faults");
+        std::fs::write(&file, "clear").unwrap();
+        let daemon = TestDaemon::start_with(dir, &["--fault-file", file.to_str().unwrap()]);
+        let faulty = Faulty { daemon, file };
+        faulty.set("clear");
+        faulty
+    }
+
+    /// Writes the fault line and waits until the daemon says it applied it.
+    fn set(&self, line: &str) {
+        std::fs::write(&self.file, line).unwrap();
+        let mut applied = self.file.clone().into_os_string();
+        applied.push(".applied");
+        let deadline = Instant::now() + WAIT_MAX;
+        while std::fs::read_to_string(&applied).unwrap_or_default() != line {
+            assert!(Instant::now() < deadline, "the daemon did not apply fault {line:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+#[test]
+fn a_panic_in_the_business_thread_aborts_the_process_and_a_restart_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut faulty = Faulty::start(&data);
+    let mut client = faulty.daemon.client();
+    open_accounts(&mut client);
+    let acked = pay(&mut client, 100, 5);
+    faulty.set("panic");
+    // The next request reaches the business thread, which panics: the whole process must go,
+    // and the client must see its connection end instead of waiting for ever.
+    let answer = client.create_transfers(&[transfer(999, 1, 2, 1)]);
+    assert!(
+        matches!(answer, Err(ClientError::Io(_)) | Err(ClientError::Protocol(_))),
+        "{answer:?}"
+    );
+    let mut child = faulty.daemon.child.take().unwrap();
+    let deadline = Instant::now() + WAIT_MAX;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the daemon is still running after a panic");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    std::fs::write(&faulty.file, "clear").unwrap();
+    faulty.daemon.restart();
+    let mut client = faulty.daemon.client();
+    assert_eq!(present(&mut client, &acked), acked);
+    assert!(present(&mut client, &[999]).is_empty());
+    assert_eq!(format!("{:032x}", client.status().unwrap().state_hash), common::replay_hash(&data));
+}
+
+// ---- health tells the truth ----
+
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+#[test]
+fn health_and_readiness_report_failing_writes_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let faulty = Faulty::start(&data);
+    let mut client = faulty.daemon.client();
+    open_accounts(&mut client);
+    pay(&mut client, 100, 3);
+    assert_eq!(faulty.daemon.http_get("/readyz").0, 200);
+    faulty.set("append ENOSPC");
+    for id in 500..505 {
+        match client.create_transfers(&[transfer(id, 1, 2, 1)]) {
+            Err(ClientError::Status(Status::JournalUnavailable)) => {}
+            other => panic!("expected journal_unavailable, got {other:?}"),
+        }
+    }
+    // Every write fails: not ready, unhealthy with the reason, and a metric says so. (Before,
+    // /readyz answered 200 between rebuilds and /healthz "ok".)
+    let (code, body) = faulty.daemon.http_get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("journal writes failing"), "{body}");
+    let (code, body) = faulty.daemon.http_get("/healthz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("No space left on device") && body.contains("failures"), "{body}");
+    let (_, metrics) = faulty.daemon.http_get("/metrics");
+    assert_eq!(metric(&metrics, "ledgerd_writes_failing "), Some(1), "{metrics}");
+    // The disk recovers and nobody writes: readiness comes back by itself (a probe).
+    faulty.set("clear");
+    let deadline = Instant::now() + WAIT_MAX;
+    while faulty.daemon.http_get("/readyz").0 != 200 {
+        assert!(Instant::now() < deadline, "readiness did not come back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(faulty.daemon.http_get("/healthz"), (200, "ok\n".to_string()));
+    let (_, metrics) = faulty.daemon.http_get("/metrics");
+    assert_eq!(metric(&metrics, "ledgerd_writes_failing "), Some(0), "{metrics}");
+    assert!(client.create_transfers(&[transfer(600, 1, 2, 1)]).unwrap().is_empty());
+}
+
+#[test]
+fn a_slow_http_client_does_not_block_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start(dir.path());
+    let addr = daemon.metrics_addr;
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    // A client sending its request a byte at a time, slower than anyone should.
+    let slow = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        for &b in b"GET /metrics HTTP/1.1\r\n" {
+            if s.write_all(&[b]).is_err()
+                || done_rx.recv_timeout(Duration::from_millis(150)).is_ok()
+            {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // Several health checks are answered while the slow client is still sending.
+    for _ in 0..3 {
+        assert_eq!(daemon.http_get("/healthz"), (200, "ok\n".to_string()));
+        assert!(!slow.is_finished(), "the slow client finished first: the check proves nothing");
+    }
+    let _ = done_tx.send(());
+    slow.join().unwrap();
+}
+
+// ---- files ----
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn files_are_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let listen = common::free_addr();
+    let mut command = ledgerd_on(&data, listen, &["--snapshot-every-records", "5"]);
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: umask in the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + WAIT_MAX;
+    let mut client = loop {
+        if let Ok(c) = Client::connect(listen, None) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "ledgerd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    open_accounts(&mut client);
+    pay(&mut client, 100, 12);
+    while snapshots(&data).is_empty() {
+        assert!(Instant::now() < deadline, "no snapshot in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("journal")), 0o700);
+    assert_eq!(mode(&data.join("snapshots")), 0o700);
+    let mut files = vec![data.join("LOCK"), data.join("superblock"), data.join("journal/LOCK")];
+    files.extend(segments(&data));
+    files.extend(snapshots(&data));
+    for f in files {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+}
+
+#[test]
+fn an_auth_token_file_others_can_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = refused(&dir.path().join("data"), &["--auth-token-file", token.to_str().unwrap()]);
+    assert!(err.contains(&format!("chmod 600 {}", token.display())), "{err}");
+}
+
+// ---- descriptors ----
+
+#[test]
+fn a_connection_flood_under_a_low_descriptor_limit_cannot_break_segment_roll_over() {
+    const LIMIT: u64 = 160;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = common::free_addr();
+    let mut command = ledgerd_on(dir.path(), listen, &[]);
+    command.stdout(Stdio::null());
+    // SAFETY: setrlimit in the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let lim =
+                libc::rlimit { rlim_cur: LIMIT as libc::rlim_t, rlim_max: LIMIT as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + WAIT_MAX;
+    let mut client = loop {
+        if let Ok(mut c) = Client::connect(listen, None) {
+            if c.status().is_ok() {
+                break c;
+            }
+        }
+        assert!(Instant::now() < deadline, "ledgerd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    open_accounts(&mut client);
+    // A flood: far more connections than descriptors, all held open.
+    let flood: Vec<std::net::TcpStream> =
+        (0..2 * LIMIT).filter_map(|_| std::net::TcpStream::connect(listen).ok()).collect();
+    assert!(flood.len() as u64 > LIMIT, "could not open the flood");
+    // Roll the 8 MiB segments over twice while the flood holds its connections.
+    let mut id = 1_000u128;
+    while segments(dir.path()).len() < 3 {
+        let batch: Vec<Transfer> = (0..8000).map(|i| transfer(id + i, 1, 2 + (i % 8), 1)).collect();
+        match client.create_transfers(&batch) {
+            Ok(results) => assert!(results.is_empty()),
+            Err(e) => panic!("a write failed during the flood (segment roll-over?): {e}"),
+        }
+        id += 8000;
+        assert!(Instant::now() < deadline, "journal did not reach three segments");
+    }
+    drop(flood);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let log = log.join().unwrap();
+    assert!(log.contains("cannot hold --connections-max"), "{log}");
+    assert!(!log.contains("journal write failed"), "{log}");
+}
