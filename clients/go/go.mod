@@ -1,0 +1,3 @@
+module github.com/ledgerd/ledgerd/clients/go
+
+go 1.19
