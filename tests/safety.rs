@@ -21,10 +21,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{transfer, wallet, TestDaemon};
-use ledgerd_client::{Client, ClientError};
 use ledgerd::journal::JournalReader;
 use ledgerd::protocol::Status;
 use ledgerd::types::{Account, Transfer};
+use ledgerd_client::{Client, ClientError};
 
 /// Bounded wait for something the daemon does in the background.
 const WAIT_MAX: Duration = Duration::from_secs(30);
