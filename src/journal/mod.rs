@@ -614,6 +614,13 @@ impl Journal {
             fs::remove_file(&later.path).map_err(io_err(&later.path))?;
         }
         let seg = segments.last_mut().expect("a kept segment");
+        let full = found.headers[keep_seg].segment_size;
+        if (seg.map.len() as u64) < full {
+            // Cut short by hand: back to full length before writing its slots.
+            segment::preallocate(seg.file(), full).map_err(io_err(&seg.path))?;
+            // SAFETY: as in `open`.
+            seg.map = unsafe { MmapMut::map_mut(seg.file()) }.map_err(io_err(&seg.path))?;
+        }
         if let Some((_, from, len)) = &plan.zero {
             let (from, len) = (*from as usize, *len as usize);
             seg.map[from..from + len].fill(0);
