@@ -51,7 +51,7 @@ pub fn descriptor_budget(connections_max: usize, net_threads: usize) -> anyhow::
             }
         }
     }
-    let soft = lim.rlim_cur as u64;
+    let soft: u64 = lim.rlim_cur;
     let reserved = FDS_RESERVED + FDS_PER_NET_THREAD * net_threads as u64;
     anyhow::ensure!(
         soft > reserved,

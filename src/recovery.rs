@@ -453,6 +453,7 @@ fn replay_into(
     let reader = JournalReader::open(data_dir)?;
     let mut records = reader.records(from, Some(last));
     let mut expected = from;
+    let mut previous: Option<u128> = None;
     while let Some(record) = records.next_record() {
         let record = record?;
         if record.seq != expected {
@@ -461,6 +462,11 @@ fn replay_into(
                 reason: "missing record".into(),
             });
         }
+        // The reader verified the chain; replay relies on it, so it is asserted here too.
+        if let Some(previous) = previous {
+            assert_eq!(record.chain, previous, "replay: record {} breaks the chain", record.seq);
+        }
+        previous = Some(record.checksum);
         let archived = event::access(record.body)
             .map_err(|e| RecoveryError::Replay { sequence: record.seq, reason: e.to_string() })?;
         state

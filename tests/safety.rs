@@ -377,6 +377,7 @@ fn a_panic_in_the_business_thread_aborts_the_process_and_a_restart_recovers() {
     faulty.set("panic");
     // The next request reaches the business thread, which panics: the whole process must go,
     // and the client must see its connection end instead of waiting for ever.
+    let sent = Instant::now();
     let answer = client.create_transfers(&[transfer(999, 1, 2, 1)]);
     assert!(
         matches!(answer, Err(ClientError::Io(_)) | Err(ClientError::Protocol(_))),
@@ -392,6 +393,7 @@ fn a_panic_in_the_business_thread_aborts_the_process_and_a_restart_recovers() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    eprintln!("figure: panic to process exit {} ms (SIGABRT)", sent.elapsed().as_millis());
     std::fs::write(&faulty.file, "clear").unwrap();
     faulty.daemon.restart();
     let mut client = faulty.daemon.client();
@@ -434,11 +436,13 @@ fn health_and_readiness_report_failing_writes_and_recover() {
     assert_eq!(metric(&metrics, "ledgerd_writes_failing "), Some(1), "{metrics}");
     // The disk recovers and nobody writes: readiness comes back by itself (a probe).
     faulty.set("clear");
+    let cleared = Instant::now();
     let deadline = Instant::now() + WAIT_MAX;
     while faulty.daemon.http_get("/readyz").0 != 200 {
         assert!(Instant::now() < deadline, "readiness did not come back");
         std::thread::sleep(Duration::from_millis(20));
     }
+    eprintln!("figure: ready again {} ms after the fault cleared", cleared.elapsed().as_millis());
     assert_eq!(faulty.daemon.http_get("/healthz"), (200, "ok\n".to_string()));
     let (_, metrics) = faulty.daemon.http_get("/metrics");
     assert_eq!(metric(&metrics, "ledgerd_writes_failing "), Some(0), "{metrics}");
@@ -465,7 +469,9 @@ fn a_slow_http_client_does_not_block_healthz() {
     std::thread::sleep(Duration::from_millis(100));
     // Several health checks are answered while the slow client is still sending.
     for _ in 0..3 {
+        let asked = Instant::now();
         assert_eq!(daemon.http_get("/healthz"), (200, "ok\n".to_string()));
+        eprintln!("figure: /healthz in {} us beside a slow client", asked.elapsed().as_micros());
         assert!(!slow.is_finished(), "the slow client finished first: the check proves nothing");
     }
     let _ = done_tx.send(());
@@ -583,6 +589,13 @@ fn a_connection_flood_under_a_low_descriptor_limit_cannot_break_segment_roll_ove
         id += 8000;
         assert!(Instant::now() < deadline, "journal did not reach three segments");
     }
+    eprintln!(
+        "figure: descriptor limit {LIMIT}, {} connections held by the flood, {} segments, {} \
+         transfers written",
+        flood.len(),
+        segments(dir.path()).len(),
+        id - 1_000
+    );
     drop(flood);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

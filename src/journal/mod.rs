@@ -779,7 +779,7 @@ impl Journal {
             if libc::statvfs(dir.as_ptr(), &mut st) != 0 {
                 return Err(JournalError::Io { path, source: io::Error::last_os_error() });
             }
-            u64::from(st.f_bavail).saturating_mul(st.f_frsize)
+            st.f_bavail.saturating_mul(st.f_frsize)
         };
         if free < self.config.segment_size {
             return Err(JournalError::Io {
