@@ -124,7 +124,11 @@ fn run_to_exit(mut command: Command) -> Output {
 fn refused(dir: &Path, extra: &[&str]) -> String {
     let out = run_to_exit(ledgerd(dir, extra));
     assert!(!out.status.success(), "ledgerd started on {}", dir.display());
-    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    // Logs to a pipe carry no colour codes.
+    assert!(!text.contains('\x1b'), "ANSI escape codes in a log that is not a terminal: {text:?}");
+    text
 }
 
 /// `ledger-replay verify DIR`: (success, output).
@@ -476,6 +480,43 @@ fn a_slow_http_client_does_not_block_healthz() {
     }
     let _ = done_tx.send(());
     slow.join().unwrap();
+}
+
+#[test]
+fn snapshots_go_on_after_the_token_file_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let data = dir.path().join("data");
+    let listen = common::free_addr();
+    let mut command = ledgerd_on(&data, listen, &["--snapshot-every-records", "10"]);
+    // The token comes from the environment, as a supervisor would set it.
+    command.env("LEDGERD_AUTH_TOKEN_FILE", &token).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + WAIT_MAX;
+    let mut client = loop {
+        if let Ok(mut c) = Client::connect(listen, Some(b"s3cret")) {
+            if c.status().is_ok() {
+                break c;
+            }
+        }
+        assert!(Instant::now() < deadline, "ledgerd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The operator rotates the token file away; the daemon keeps the token it read.
+    std::fs::rename(&token, dir.path().join("token.old")).unwrap();
+    open_accounts(&mut client);
+    let mut next = 100u128;
+    // Before, each snapshot process re-read LEDGERD_AUTH_TOKEN_FILE and failed: no snapshot.
+    while snapshots(&data).is_empty() {
+        pay(&mut client, next, 10);
+        next += 10;
+        assert!(Instant::now() < deadline, "no snapshot after the token file moved");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 // ---- files ----
