@@ -190,6 +190,17 @@ pub fn check_data_dir(data_dir: &Path) -> Result<(), RecoveryError> {
         return Ok(());
     }
     found.sort();
+    if let Some((segment, version)) = crate::journal::older_format_segment(data_dir) {
+        return Err(RecoveryError::Refused(format!(
+            "{} holds a journal of format version {version} ({}), written by an older ledgerd; \
+             this ledgerd writes version {} and does not convert it. Keep serving this \
+             directory with the ledgerd that wrote it, or start this version on a new, empty \
+             data directory",
+            data_dir.display(),
+            segment.display(),
+            crate::journal::format::FORMAT_VERSION
+        )));
+    }
     let snapshots = snapshot::list_snapshots(data_dir).unwrap_or_default();
     let what = if snapshots.is_empty() {
         String::new()

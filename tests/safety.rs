@@ -200,6 +200,22 @@ fn non_empty_directory_without_a_ledger_is_refused_naming_what_it_holds() {
 }
 
 #[test]
+fn a_data_directory_of_the_older_format_is_refused_saying_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("journal")).unwrap();
+    std::fs::create_dir_all(dir.path().join("snapshots")).unwrap();
+    // A format 1 segment header: magic, then version 1.
+    let mut seg = vec![0u8; 8192];
+    seg[..8].copy_from_slice(b"LDGRJSEG");
+    seg[8..10].copy_from_slice(&1u16.to_le_bytes());
+    std::fs::write(dir.path().join("journal").join(format!("{:020}.seg", 0)), &seg).unwrap();
+    let err = refused(dir.path(), &[]);
+    assert!(err.contains("format version 1") && err.contains("older ledgerd"), "{err}");
+    assert!(err.contains("new, empty data directory"), "{err}");
+    assert!(!verify(dir.path()).0);
+}
+
+#[test]
 fn newest_or_oldest_segment_deleted_is_refused_and_verify_fails() {
     let dir = tempfile::tempdir().unwrap();
     let mut daemon = TestDaemon::start(dir.path());

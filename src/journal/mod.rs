@@ -1029,6 +1029,19 @@ impl Journal {
     }
 }
 
+/// The first segment file in `data_dir/journal` written in an older format version, with
+/// that version: such a directory is an older ledgerd's, not a damaged one.
+pub fn older_format_segment(data_dir: &Path) -> Option<(PathBuf, u16)> {
+    use std::io::Read;
+    let journal_dir = data_dir.join(JOURNAL_DIR);
+    segment::list_segments(&journal_dir).ok()?.into_iter().find_map(|(_, path)| {
+        let mut head = [0u8; 16];
+        File::open(&path).ok()?.read_exact(&mut head).ok()?;
+        let version = SegmentHeader::version_of(&head)?;
+        (version < format::FORMAT_VERSION).then_some((path, version))
+    })
+}
+
 /// The error a journal that refuses to open returns, naming what is wrong and where.
 fn refusal(found: &scan::Scan, paths: &[PathBuf], dir: &Path) -> JournalError {
     let at = |seg: usize| paths.get(seg).cloned().unwrap_or_else(|| dir.join(JOURNAL_DIR));
