@@ -139,6 +139,9 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
     });
     recovery_config.fault = faults.as_ref().map(|f| Arc::clone(&f.plan));
     let recovered = recovery::recover(&recovery_config).context("recovery failed")?;
+    // The operator confirmed a repair for this start only: an in-process rebuild after a
+    // journal failure must never repair anything by itself.
+    recovery_config.discard_after = None;
     let recovery_ms = started.elapsed().as_millis() as u64;
     metrics.recovery_ms.store(recovery_ms, Relaxed);
     tracing::info!(

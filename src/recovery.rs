@@ -190,6 +190,17 @@ pub fn check_data_dir(data_dir: &Path) -> Result<(), RecoveryError> {
         return Ok(());
     }
     found.sort();
+    if let Some((segment, version)) = crate::journal::older_format_segment(data_dir) {
+        return Err(RecoveryError::Refused(format!(
+            "{} holds a journal of format version {version} ({}), written by an older ledgerd; \
+             this ledgerd writes version {} and does not convert it. Keep serving this \
+             directory with the ledgerd that wrote it, or start this version on a new, empty \
+             data directory",
+            data_dir.display(),
+            segment.display(),
+            crate::journal::format::FORMAT_VERSION
+        )));
+    }
     let snapshots = snapshot::list_snapshots(data_dir).unwrap_or_default();
     let what = if snapshots.is_empty() {
         String::new()
@@ -453,6 +464,7 @@ fn replay_into(
     let reader = JournalReader::open(data_dir)?;
     let mut records = reader.records(from, Some(last));
     let mut expected = from;
+    let mut previous: Option<u128> = None;
     while let Some(record) = records.next_record() {
         let record = record?;
         if record.seq != expected {
@@ -461,6 +473,11 @@ fn replay_into(
                 reason: "missing record".into(),
             });
         }
+        // The reader verified the chain; replay relies on it, so it is asserted here too.
+        if let Some(previous) = previous {
+            assert_eq!(record.chain, previous, "replay: record {} breaks the chain", record.seq);
+        }
+        previous = Some(record.checksum);
         let archived = event::access(record.body)
             .map_err(|e| RecoveryError::Replay { sequence: record.seq, reason: e.to_string() })?;
         state

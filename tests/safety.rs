@@ -124,7 +124,11 @@ fn run_to_exit(mut command: Command) -> Output {
 fn refused(dir: &Path, extra: &[&str]) -> String {
     let out = run_to_exit(ledgerd(dir, extra));
     assert!(!out.status.success(), "ledgerd started on {}", dir.display());
-    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    // Logs to a pipe carry no colour codes.
+    assert!(!text.contains('\x1b'), "ANSI escape codes in a log that is not a terminal: {text:?}");
+    text
 }
 
 /// `ledger-replay verify DIR`: (success, output).
@@ -193,6 +197,22 @@ fn non_empty_directory_without_a_ledger_is_refused_naming_what_it_holds() {
     let err = refused(dir.path(), &[]);
     assert!(err.contains("holds no ledger") && err.contains("notes.txt"), "{err}");
     assert!(!dir.path().join("journal").exists() && !dir.path().join("superblock").exists());
+}
+
+#[test]
+fn a_data_directory_of_the_older_format_is_refused_saying_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("journal")).unwrap();
+    std::fs::create_dir_all(dir.path().join("snapshots")).unwrap();
+    // A format 1 segment header: magic, then version 1.
+    let mut seg = vec![0u8; 8192];
+    seg[..8].copy_from_slice(b"LDGRJSEG");
+    seg[8..10].copy_from_slice(&1u16.to_le_bytes());
+    std::fs::write(dir.path().join("journal").join(format!("{:020}.seg", 0)), &seg).unwrap();
+    let err = refused(dir.path(), &[]);
+    assert!(err.contains("format version 1") && err.contains("older ledgerd"), "{err}");
+    assert!(err.contains("new, empty data directory"), "{err}");
+    assert!(!verify(dir.path()).0);
 }
 
 #[test]
@@ -377,6 +397,7 @@ fn a_panic_in_the_business_thread_aborts_the_process_and_a_restart_recovers() {
     faulty.set("panic");
     // The next request reaches the business thread, which panics: the whole process must go,
     // and the client must see its connection end instead of waiting for ever.
+    let sent = Instant::now();
     let answer = client.create_transfers(&[transfer(999, 1, 2, 1)]);
     assert!(
         matches!(answer, Err(ClientError::Io(_)) | Err(ClientError::Protocol(_))),
@@ -392,6 +413,7 @@ fn a_panic_in_the_business_thread_aborts_the_process_and_a_restart_recovers() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    eprintln!("figure: panic to process exit {} ms (SIGABRT)", sent.elapsed().as_millis());
     std::fs::write(&faulty.file, "clear").unwrap();
     faulty.daemon.restart();
     let mut client = faulty.daemon.client();
@@ -434,11 +456,13 @@ fn health_and_readiness_report_failing_writes_and_recover() {
     assert_eq!(metric(&metrics, "ledgerd_writes_failing "), Some(1), "{metrics}");
     // The disk recovers and nobody writes: readiness comes back by itself (a probe).
     faulty.set("clear");
+    let cleared = Instant::now();
     let deadline = Instant::now() + WAIT_MAX;
     while faulty.daemon.http_get("/readyz").0 != 200 {
         assert!(Instant::now() < deadline, "readiness did not come back");
         std::thread::sleep(Duration::from_millis(20));
     }
+    eprintln!("figure: ready again {} ms after the fault cleared", cleared.elapsed().as_millis());
     assert_eq!(faulty.daemon.http_get("/healthz"), (200, "ok\n".to_string()));
     let (_, metrics) = faulty.daemon.http_get("/metrics");
     assert_eq!(metric(&metrics, "ledgerd_writes_failing "), Some(0), "{metrics}");
@@ -465,11 +489,50 @@ fn a_slow_http_client_does_not_block_healthz() {
     std::thread::sleep(Duration::from_millis(100));
     // Several health checks are answered while the slow client is still sending.
     for _ in 0..3 {
+        let asked = Instant::now();
         assert_eq!(daemon.http_get("/healthz"), (200, "ok\n".to_string()));
+        eprintln!("figure: /healthz in {} us beside a slow client", asked.elapsed().as_micros());
         assert!(!slow.is_finished(), "the slow client finished first: the check proves nothing");
     }
     let _ = done_tx.send(());
     slow.join().unwrap();
+}
+
+#[test]
+fn snapshots_go_on_after_the_token_file_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let data = dir.path().join("data");
+    let listen = common::free_addr();
+    let mut command = ledgerd_on(&data, listen, &["--snapshot-every-records", "10"]);
+    // The token comes from the environment, as a supervisor would set it.
+    command.env("LEDGERD_AUTH_TOKEN_FILE", &token).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + WAIT_MAX;
+    let mut client = loop {
+        if let Ok(mut c) = Client::connect(listen, Some(b"s3cret")) {
+            if c.status().is_ok() {
+                break c;
+            }
+        }
+        assert!(Instant::now() < deadline, "ledgerd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The operator rotates the token file away; the daemon keeps the token it read.
+    std::fs::rename(&token, dir.path().join("token.old")).unwrap();
+    open_accounts(&mut client);
+    let mut next = 100u128;
+    // Before, each snapshot process re-read LEDGERD_AUTH_TOKEN_FILE and failed: no snapshot.
+    while snapshots(&data).is_empty() {
+        pay(&mut client, next, 10);
+        next += 10;
+        assert!(Instant::now() < deadline, "no snapshot after the token file moved");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 // ---- files ----
@@ -583,6 +646,13 @@ fn a_connection_flood_under_a_low_descriptor_limit_cannot_break_segment_roll_ove
         id += 8000;
         assert!(Instant::now() < deadline, "journal did not reach three segments");
     }
+    eprintln!(
+        "figure: descriptor limit {LIMIT}, {} connections held by the flood, {} segments, {} \
+         transfers written",
+        flood.len(),
+        segments(dir.path()).len(),
+        id - 1_000
+    );
     drop(flood);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -792,6 +792,10 @@ impl Run {
             assert!(!exceeds_credits(a, *limit, 0), "limit broken: {a:?}");
             assert!(!exceeds_debits(a, *limit, 0), "limit broken: {a:?}");
         }
+        // The daemon's own full-state check (`--verify`) agrees after every step.
+        if let Err(problem) = self.sm.verify() {
+            panic!("StateMachine::verify: {problem}");
+        }
     }
 
     fn replay(&mut self) {

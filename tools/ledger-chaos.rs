@@ -249,6 +249,10 @@ impl Daemon {
             .arg("8")
             .arg("--snapshot-every-records")
             .arg("300")
+            // The whole state is checked after every batch: a broken invariant aborts the
+            // daemon, which the crash loop reports.
+            .arg("--verify")
+            .arg("true")
             .env("LEDGERD_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -614,6 +614,13 @@ impl Journal {
             fs::remove_file(&later.path).map_err(io_err(&later.path))?;
         }
         let seg = segments.last_mut().expect("a kept segment");
+        let full = found.headers[keep_seg].segment_size;
+        if (seg.map.len() as u64) < full {
+            // Cut short by hand: back to full length before writing its slots.
+            segment::preallocate(seg.file(), full).map_err(io_err(&seg.path))?;
+            // SAFETY: as in `open`.
+            seg.map = unsafe { MmapMut::map_mut(seg.file()) }.map_err(io_err(&seg.path))?;
+        }
         if let Some((_, from, len)) = &plan.zero {
             let (from, len) = (*from as usize, *len as usize);
             seg.map[from..from + len].fill(0);
@@ -772,7 +779,7 @@ impl Journal {
             if libc::statvfs(dir.as_ptr(), &mut st) != 0 {
                 return Err(JournalError::Io { path, source: io::Error::last_os_error() });
             }
-            u64::from(st.f_bavail).saturating_mul(st.f_frsize)
+            st.f_bavail.saturating_mul(st.f_frsize)
         };
         if free < self.config.segment_size {
             return Err(JournalError::Io {
@@ -1020,6 +1027,19 @@ impl Journal {
         self.cursor.set(Cursor { seg, offset: off, sequence: seq });
         Some((seg, off))
     }
+}
+
+/// The first segment file in `data_dir/journal` written in an older format version, with
+/// that version: such a directory is an older ledgerd's, not a damaged one.
+pub fn older_format_segment(data_dir: &Path) -> Option<(PathBuf, u16)> {
+    use std::io::Read;
+    let journal_dir = data_dir.join(JOURNAL_DIR);
+    segment::list_segments(&journal_dir).ok()?.into_iter().find_map(|(_, path)| {
+        let mut head = [0u8; 16];
+        File::open(&path).ok()?.read_exact(&mut head).ok()?;
+        let version = SegmentHeader::version_of(&head)?;
+        (version < format::FORMAT_VERSION).then_some((path, version))
+    })
 }
 
 /// The error a journal that refuses to open returns, naming what is wrong and where.

@@ -312,7 +312,8 @@ impl<'a> Records<'a> {
                 }
                 Slot::Zero => {
                     // End of this segment's data: a valid record later in it is corruption.
-                    let live = &s.map[..scan::nonzero_end(&s.map, self.offset).max(self.offset)];
+                    let end = scan::nonzero_end(&s.map, self.offset).max(self.offset);
+                    let live = &s.map[..end.min(s.map.len())];
                     if let Some((o, q)) = scan::probe(live, self.offset + 16, self.next_seq - 1) {
                         let reason =
                             format!("zeroed record; valid record {q} follows at offset {o}");

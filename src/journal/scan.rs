@@ -358,7 +358,8 @@ fn scan_prefix(segs: &[SegView<'_>], ledger_id: Option<u128>) -> Scan {
         let is_last = i + 1 == segs.len();
         // A valid record later in this segment means the prefix ended early: corruption.
         // Only bytes before the last non-zero one can hold a record, so probe just that part.
-        let live = &bytes[..nonzero_end(bytes, off).max(off)];
+        // (A file cut shorter than its records' start has nothing live.)
+        let live = &bytes[..nonzero_end(bytes, off).max(off).min(bytes.len())];
         let mut valid_after =
             probe(live, off + RECORD_ALIGN, s.last_sequence).map(|(o, q)| (i, o, q));
         if damage.is_none() && valid_after.is_none() && !is_last {

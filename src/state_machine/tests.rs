@@ -821,3 +821,34 @@ fn oversized_batches_are_refused() {
     let batch = vec![acct(1); EVENTS_PER_REQUEST_MAX + 1];
     h.accounts(&batch);
 }
+
+#[test]
+fn verify_finds_a_broken_state() {
+    let mut h = with_accounts();
+    assert_eq!(h.transfers(&[xfer(10, 1, 2, 5)]), []);
+    assert_eq!(h.sm.verify(), Ok(()));
+    // One side of a transfer lost: debits no longer equal credits.
+    h.sm.accounts[0].debits_posted -= 1;
+    assert!(h.sm.verify().unwrap_err().contains("debits differ from credits"));
+    h.sm.accounts[0].debits_posted += 1;
+    // A balance-limit flag whose rule no longer holds.
+    h.sm.accounts[0].flags |= AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;
+    assert!(h.sm.verify().unwrap_err().contains("exceed credits"));
+    h.sm.accounts[0].flags &= !AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;
+    // An index that points elsewhere.
+    h.sm.accounts.swap(0, 1);
+    h.sm.account_ext.swap(0, 1);
+    assert!(h.sm.verify().unwrap_err().contains("is not found at its index"));
+}
+
+#[test]
+#[should_panic(expected = "invariant broken after a balance change")]
+fn a_broken_limit_after_a_balance_change_panics() {
+    let mut h = with_accounts();
+    // Account 1 claims a limit rule its balance already breaks (as a bug would leave it):
+    // the next change to it must not go unnoticed.
+    h.sm.accounts[0].flags |= AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS;
+    h.sm.accounts[0].debits_posted = 10;
+    h.sm.accounts[1].credits_posted = 10;
+    h.sm.assert_balances_hold(0);
+}

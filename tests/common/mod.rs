@@ -85,6 +85,9 @@ impl TestDaemon {
             .arg("none")
             .arg("--segment-size-mib")
             .arg("8")
+            // Tests run with the full-state check after every batch.
+            .arg("--verify")
+            .arg("true")
             .args(&self.extra_args)
             .env("LEDGERD_LOG", "warn")
             .stdin(Stdio::null())
