@@ -510,9 +510,10 @@ fn garbage_and_lying_lengths_leave_the_daemon_serving() {
 fn operator_endpoints_and_auth_token() {
     let dir = tempfile::tempdir().unwrap();
     let token_path = dir.path().join("token");
-    std::fs::write(&token_path, "s3cret-token\n").unwrap();
+    std::fs::write(&token_path, "s3cret-token-of-at-least-32-bytes\n").unwrap();
     let data = dir.path().join("data");
-    let mut daemon = TestDaemon::start_with_token(&data, &token_path, b"s3cret-token");
+    let mut daemon =
+        TestDaemon::start_with_token(&data, &token_path, b"s3cret-token-of-at-least-32-bytes");
 
     let (code, body) = daemon.http_get("/healthz");
     assert_eq!(code, 200, "{body}");

@@ -23,7 +23,7 @@ use ledgerd::protocol::{self, HelloRequest, Operation, Status, HEADER_SIZE};
 use ledgerd::types::Account;
 use ledgerd_client::{Client, ClientOptions};
 
-const TOKEN: &[u8] = b"hostile-test-token";
+const TOKEN: &[u8] = b"hostile-test-token-0123456789abcdef";
 const HELD_CONNECTIONS: usize = 1000;
 const SLOWLORIS_CONNECTIONS: usize = 40;
 const NON_READERS: usize = 16;
@@ -150,6 +150,7 @@ fn measure(addr: SocketAddr, duration: Duration, next_id: &AtomicU64) -> Vec<Dur
         token: Some(TOKEN.to_vec()),
         connect_timeout: Some(Duration::from_secs(5)),
         io_timeout: Some(Duration::from_secs(10)),
+        ..Default::default()
     };
     let mut client = Client::connect_with(addr, options).expect("well-behaved client connects");
     let mut latencies = Vec::new();
