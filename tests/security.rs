@@ -290,3 +290,132 @@ fn tls_client_certificates_when_a_client_ca_is_given() {
     let refused = Client::connect_with(daemon.addr, without);
     assert!(refused.is_err(), "a client without certificate was served");
 }
+
+// ---- pre-hello limits ----
+
+#[test]
+fn a_large_body_before_hello_is_refused_on_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start(dir.path());
+    let hello = Operation::Hello as u16;
+    // Only the header of a 1 MiB hello: the daemon must answer without waiting for the body.
+    let mut header = frame(hello, 4, &[]);
+    header[12..16].copy_from_slice(&(ledgerd::protocol::FRAME_BODY_MAX as u32).to_le_bytes());
+    let mut s = TcpStream::connect(daemon.addr).unwrap();
+    s.write_all(&header).unwrap();
+    assert_eq!(reply(&mut s), (hello, Status::BodyLengthInvalid, 4));
+    assert!(closed(&mut s));
+    // The same for any other operation: hello_required on the header alone.
+    let mut header = frame(Operation::CreateTransfers as u16, 5, &[]);
+    header[12..16].copy_from_slice(&(1024u32 * 128).to_le_bytes());
+    let mut s = TcpStream::connect(daemon.addr).unwrap();
+    s.write_all(&header).unwrap();
+    assert_eq!(reply(&mut s), (Operation::CreateTransfers as u16, Status::HelloRequired, 5));
+    assert!(closed(&mut s));
+}
+
+#[test]
+fn connections_without_hello_are_closed_by_deadline_and_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_with(
+        dir.path(),
+        &["--hello-timeout-secs", "1", "--pre-hello-connections-max", "4"],
+    );
+    let silent: IpAddr = "127.0.0.2".parse().unwrap();
+    let started = Instant::now();
+    let mut first = connect_from(silent, daemon.addr).unwrap();
+    assert!(closed(&mut first), "a silent connection outlived the hello deadline");
+    let deadline_ms = started.elapsed().as_millis();
+    // Five silent connections and a cap of four: the oldest is closed at once.
+    let mut conns: Vec<TcpStream> =
+        (0..4).map(|_| connect_from(silent, daemon.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    conns.push(connect_from(silent, daemon.addr).unwrap());
+    assert!(closed(&mut conns[0]));
+    let evicted_ms = started.elapsed().as_millis();
+    assert!(evicted_ms < 900, "the oldest waited for the deadline ({evicted_ms} ms)");
+    // A well-behaved client still gets in and is served.
+    Client::connect(daemon.addr, None).unwrap().status().unwrap();
+    assert!(daemon.metric("ledgerd_rejections_total{reason=\"pre_hello_limit\"}") >= 1);
+    assert!(daemon.metric("ledgerd_rejections_total{reason=\"hello_timeout\"}") >= 1);
+    eprintln!("pre-hello: silent connection closed after {deadline_ms} ms (deadline 1 s); oldest of 5 closed after {evicted_ms} ms (cap 4)");
+}
+
+#[test]
+fn each_address_has_its_own_connection_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_with(dir.path(), &["--connections-per-address-max", "3"]);
+    let crowd: IpAddr = "127.0.0.5".parse().unwrap();
+    let _held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = connect_from(crowd, daemon.addr).unwrap();
+            s.write_all(&hello_frame(1, None)).unwrap();
+            assert_eq!(reply(&mut s).1, Status::Ok);
+            s
+        })
+        .collect();
+    let mut fourth = connect_from(crowd, daemon.addr).unwrap();
+    assert!(closed(&mut fourth), "a fourth connection from one address was kept");
+    // Other addresses are not affected.
+    Client::connect(daemon.addr, None).unwrap().status().unwrap();
+    assert_eq!(daemon.metric("ledgerd_rejections_total{reason=\"address_limit\"}"), 1);
+}
+
+#[test]
+fn reply_memory_is_bounded_over_all_connections_with_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start_with(dir.path(), &["--reply-memory-max-mib", "8"]);
+    let mut c = daemon.client();
+    assert!(c.create_accounts(&[account(1)]).unwrap().is_empty());
+    // Lookups of 8,190 ids: each may get a 1 MiB reply, reserved while in flight.
+    let ids: Vec<u128> = vec![1; ledgerd::types::EVENTS_PER_REQUEST_MAX];
+    let mut body = Vec::new();
+    ledgerd::protocol::encode_ids(&mut body, &ids);
+    let lookup = frame(Operation::LookupAccounts as u16, 2, &body);
+    // Three clients that never read hold more than 8 MiB of replies between them.
+    let mut readers_never = Vec::new();
+    for _ in 0..3 {
+        let s = wire::greeted(daemon.addr, None);
+        s.set_nonblocking(true).unwrap();
+        // (stream, bytes of the current frame already written)
+        readers_never.push((s, 0usize));
+    }
+    // The bound refuses a request that could push it past 8 MiB: memory settles within one
+    // maximal reply below it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon.metric("ledgerd_reply_memory_bytes") < (8 << 20) - (1 << 20) - (64 << 10) {
+        for (s, sent) in &mut readers_never {
+            while let Ok(n) = s.write(&lookup[*sent..]) {
+                *sent = (*sent + n) % lookup.len();
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "reply memory never reached the bound");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A newcomer's large lookup is shed with busy; nothing is held for it.
+    let mut s = wire::greeted(daemon.addr, None);
+    s.write_all(&lookup).unwrap();
+    assert_eq!(reply(&mut s), (Operation::LookupAccounts as u16, Status::Busy, 2));
+    let held = daemon.metric("ledgerd_reply_memory_bytes");
+    assert!(held <= (8 << 20) + (2 << 20), "{held} bytes held");
+    assert!(daemon.metric("ledgerd_rejections_total{reason=\"reply_memory\"}") >= 1);
+    // When the non-readers go, memory is released and the same lookup is served.
+    drop(readers_never);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        s.write_all(&lookup).unwrap();
+        let (op, status, _) = reply(&mut s);
+        assert_eq!(op, Operation::LookupAccounts as u16);
+        if status == Status::Ok {
+            break;
+        }
+        assert_eq!(status, Status::Busy);
+        assert!(Instant::now() < deadline, "still busy after the non-readers left");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("reply memory: {held} bytes held at the 8 MiB bound");
+}
