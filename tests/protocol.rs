@@ -352,8 +352,13 @@ fn closing_refusals_echo_the_operation_and_request_id() {
     let mut bad_body = good.clone();
     let last = bad_body.len() - 1;
     bad_body[last] ^= 0xff;
-    let cases: [(&str, Vec<u8>, Status); 5] = [
+    let mut with_status = good.clone();
+    with_status[8] = 1;
+    let crc = checksum(with_status[..64].try_into().unwrap(), &with_status[64..]);
+    with_status[24..28].copy_from_slice(&crc.to_le_bytes());
+    let cases: [(&str, Vec<u8>, Status); 6] = [
         ("bad magic", mutate(0, b'X'), Status::BadMagic),
+        ("request status", with_status, Status::InvalidHeader),
         ("version", mutate(4, 9), Status::UnsupportedVersion),
         ("reserved", mutate(40, 1), Status::InvalidHeader),
         ("oversize", oversize, Status::BodyTooLarge),

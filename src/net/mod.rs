@@ -551,6 +551,15 @@ impl NetThread {
                     break;
                 }
             };
+            if header.status != 0 {
+                // The status field belongs to replies: a request that sets it was not framed
+                // by a client that follows the protocol.
+                self.metrics.reject(Rejection::BadFrame);
+                self.log
+                    .warn(format_args!("connection {}: request with a status; closing", conn.peer));
+                charged += conn.fail(Status::InvalidHeader, header.operation, header.request_id);
+                break;
+            }
             let operation = Operation::from_u16(header.operation);
             if !conn.greeted() {
                 // Decided on the header alone, so that no body is buffered before hello.
