@@ -4,7 +4,9 @@
 //! (b) 50 clients with one request in flight each (closed loop): throughput and percentiles;
 //! (c) open loop at 25%, 50% and 75% of (b)'s throughput, 50 connections, latency measured
 //!     from each request's intended send time (coordinated omission corrected, as wrk2 does),
-//!     percentiles up to p99.99.
+//!     percentiles up to p99.99;
+//! (d) what TLS costs: one blocking client, one transfer per request, over plain TCP and over
+//!     TLS 1.3 (a second daemon with a self-signed certificate), measured the same way.
 //!
 //! `cargo bench --bench latency` runs it all; `cargo test` (or `LEDGERD_BENCH_SMOKE=1`) runs a
 //! smoke version that checks every transfer was applied.
@@ -19,6 +21,33 @@ use ledgerd::protocol::Operation;
 
 const ACCOUNTS: u64 = 10_000;
 const CLIENTS: usize = 50;
+
+/// `requests` round trips of one transfer (account 1 to 2) on a blocking client; returns the
+/// latency histogram in nanoseconds.
+fn blocking_single(
+    client: &mut ledgerd_client::Client,
+    requests: u64,
+    next_id: &mut u128,
+) -> hdrhistogram::Histogram<u64> {
+    let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..requests {
+        let t = ledgerd::types::Transfer {
+            id: 1_000_000_000 + *next_id,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount: 1,
+            ledger: 1,
+            code: 1,
+            ..Default::default()
+        };
+        *next_id += 1;
+        let started = std::time::Instant::now();
+        let results = client.create_transfers(&[t]).expect("served");
+        h.record(started.elapsed().as_nanos() as u64).expect("record");
+        assert!(results.is_empty(), "{results:?}");
+    }
+    h
+}
 
 fn main() {
     let full = common::full_run();
@@ -98,6 +127,26 @@ fn main() {
         report::print_latency(&prefix, &open.latency, true);
         series.push((format!("open_{percent}pct"), open.latency));
     }
+
+    // (d) TLS against plain TCP, same blocking client and request on both.
+    let plain = blocking_single(&mut daemon.client(), single_requests, &mut next_id);
+    applied += plain.len();
+    report::print_latency("latency.single_blocking", &plain, false);
+    let (mut tls_daemon, tls_options) = Daemon::start_tls(&data.path().join("ledgerd-tls"), &[]);
+    let mut tls_client =
+        ledgerd_client::Client::connect_with(tls_daemon.addr, tls_options).expect("TLS connect");
+    common::create_accounts(&mut tls_client, 1, 2, 0);
+    let mut tls_next_id = 1;
+    let tls = blocking_single(&mut tls_client, single_requests, &mut tls_next_id);
+    report::print_latency("latency.single_tls", &tls, false);
+    println!(
+        "latency.single_tls.p50_over_plain: {:.2}",
+        tls.value_at_quantile(0.5) as f64 / plain.value_at_quantile(0.5) as f64
+    );
+    drop(tls_client);
+    tls_daemon.stop();
+    series.push(("single_blocking".to_string(), plain));
+    series.push(("single_tls".to_string(), tls));
 
     let status = client.status().expect("status");
     assert_eq!(status.transfers, applied, "every acknowledged transfer is in the ledger");

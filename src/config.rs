@@ -37,7 +37,10 @@ pub struct Settings {
     #[arg(long, env = "LEDGERD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// File holding the token clients must present in their hello (trailing newline ignored).
+    /// File holding the tokens clients present in their hello: one token (role read-write),
+    /// or lines "ROLE TOKEN" with ROLE read-only, follower or read-write. Tokens are at least
+    /// 32 bytes (`head -c 32 /dev/urandom | base64`). Required to listen on a non-loopback
+    /// address (unless --insecure).
     #[arg(long, env = "LEDGERD_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
 
@@ -127,6 +130,39 @@ pub struct Settings {
     #[serde(skip)]
     pub fault_file: Option<PathBuf>,
 
+    /// Accept what is unsafe: a non-loopback address without a token, tokens under 32 bytes.
+    #[arg(long, env = "LEDGERD_INSECURE", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure: Option<bool>,
+
+    /// Seconds a new connection has to say hello (TLS handshake included). [default: 5]
+    #[arg(long, env = "LEDGERD_HELLO_TIMEOUT_SECS")]
+    pub hello_timeout_secs: Option<u64>,
+
+    /// Most connections that have not said hello yet; a new one closes the oldest. [default: 64]
+    #[arg(long, env = "LEDGERD_PRE_HELLO_CONNECTIONS_MAX")]
+    pub pre_hello_connections_max: Option<usize>,
+
+    /// Most open connections from one IP address. [default: 256]
+    #[arg(long, env = "LEDGERD_CONNECTIONS_PER_ADDRESS_MAX")]
+    pub connections_per_address_max: Option<usize>,
+
+    /// MiB of replies held or reserved over all connections before new requests are answered
+    /// `busy`. [default: 256]
+    #[arg(long, env = "LEDGERD_REPLY_MEMORY_MAX_MIB")]
+    pub reply_memory_max_mib: Option<usize>,
+
+    /// TLS certificate chain (PEM, leaf first) for the client port; needs --tls-key.
+    #[arg(long, env = "LEDGERD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long, env = "LEDGERD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM): when given, clients must present a certificate signed by one.
+    #[arg(long, env = "LEDGERD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Internal: write a snapshot of the data directory at this journal sequence and exit
     /// (the daemon runs itself this way so that snapshots never stall it).
     #[arg(long, hide = true)]
@@ -163,6 +199,17 @@ pub struct DaemonConfig {
     pub log: String,
     /// Test-only fault injection (`--fault-file`).
     pub fault_file: Option<PathBuf>,
+    /// The tokens of `auth_token` (the token file) with their roles.
+    pub tokens: crate::net::auth::Tokens,
+    pub insecure: bool,
+    pub hello_timeout: Duration,
+    pub pre_hello_connections_max: usize,
+    pub connections_per_address_max: usize,
+    pub reply_memory_max_bytes: usize,
+    /// Certificate, key and optional client CA files, when TLS is on.
+    pub tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+    /// What `--insecure` let through, to log once logging is up.
+    pub warnings: Vec<String>,
 }
 
 /// Longest accepted auth token.
@@ -203,7 +250,15 @@ impl Settings {
             repair,
             verify,
             log_format,
-            log
+            log,
+            insecure,
+            hello_timeout_secs,
+            pre_hello_connections_max,
+            connections_per_address_max,
+            reply_memory_max_mib,
+            tls_cert,
+            tls_key,
+            tls_client_ca
         );
         Ok(self)
     }
@@ -252,6 +307,7 @@ impl Settings {
         anyhow::ensure!(in_flight_max >= 1, "--in-flight-max must be at least 1");
         let connections_max = self.connections_max.unwrap_or(1024);
         anyhow::ensure!(connections_max >= 1, "--connections-max must be at least 1");
+        let net = self.resolve_net(auth_token.as_deref())?;
         Ok(DaemonConfig {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./ledgerd-data")),
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:7400".parse().expect("literal")),
@@ -278,8 +334,82 @@ impl Settings {
             log_json,
             log: self.log.unwrap_or_else(|| "info".to_string()),
             fault_file: self.fault_file,
+            tokens: net.tokens,
+            insecure: net.insecure,
+            hello_timeout: net.hello_timeout,
+            pre_hello_connections_max: net.pre_hello_connections_max,
+            connections_per_address_max: net.connections_per_address_max,
+            reply_memory_max_bytes: net.reply_memory_max_bytes,
+            tls: net.tls,
+            warnings: net.warnings,
         })
     }
+
+    /// The network security settings: tokens and roles, the listening policy, pre-auth
+    /// limits and TLS files.
+    fn resolve_net(&self, token_file: Option<&[u8]>) -> anyhow::Result<NetSettings> {
+        use crate::net::auth;
+        let tokens = match (token_file, &self.auth_token_file) {
+            (Some(text), Some(path)) => auth::Tokens::parse(text)
+                .map_err(|e| anyhow::anyhow!("auth token file {}: {e}", path.display()))?,
+            _ => auth::Tokens::default(),
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some((cert.clone(), key.clone(), self.tls_client_ca.clone()))
+            }
+            (None, None) => {
+                anyhow::ensure!(
+                    self.tls_client_ca.is_none(),
+                    "--tls-client-ca needs --tls-cert and --tls-key"
+                );
+                None
+            }
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let insecure = self.insecure.unwrap_or(false);
+        let listen = self.listen.unwrap_or_else(|| "127.0.0.1:7400".parse().expect("literal"));
+        let warnings = auth::check_listen_policy(listen, &tokens, tls.is_some(), insecure)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let hello_timeout_secs = self.hello_timeout_secs.unwrap_or(5);
+        anyhow::ensure!(
+            (1..=300).contains(&hello_timeout_secs),
+            "--hello-timeout-secs {hello_timeout_secs}: must be 1..=300"
+        );
+        let pre_hello_connections_max = self.pre_hello_connections_max.unwrap_or(64);
+        anyhow::ensure!(
+            pre_hello_connections_max >= 1,
+            "--pre-hello-connections-max must be at least 1"
+        );
+        let connections_per_address_max = self.connections_per_address_max.unwrap_or(256);
+        anyhow::ensure!(
+            connections_per_address_max >= 1,
+            "--connections-per-address-max must be at least 1"
+        );
+        let reply_memory_max_mib = self.reply_memory_max_mib.unwrap_or(256);
+        anyhow::ensure!(reply_memory_max_mib >= 8, "--reply-memory-max-mib must be at least 8");
+        Ok(NetSettings {
+            tokens,
+            insecure,
+            hello_timeout: Duration::from_secs(hello_timeout_secs),
+            pre_hello_connections_max,
+            connections_per_address_max,
+            reply_memory_max_bytes: reply_memory_max_mib * 1024 * 1024,
+            tls,
+            warnings,
+        })
+    }
+}
+
+struct NetSettings {
+    tokens: crate::net::auth::Tokens,
+    insecure: bool,
+    hello_timeout: Duration,
+    pre_hello_connections_max: usize,
+    connections_per_address_max: usize,
+    reply_memory_max_bytes: usize,
+    tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+    warnings: Vec<String>,
 }
 
 fn read_token(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -301,9 +431,13 @@ fn read_token(path: &Path) -> anyhow::Result<Vec<u8>> {
         token.pop();
     }
     anyhow::ensure!(!token.is_empty(), "auth token file {} is empty", path.display());
+    // One token, or lines of "ROLE TOKEN": `net::auth::Tokens::parse` checks each token
+    // against `AUTH_TOKEN_MAX_BYTES`.
     anyhow::ensure!(
-        token.len() <= AUTH_TOKEN_MAX_BYTES,
-        "auth token longer than {AUTH_TOKEN_MAX_BYTES} bytes"
+        token.len() <= crate::net::auth::TOKEN_FILE_MAX_BYTES,
+        "auth token file {} is larger than {} bytes",
+        path.display(),
+        crate::net::auth::TOKEN_FILE_MAX_BYTES
     );
     Ok(token)
 }

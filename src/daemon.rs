@@ -112,6 +112,16 @@ pub fn recovery_config(config: &DaemonConfig) -> RecoveryConfig {
 
 /// Runs the daemon until `shutdown` is set (by SIGTERM/SIGINT in the binary).
 pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    // Certificates are read before anything else starts: a bad file fails the start at once.
+    let tls = match &config.tls {
+        Some((cert, key, client_ca)) => {
+            Some(net::tls::server_config(cert, key, client_ca.as_deref())?)
+        }
+        None => None,
+    };
     private_data_dir(&config.data_dir)?;
     let _lock = lock_data_dir(&config.data_dir)?;
     config.connections_max = descriptor_budget(config.connections_max, config.net_threads)?;
@@ -197,7 +207,13 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
             in_flight_max: config.in_flight_max,
             idle_timeout: config.idle_timeout,
             frame_timeout: config.frame_timeout,
-            auth_token: config.auth_token.clone(),
+            tokens: config.tokens.clone(),
+            hello_timeout: config.hello_timeout,
+            pre_hello_max: config.pre_hello_connections_max,
+            per_address_max: config.connections_per_address_max,
+            reply_memory_max: config.reply_memory_max_bytes,
+            tls,
+            ..NetConfig::default()
         },
         Arc::clone(&net_shutdown),
     )?;

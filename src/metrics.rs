@@ -122,6 +122,12 @@ pub struct Metrics {
     /// The last journal error, for `/healthz` (written on failures only, never on the
     /// request path of a healthy daemon).
     pub last_journal_error: std::sync::Mutex<String>,
+    /// Hellos refused for a wrong token.
+    pub auth_failures: AtomicU64,
+    /// Hellos refused because their address failed too often.
+    pub auth_throttled: AtomicU64,
+    /// Reply memory held or reserved over all connections (updated by housekeeping).
+    pub reply_memory_bytes: AtomicU64,
 }
 
 /// Why the network layer refused something.
@@ -135,10 +141,17 @@ pub enum Rejection {
     IdleTimeout = 5,
     FrameTimeout = 6,
     InvalidRequest = 7,
+    AddressLimit = 8,
+    PreHelloLimit = 9,
+    HelloTimeout = 10,
+    PermissionDenied = 11,
+    ReplyMemory = 12,
+    WriteStall = 13,
+    TlsError = 14,
 }
 
 impl Rejection {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 15;
     const NAMES: [&'static str; Self::COUNT] = [
         "connection_limit",
         "bad_frame",
@@ -148,6 +161,13 @@ impl Rejection {
         "idle_timeout",
         "frame_timeout",
         "invalid_request",
+        "address_limit",
+        "pre_hello_limit",
+        "hello_timeout",
+        "permission_denied",
+        "reply_memory",
+        "write_stall",
+        "tls_error",
     ];
 }
 
@@ -185,6 +205,9 @@ impl Metrics {
             write_failures_in_a_row: AtomicU64::new(0),
             writes_failing_since_ms: AtomicU64::new(0),
             last_journal_error: std::sync::Mutex::new(String::new()),
+            auth_failures: AtomicU64::new(0),
+            auth_throttled: AtomicU64::new(0),
+            reply_memory_bytes: AtomicU64::new(0),
         }
     }
 
@@ -379,6 +402,32 @@ impl Metrics {
                 out,
                 "ledgerd_rejections_total{{reason=\"{name}\"}} {}",
                 count.load(Relaxed)
+            );
+        }
+        for (name, kind, help, value) in [
+            (
+                "ledgerd_auth_failures_total",
+                "counter",
+                "Hellos refused for a wrong or missing token.",
+                &self.auth_failures,
+            ),
+            (
+                "ledgerd_auth_throttled_total",
+                "counter",
+                "Hellos refused because their address failed too often.",
+                &self.auth_throttled,
+            ),
+            (
+                "ledgerd_reply_memory_bytes",
+                "gauge",
+                "Reply bytes held or reserved for requests in flight, over all connections.",
+                &self.reply_memory_bytes,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Relaxed)
             );
         }
         out

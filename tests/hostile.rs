@@ -1,7 +1,9 @@
 //! Hostile clients against the real daemon, one attack at a time, while a well-behaved client
 //! keeps paying and looking up: 1,000 connections held open, slowloris (a frame a byte at a
 //! time), clients that never read their replies, oversize frames, connect-and-close floods,
-//! wrong auth tokens. For each attack: the well-behaved client is served without error and
+//! wrong auth tokens, 200 connections that never send a byte, 1 MiB bodies before hello.
+//! Attackers that would otherwise trip the per-address limits connect from other loopback
+//! addresses (127.0.0.2, ...), as they would from other hosts. For each attack: the well-behaved client is served without error and
 //! its p99 stays bounded, the daemon's memory stays bounded, it closes what it must, and it
 //! logs refusals a bounded number of times (not once per byte).
 //!
@@ -23,10 +25,20 @@ use ledgerd::protocol::{self, HelloRequest, Operation, Status, HEADER_SIZE};
 use ledgerd::types::Account;
 use ledgerd_client::{Client, ClientOptions};
 
-const TOKEN: &[u8] = b"hostile-test-token";
+const TOKEN: &[u8] = b"hostile-test-token-0123456789abcdef";
 const HELD_CONNECTIONS: usize = 1000;
 const SLOWLORIS_CONNECTIONS: usize = 40;
 const NON_READERS: usize = 16;
+/// Connections that never send a byte, kept open (reopened when the daemon closes them).
+const SILENT_CONNECTIONS: usize = 200;
+/// Connections sending a 1 MiB hello body at once.
+const PRE_HELLO_FLOODERS: usize = 200;
+/// Seconds a connection has to say hello (the daemon's `--hello-timeout-secs` here).
+const HELLO_TIMEOUT_SECS: u64 = 2;
+/// Where the attackers that say no hello, or a wrong one, come from.
+const SILENT_FROM: [u8; 4] = [127, 0, 0, 2];
+const WRONG_TOKEN_FROM: [u8; 4] = [127, 0, 0, 3];
+const PRE_HELLO_FROM: [u8; 4] = [127, 0, 0, 4];
 /// Generous bounds for a shared 2-core CI machine; the measured figures are far below.
 const GOOD_P99_MAX: Duration = Duration::from_secs(1);
 const RSS_MAX_MIB: u64 = 1024;
@@ -76,6 +88,9 @@ fn start(dir: &Path) -> Daemon {
         .args(["--metrics-listen", &common::free_addr().to_string()])
         .args(["--business-core", "none", "--segment-size-mib", "8"])
         .args(["--frame-timeout-secs", &FRAME_TIMEOUT_SECS.to_string()])
+        .args(["--hello-timeout-secs", &HELLO_TIMEOUT_SECS.to_string()])
+        // 1,000 held connections come from 127.0.0.1 like the well-behaved client.
+        .args(["--connections-per-address-max", "1100"])
         .arg("--auth-token-file")
         .arg(&token_file)
         .env("LEDGERD_LOG", "info")
@@ -153,6 +168,7 @@ fn measure(addr: SocketAddr, duration: Duration, next_id: &AtomicU64) -> Vec<Dur
         token: Some(TOKEN.to_vec()),
         connect_timeout: Some(Duration::from_secs(5)),
         io_timeout: Some(Duration::from_secs(10)),
+        ..Default::default()
     };
     let mut client = Client::connect_with(addr, options).expect("well-behaved client connects");
     let mut latencies = Vec::new();
@@ -264,9 +280,62 @@ fn connect_close_flood(addr: SocketAddr, stop: &AtomicBool, count: &AtomicU64) {
     }
 }
 
+fn connect_from(from: [u8; 4], addr: SocketAddr) -> std::io::Result<TcpStream> {
+    common::wire::connect_from(std::net::IpAddr::from(from), addr)
+}
+
+/// 200 connections that never send a byte: each is closed by the hello deadline (or sooner,
+/// to make room: the pre-hello cap closes the oldest) and reopened at once. `count` counts
+/// the closes.
+fn silent_connections(addr: SocketAddr, stop: &AtomicBool, count: &AtomicU64) {
+    let mut conns: Vec<TcpStream> = Vec::new();
+    while !stop.load(Relaxed) {
+        while conns.len() < SILENT_CONNECTIONS {
+            match connect_from(SILENT_FROM, addr) {
+                Ok(s) => {
+                    s.set_nonblocking(true).unwrap();
+                    conns.push(s);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut byte = [0u8; 1];
+        conns.retain_mut(|s| match s.read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            _ => {
+                count.fetch_add(1, Relaxed);
+                false
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Connections that announce and send a 1 MiB hello body: each must be refused on the
+/// header alone (`body_length_invalid`) and closed, with nothing of the body buffered.
+fn pre_hello_bodies(addr: SocketAddr, stop: &AtomicBool, count: &AtomicU64) {
+    let body = vec![0x55u8; protocol::FRAME_BODY_MAX];
+    let big = frame(Operation::Hello as u16, 1, &body);
+    while !stop.load(Relaxed) {
+        let mut conns: Vec<TcpStream> = (0..PRE_HELLO_FLOODERS)
+            .filter_map(|_| connect_from(PRE_HELLO_FROM, addr).ok())
+            .collect();
+        for s in &mut conns {
+            s.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+            // The daemon closes after the header: the rest of the write may fail.
+            let _ = s.write_all(&big);
+        }
+        for mut s in conns {
+            if read_status(&mut s) == Some(Status::BodyLengthInvalid) {
+                count.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
 fn wrong_token(addr: SocketAddr, stop: &AtomicBool, count: &AtomicU64) {
     while !stop.load(Relaxed) {
-        let Ok(mut s) = TcpStream::connect(addr) else { continue };
+        let Ok(mut s) = connect_from(WRONG_TOKEN_FROM, addr) else { continue };
         let _ = s.write_all(&hello_frame(b"not-the-token"));
         let status = read_status(&mut s);
         assert!(matches!(status, Some(s) if s != Status::Ok), "wrong token accepted: {status:?}");
@@ -296,13 +365,15 @@ fn hostile_clients_do_not_starve_well_behaved_ones() {
         baseline.len(),
         rss_mib(pid)
     );
-    let attacks: [(&str, AttackFn); 6] = [
+    let attacks: [(&str, AttackFn); 8] = [
         ("hold_1000_connections", hold_connections),
         ("slowloris", slowloris),
         ("never_read_replies", non_readers),
         ("oversize_frames", oversize_frames),
         ("connect_close_flood", connect_close_flood),
         ("wrong_auth_token", wrong_token),
+        ("silent_200_connections", silent_connections),
+        ("pre_hello_1mib_bodies", pre_hello_bodies),
     ];
     let started = Instant::now();
     let mut rss_max = 0;
@@ -325,10 +396,19 @@ fn hostile_clients_do_not_starve_well_behaved_ones() {
         std::thread::sleep(Duration::from_millis(100));
         let attack_duration = if name == "slowloris" && !long() {
             Duration::from_secs(FRAME_TIMEOUT_SECS + 1)
+        } else if name == "silent_200_connections" && !long() {
+            // Long enough for the hello deadline to close the first ones.
+            Duration::from_secs(HELLO_TIMEOUT_SECS + 1)
         } else {
             duration
         };
         let mut latencies = measure(daemon.addr, attack_duration, &next_id);
+        // A new well-behaved connection is accepted during the attack too.
+        let connect_started = Instant::now();
+        let mut fresh = Client::connect(daemon.addr, Some(TOKEN))
+            .unwrap_or_else(|e| panic!("{name}: a new client was refused: {e}"));
+        fresh.status().expect("served");
+        let connect_us = connect_started.elapsed().as_micros();
         let rss = rss_mib(pid);
         rss_max = rss_max.max(rss);
         stop.store(true, Relaxed);
@@ -336,7 +416,7 @@ fn hostile_clients_do_not_starve_well_behaved_ones() {
         let p = p99(&mut latencies);
         let n = count.load(Relaxed);
         eprintln!(
-            "hostile: attack={name} p99_us={} requests={} attack_count={n} rss_mib={rss}",
+            "hostile: attack={name} p99_us={} requests={} attack_count={n} rss_mib={rss} new_client_us={connect_us}",
             p.as_micros(),
             latencies.len()
         );
@@ -345,6 +425,10 @@ fn hostile_clients_do_not_starve_well_behaved_ones() {
         match name {
             "hold_1000_connections" => assert_eq!(n, HELD_CONNECTIONS as u64, "{name}"),
             "slowloris" => assert_eq!(n, SLOWLORIS_CONNECTIONS as u64, "slowloris left open"),
+            // The pre-hello cap closes all but 64 at once, the deadline the rest.
+            "silent_200_connections" => {
+                assert!(n >= SILENT_CONNECTIONS as u64, "{name}: only {n} closed")
+            }
             _ => assert!(n > 0, "{name} did nothing"),
         }
     }

@@ -1,13 +1,15 @@
 //! The wire protocol from the outside: the spec document agrees with the code, decoders
-//! never panic on arbitrary bytes, and the client works against a fake daemon over loopback.
+//! never panic on arbitrary bytes, and the real daemon answers every case exactly as
+//! docs/protocol.md says (statuses, echoed fields, which refusals close the connection,
+//! shutdown), through the Rust client and byte by byte.
 
-#[path = "fake_server/mod.rs"]
-mod fake_server;
+mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 
-use fake_server::{Config, FakeServer};
+use common::wire::{self, closed, frame, hello_body, hello_frame, reply};
+use common::TestDaemon;
 use ledgerd::protocol::*;
 use ledgerd::types::{
     Account, AccountFilter, AccountFilterFlags, AccountLimit, CreateResult, ResultCode, Transfer,
@@ -111,7 +113,7 @@ proptest! {
         let mut out = Vec::new();
         let start = frame_begin(&mut out);
         out.extend_from_slice(&body);
-        let st = Status::from_u16(status % 18).unwrap();
+        let st = Status::from_u16(status % Status::ALL.len() as u16).unwrap();
         frame_finish(&mut out, start, operation, st, request_id);
         let head: [u8; 64] = out[..64].try_into().unwrap();
         let h = Header::decode(&head).unwrap();
@@ -142,7 +144,7 @@ proptest! {
     }
 }
 
-// ---- client against the fake daemon ----
+// ---- the client against the real daemon ----
 
 fn account(id: u128) -> Account {
     Account { id, ledger: 1, code: 1, ..Default::default() }
@@ -160,10 +162,15 @@ fn transfer(id: u128, from: u128, to: u128, amount: u128) -> Transfer {
     }
 }
 
+fn daemon(dir: &std::path::Path) -> TestDaemon {
+    TestDaemon::start_with(dir, &["--in-flight-max", "8"])
+}
+
 #[test]
 fn typed_calls_round_trip() {
-    let server = FakeServer::start();
-    let mut client = Client::connect(server.addr, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon(dir.path());
+    let mut client = daemon.client();
     assert_eq!(client.server_limits().requests_in_flight_max, 8);
     assert_eq!(
         client.create_accounts(&[account(1), account(2), account(0)]).unwrap(),
@@ -173,6 +180,11 @@ fn typed_calls_round_trip() {
         client.create_accounts(&[account(1)]).unwrap(),
         vec![CreateResult { index: 0, result: ResultCode::Exists }]
     );
+    let wallet = Account {
+        flags: ledgerd::types::AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+        ..account(3)
+    };
+    assert!(client.create_accounts(&[wallet]).unwrap().is_empty());
     let results =
         client.create_transfers(&[transfer(10, 1, 2, u128::MAX), transfer(11, 1, 9, 1)]).unwrap();
     assert_eq!(results, vec![CreateResult { index: 1, result: ResultCode::CreditAccountNotFound }]);
@@ -181,10 +193,10 @@ fn typed_calls_round_trip() {
     assert_eq!(accounts[0].credits_posted, u128::MAX);
     assert_eq!(client.lookup_transfers(&[10]).unwrap()[0].amount, u128::MAX);
     assert!(client
-        .set_account_limits(&[AccountLimit { account_id: 1, limit: 5, ..Default::default() }])
+        .set_account_limits(&[AccountLimit { account_id: 3, limit: 5, ..Default::default() }])
         .unwrap()
         .is_empty());
-    assert_eq!(client.lookup_account_limits(&[1]).unwrap()[0].limit, 5);
+    assert_eq!(client.lookup_account_limits(&[3]).unwrap()[0].limit, 5);
     let filter = AccountFilter {
         account_id: 1,
         limit: 10,
@@ -192,19 +204,22 @@ fn typed_calls_round_trip() {
         ..Default::default()
     };
     assert_eq!(client.get_account_transfers(&filter).unwrap().len(), 1);
+    // Account 1 has no `history` flag: no balance rows.
     assert!(client.get_account_balances(&filter).unwrap().is_empty());
     let events = client
         .change_events(&ChangeEventsRequest { from_sequence: 1, limit: 10, from_index: 0 })
         .unwrap();
-    assert!(events.events.is_empty());
+    assert_eq!(events.events[0].kind, ChangeEventKind::AccountCreated);
     let status = client.status().unwrap();
-    assert_eq!((status.accounts, status.transfers, status.state_hash), (2, 1, 0xabc));
+    assert_eq!((status.accounts, status.transfers, status.account_limits), (3, 1, 1));
 }
 
 #[test]
 fn invalid_requests_are_refused_before_sending() {
-    let server = FakeServer::start();
-    let mut client = Client::connect(server.addr, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon(dir.path());
+    let mut client = daemon.client();
+    let sequence = client.status().unwrap().sequence;
     assert!(matches!(client.create_accounts(&[]), Err(ClientError::Status(Status::EmptyBatch))));
     let bad_filter = AccountFilter {
         account_id: 1,
@@ -221,21 +236,15 @@ fn invalid_requests_are_refused_before_sending() {
         Err(ClientError::Status(Status::BodyLengthInvalid))
     ));
     assert_eq!(client.in_flight(), 0);
-    // The connection is still usable.
-    client.status().unwrap();
-    assert!(server
-        .ledger
-        .lock()
-        .unwrap()
-        .requests
-        .iter()
-        .all(|(op, _)| *op == Operation::Status as u16));
+    // The connection is still usable, and nothing reached the ledger.
+    assert_eq!(client.status().unwrap().sequence, sequence);
 }
 
 #[test]
 fn pipelined_replies_come_back_in_request_order() {
-    let server = FakeServer::start();
-    let mut client = Client::connect(server.addr, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon(dir.path());
+    let mut client = daemon.client();
     client.create_accounts(&[account(1), account(2)]).unwrap();
     let mut ids = Vec::new();
     for i in 0..50u128 {
@@ -258,8 +267,9 @@ fn pipelined_replies_come_back_in_request_order() {
 
 #[test]
 fn typed_call_refuses_while_pipelined_replies_are_outstanding() {
-    let server = FakeServer::start();
-    let mut client = Client::connect(server.addr, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon(dir.path());
+    let mut client = daemon.client();
     client.send_raw(Operation::Status, &[]).unwrap();
     assert!(matches!(client.status(), Err(ClientError::Protocol(_))));
     client.recv().unwrap();
@@ -268,8 +278,9 @@ fn typed_call_refuses_while_pipelined_replies_are_outstanding() {
 
 #[test]
 fn batched_creates_split_pipeline_and_reindex() {
-    let server = FakeServer::start();
-    let mut client = Client::connect(server.addr, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon(dir.path());
+    let mut client = daemon.client();
     client.create_accounts(&[account(1), account(2)]).unwrap();
     let n = 2 * EVENTS_PER_REQUEST_MAX + 100;
     let mut transfers: Vec<Transfer> =
@@ -286,105 +297,204 @@ fn batched_creates_split_pipeline_and_reindex() {
             .map(|&i| CreateResult { index: i as u32, result: ResultCode::CreditAccountNotFound })
             .collect::<Vec<_>>()
     );
-    let ledger = server.ledger.lock().unwrap();
-    let sizes: Vec<usize> = ledger
-        .requests
-        .iter()
-        .filter(|(op, _)| *op == Operation::CreateTransfers as u16)
-        .map(|(_, n)| *n)
-        .collect();
-    assert_eq!(sizes, vec![EVENTS_PER_REQUEST_MAX, EVENTS_PER_REQUEST_MAX, 100]);
-    assert_eq!(ledger.accounts[&2].credits_posted, (n - 2) as u128);
+    // Three requests, each at most EVENTS_PER_REQUEST_MAX events.
+    assert_eq!(
+        daemon.metric("ledgerd_requests_total{operation=\"create_transfers\",status=\"ok\"}"),
+        3
+    );
+    assert_eq!(client.lookup_accounts(&[2]).unwrap()[0].credits_posted, (n - 2) as u128);
 }
+
+const TOKEN: &[u8] = b"protocol-test-token-0123456789abcdef";
 
 #[test]
 fn auth_token_is_checked() {
-    let server = FakeServer::start_with(Config {
-        token: Some(b"s3cret".to_vec()),
-        requests_in_flight_max: 4,
-    });
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let daemon = TestDaemon::start_with_token(&dir.path().join("data"), &token_file, TOKEN);
     assert!(matches!(
-        Client::connect(server.addr, None),
+        Client::connect(daemon.addr, None),
         Err(ClientError::Status(Status::AuthFailed))
     ));
     assert!(matches!(
-        Client::connect(server.addr, Some(b"wrong")),
+        Client::connect(daemon.addr, Some(b"wrong")),
         Err(ClientError::Status(Status::AuthFailed))
     ));
-    let mut client = Client::connect(server.addr, Some(b"s3cret")).unwrap();
+    let mut client = Client::connect(daemon.addr, Some(TOKEN)).unwrap();
     client.status().unwrap();
     assert!(matches!(
-        Client::connect(server.addr, Some(&[b'x'; 300])),
+        Client::connect(daemon.addr, Some(&[b'x'; 300])),
         Err(ClientError::Protocol(_))
     ));
+    assert_eq!(daemon.metric("ledgerd_auth_failures_total"), 2);
 }
 
-fn read_reply(stream: &mut TcpStream) -> (Header, Vec<u8>) {
-    let mut head = [0u8; HEADER_SIZE];
-    stream.read_exact(&mut head).unwrap();
-    let h = Header::decode(&head).unwrap();
-    let mut body = vec![0; h.body_length as usize];
-    stream.read_exact(&mut body).unwrap();
-    assert!(verify_checksum(&head, &body));
-    (h, body)
-}
+// ---- byte by byte: what docs/protocol.md §3 and §5 promise ----
 
-fn closed(stream: &mut TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.read(&mut byte), Ok(0) | Err(_))
-}
-
+/// Every refusal that closes the connection echoes the request's operation and id, and then
+/// the connection is closed.
 #[test]
-fn raw_framing_errors_get_a_status_and_close_where_the_stream_is_lost() {
-    let server = FakeServer::start();
-    // No hello first.
-    let mut s = TcpStream::connect(server.addr).unwrap();
-    let mut out = Vec::new();
-    encode_frame(&mut out, Operation::Status, Status::Ok, 5, &[]);
-    s.write_all(&out).unwrap();
-    let (h, _) = read_reply(&mut s);
-    assert_eq!((h.status, h.request_id), (Status::HelloRequired as u16, 5));
+fn closing_refusals_echo_the_operation_and_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let daemon = TestDaemon::start_with_token(&dir.path().join("data"), &token_file, TOKEN);
+    let lookup = Operation::LookupAccounts as u16;
+    let good = frame(lookup, 0x77, &[1; 16]);
+    let mutate = |at: usize, value: u8| {
+        let mut f = good.clone();
+        f[at] = value;
+        f
+    };
+    let mut oversize = good.clone();
+    oversize[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+    let mut bad_body = good.clone();
+    let last = bad_body.len() - 1;
+    bad_body[last] ^= 0xff;
+    let mut with_status = good.clone();
+    with_status[8] = 1;
+    let crc = checksum(with_status[..64].try_into().unwrap(), &with_status[64..]);
+    with_status[24..28].copy_from_slice(&crc.to_le_bytes());
+    let cases: [(&str, Vec<u8>, Status); 6] = [
+        ("bad magic", mutate(0, b'X'), Status::BadMagic),
+        ("request status", with_status, Status::InvalidHeader),
+        ("version", mutate(4, 9), Status::UnsupportedVersion),
+        ("reserved", mutate(40, 1), Status::InvalidHeader),
+        ("oversize", oversize, Status::BodyTooLarge),
+        ("checksum", bad_body, Status::BadChecksum),
+    ];
+    for (name, bytes, expected) in cases {
+        let mut s = wire::greeted(daemon.addr, Some(TOKEN));
+        s.write_all(&bytes).unwrap();
+        assert_eq!(reply(&mut s), (lookup, expected, 0x77), "{name}");
+        assert!(closed(&mut s), "{name}: connection left open");
+    }
+    // Before hello: a request, and an unknown operation, get hello_required (echoed).
+    for op in [lookup, 999] {
+        let mut s = TcpStream::connect(daemon.addr).unwrap();
+        s.write_all(&frame(op, 5, &[1; 16])).unwrap();
+        assert_eq!(reply(&mut s), (op, Status::HelloRequired, 5));
+        assert!(closed(&mut s));
+    }
+    // A wrong token.
+    let mut s = TcpStream::connect(daemon.addr).unwrap();
+    s.write_all(&hello_frame(9, Some(b"wrong-token"))).unwrap();
+    assert_eq!(reply(&mut s), (Operation::Hello as u16, Status::AuthFailed, 9));
+    assert!(closed(&mut s));
+}
+
+/// A refused hello always closes the connection, whatever the reason.
+#[test]
+fn refused_hellos_close_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start(dir.path());
+    let hello = Operation::Hello as u16;
+    let mut bad_version = hello_body(None);
+    bad_version[0] = 9;
+    let mut bad_padding = hello_body(None);
+    bad_padding[200] = 1;
+    let cases: [(&str, Vec<u8>, Status); 4] = [
+        ("short body", vec![0; 10], Status::BodyLengthInvalid),
+        ("1 MiB body", vec![0; FRAME_BODY_MAX], Status::BodyLengthInvalid),
+        ("version", bad_version, Status::UnsupportedVersion),
+        ("padding", bad_padding, Status::InvalidBody),
+    ];
+    for (name, body, expected) in cases {
+        let mut s = TcpStream::connect(daemon.addr).unwrap();
+        // The 1 MiB body may be refused (and the socket closed) before it is all sent.
+        let _ = s.write_all(&frame(hello, 3, &body));
+        assert_eq!(reply(&mut s), (hello, expected, 3), "{name}");
+        assert!(closed(&mut s), "{name}: connection left open");
+    }
+}
+
+/// A second hello gets `hello_repeated` and the connection closes; when it follows pipelined
+/// requests, they are answered first.
+#[test]
+fn a_second_hello_is_refused_and_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start(dir.path());
+    let hello = Operation::Hello as u16;
+    let mut s = wire::greeted(daemon.addr, None);
+    s.write_all(&hello_frame(2, None)).unwrap();
+    assert_eq!(reply(&mut s), (hello, Status::HelloRepeated, 2));
     assert!(closed(&mut s));
 
-    // Bad magic: answered with the raw request id, then closed.
-    let mut s = TcpStream::connect(server.addr).unwrap();
-    let mut bad = out.clone();
-    bad[0] = b'X';
-    s.write_all(&bad).unwrap();
-    let (h, _) = read_reply(&mut s);
-    assert_eq!((h.status, h.request_id), (Status::BadMagic as u16, 5));
-    assert!(closed(&mut s));
+    let mut s = wire::greeted(daemon.addr, None);
+    let mut bytes = frame(Operation::Status as u16, 3, &[]);
+    bytes.extend(hello_frame(4, None));
+    bytes.extend(frame(Operation::Status as u16, 5, &[]));
+    s.write_all(&bytes).unwrap();
+    let (h, body) = wire::read_frame(&mut s).unwrap();
+    assert_eq!((h.request_id, h.status, body.len()), (3, Status::Ok as u16, StatusReply::SIZE));
+    assert_eq!(reply(&mut s), (hello, Status::HelloRepeated, 4));
+    assert!(closed(&mut s), "the request after the second hello was answered");
+}
 
-    // After hello: unknown operation keeps the connection, bad checksum closes it.
-    let mut s = TcpStream::connect(server.addr).unwrap();
-    let mut hello = Vec::new();
-    HelloRequest::new(None).encode(&mut hello);
-    out.clear();
-    encode_frame(&mut out, Operation::Hello, Status::Ok, 1, &hello);
-    s.write_all(&out).unwrap();
-    let (h, body) = read_reply(&mut s);
-    assert_eq!(h.status, Status::Ok as u16);
-    assert_eq!(HelloReply::decode(&body).unwrap().version, PROTOCOL_VERSION);
-    out.clear();
-    encode_frame(&mut out, 99u16, Status::Ok, 2, &[]);
-    s.write_all(&out).unwrap();
-    assert_eq!(read_reply(&mut s).0.status, Status::UnknownOperation as u16);
-    out.clear();
-    encode_frame(&mut out, Operation::Hello, Status::Ok, 3, &hello);
-    s.write_all(&out).unwrap();
-    assert_eq!(read_reply(&mut s).0.status, Status::HelloRepeated as u16);
-    assert!(closed(&mut s));
+/// After hello, an unknown operation keeps the connection open.
+#[test]
+fn unknown_operation_after_hello_keeps_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = TestDaemon::start(dir.path());
+    let mut s = wire::greeted(daemon.addr, None);
+    s.write_all(&frame(999, 2, &[])).unwrap();
+    assert_eq!(reply(&mut s), (999, Status::UnknownOperation, 2));
+    s.write_all(&frame(Operation::Status as u16, 3, &[])).unwrap();
+    assert_eq!(reply(&mut s), (Operation::Status as u16, Status::Ok, 3));
+}
 
-    let mut s = TcpStream::connect(server.addr).unwrap();
-    out.clear();
-    encode_frame(&mut out, Operation::Hello, Status::Ok, 1, &hello);
-    s.write_all(&out).unwrap();
-    read_reply(&mut s);
-    out.clear();
-    encode_frame(&mut out, Operation::LookupAccounts, Status::Ok, 4, &[1; 16]);
-    let last = out.len() - 1;
-    out[last] ^= 0xff;
-    s.write_all(&out).unwrap();
-    assert_eq!(read_reply(&mut s).0.status, Status::BadChecksum as u16);
+/// SIGTERM: requests already taken are finished and answered `ok`; the next one gets
+/// `shutting_down` and the connection closes; nothing answered `shutting_down` was applied.
+#[test]
+fn shutdown_answers_every_request_it_took_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = TestDaemon::start_with(dir.path(), &["--in-flight-max", "1"]);
+    let mut c = daemon.client();
+    assert!(c.create_accounts(&[account(1), account(2)]).unwrap().is_empty());
+    drop(c);
+    let mut s = wire::greeted(daemon.addr, None);
+    const REQUESTS: u64 = 2000;
+    let mut bytes = Vec::new();
+    for i in 0..REQUESTS {
+        let t = transfer(1000 + i as u128, 1, 2, 1);
+        bytes.extend(frame(Operation::CreateTransfers as u16, 10 + i, &t.to_bytes()));
+    }
+    // Written by another thread: the daemon reads them as its window of one allows.
+    let mut writer_half = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = writer_half.write_all(&bytes);
+    });
+    // Wait until the daemon has answered a few (it is serving), then stop it.
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        answered.push(reply(&mut s));
+    }
+    daemon.sigterm();
+    let refused = loop {
+        let Some((h, _)) = wire::read_frame(&mut s) else {
+            panic!("EOF after {} replies, without shutting_down", answered.len())
+        };
+        let status = Status::from_u16(h.status).unwrap();
+        if status == Status::ShuttingDown {
+            break h.request_id;
+        }
+        answered.push((h.operation, status, h.request_id));
+    };
     assert!(closed(&mut s));
+    writer.join().unwrap();
+    let ok = answered.len() as u64;
+    assert!(ok < REQUESTS, "every request was answered before the shutdown");
+    for (i, (op, status, id)) in answered.iter().enumerate() {
+        assert_eq!(
+            (*op, *status, *id),
+            (Operation::CreateTransfers as u16, Status::Ok, 10 + i as u64)
+        );
+    }
+    assert_eq!(refused, 10 + ok, "shutting_down answers the first request not taken");
+    assert!(daemon.stop().success());
+    daemon.restart();
+    let mut c = daemon.client();
+    assert_eq!(c.status().unwrap().transfers, ok, "exactly the answered transfers exist");
+    eprintln!("shutdown: {ok} of {REQUESTS} pipelined requests answered ok, the next refused");
 }

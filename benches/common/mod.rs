@@ -149,6 +149,51 @@ impl Daemon {
         }
     }
 
+    /// Starts a daemon whose client port speaks TLS with a fresh self-signed certificate
+    /// for `localhost` (written into `data_dir`'s parent); returns it and the client options.
+    pub fn start_tls(
+        data_dir: &Path,
+        extra_args: &[&str],
+    ) -> (Daemon, ledgerd_client::ClientOptions) {
+        let dir = data_dir.parent().expect("a parent directory");
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("generate a certificate");
+        let (cert, key) = (dir.join("bench-tls.crt"), dir.join("bench-tls.key"));
+        std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+        std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write the key");
+        let mut args = vec![
+            "--tls-cert".to_string(),
+            cert.display().to_string(),
+            "--tls-key".to_string(),
+            key.display().to_string(),
+        ];
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let options = ledgerd_client::ClientOptions {
+            tls: Some(
+                ledgerd_client::tls::TlsOptions::new(&cert, "localhost", None)
+                    .expect("TLS client options"),
+            ),
+            ..Default::default()
+        };
+        let mut daemon = Daemon {
+            child: None,
+            addr: free_addr(),
+            metrics_addr: free_addr(),
+            data_dir: data_dir.to_path_buf(),
+            extra_args: args,
+        };
+        daemon.spawn();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Client::connect_with(daemon.addr, options.clone())
+            .and_then(|mut c| c.status())
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "ledgerd (TLS) did not answer");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (daemon, options)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }

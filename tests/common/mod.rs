@@ -38,6 +38,8 @@ pub struct TestDaemon {
     pub extra_args: Vec<String>,
     /// The hello token, when the daemon was started with `--auth-token-file`.
     pub token: Option<Vec<u8>>,
+    /// How to speak TLS to it, when it was started with `--tls-cert`.
+    pub tls: Option<ledgerd_client::tls::TlsOptions>,
 }
 
 impl TestDaemon {
@@ -54,6 +56,28 @@ impl TestDaemon {
             data_dir: data_dir.to_path_buf(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             token: None,
+            tls: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    /// Starts a daemon with `extra_args`, saying hello with `token` (None: no token) while
+    /// waiting for it to answer.
+    pub fn start_as(
+        data_dir: &Path,
+        extra_args: &[&str],
+        token: Option<&[u8]>,
+        tls: Option<ledgerd_client::tls::TlsOptions>,
+    ) -> TestDaemon {
+        let mut daemon = TestDaemon {
+            child: None,
+            addr: free_addr(),
+            metrics_addr: free_addr(),
+            data_dir: data_dir.to_path_buf(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            token: token.map(<[u8]>::to_vec),
+            tls,
         };
         daemon.spawn();
         daemon
@@ -68,6 +92,7 @@ impl TestDaemon {
             data_dir: data_dir.to_path_buf(),
             extra_args: vec!["--auth-token-file".into(), token_file.display().to_string()],
             token: Some(token.to_vec()),
+            tls: None,
         };
         daemon.spawn();
         daemon
@@ -102,7 +127,7 @@ impl TestDaemon {
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(mut client) = Client::connect(self.addr, self.token.as_deref()) {
+            if let Ok(mut client) = Client::connect_with(self.addr, self.options()) {
                 if client.status().is_ok() {
                     return;
                 }
@@ -116,7 +141,33 @@ impl TestDaemon {
     }
 
     pub fn client(&self) -> Client {
-        Client::connect(self.addr, self.token.as_deref()).expect("connect")
+        Client::connect_with(self.addr, self.options()).expect("connect")
+    }
+
+    /// Client options with this daemon's token and TLS settings.
+    pub fn options(&self) -> ledgerd_client::ClientOptions {
+        ledgerd_client::ClientOptions {
+            token: self.token.clone(),
+            connect_timeout: Some(Duration::from_secs(5)),
+            io_timeout: None,
+            tls: self.tls.clone(),
+        }
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn sigterm(&self) {
+        let child = self.child.as_ref().expect("running");
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// The value of an unlabelled metric (or of a full `name{labels}` line prefix).
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, text) = self.http_get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} not in /metrics"))
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -209,4 +260,105 @@ pub fn replay_hash(dir: &Path) -> String {
         .unwrap_or_else(|| panic!("no state_hash line in: {stdout}"))
         .trim()
         .to_string()
+}
+
+// ---- speaking the protocol by hand ----
+
+pub mod wire {
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    use ledgerd::protocol::{self, Header, HelloRequest, Operation, Status, HEADER_SIZE};
+
+    /// How long a test waits for one reply or for the daemon to close a connection.
+    pub const REPLY_WAIT: Duration = Duration::from_secs(10);
+
+    pub fn frame(operation: u16, request_id: u64, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        protocol::encode_frame(&mut out, operation, Status::Ok, request_id, body);
+        out
+    }
+
+    pub fn hello_body(token: Option<&[u8]>) -> Vec<u8> {
+        let mut body = Vec::new();
+        HelloRequest::new(token).encode(&mut body);
+        body
+    }
+
+    pub fn hello_frame(request_id: u64, token: Option<&[u8]>) -> Vec<u8> {
+        frame(Operation::Hello as u16, request_id, &hello_body(token))
+    }
+
+    /// Reads one frame; `None` on EOF, error or timeout. Panics on a malformed reply.
+    pub fn read_frame(s: &mut TcpStream) -> Option<(Header, Vec<u8>)> {
+        s.set_read_timeout(Some(REPLY_WAIT)).ok()?;
+        let mut head = [0u8; HEADER_SIZE];
+        s.read_exact(&mut head).ok()?;
+        let header = Header::decode(&head).expect("reply header decodes");
+        let mut body = vec![0u8; header.body_length as usize];
+        s.read_exact(&mut body).ok()?;
+        assert!(protocol::verify_checksum(&head, &body), "reply checksum");
+        Some((header, body))
+    }
+
+    /// Reads one reply and returns (operation, status, request id).
+    pub fn reply(s: &mut TcpStream) -> (u16, Status, u64) {
+        let (h, _) = read_frame(s).expect("a reply");
+        (h.operation, Status::from_u16(h.status).expect("known status"), h.request_id)
+    }
+
+    /// Whether the daemon closed `s` (EOF or reset) without sending anything more.
+    pub fn closed(s: &mut TcpStream) -> bool {
+        s.set_read_timeout(Some(REPLY_WAIT)).unwrap();
+        let mut byte = [0u8; 1];
+        match s.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => {
+                !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+            }
+        }
+    }
+
+    /// A connection that said hello.
+    pub fn greeted(addr: SocketAddr, token: Option<&[u8]>) -> TcpStream {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(&hello_frame(1, token)).unwrap();
+        let (op, status, id) = reply(&mut s);
+        assert_eq!((op, status, id), (Operation::Hello as u16, Status::Ok, 1));
+        s
+    }
+
+    /// Connects to `addr` from the loopback source address `from` (e.g. 127.0.0.2), so that
+    /// per-address limits see another peer.
+    pub fn connect_from(from: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&SocketAddr::new(from, 0).into())?;
+        socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+        Ok(socket.into())
+    }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files into `dir`:
+/// returns (certificate path, key path).
+pub fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("generate a certificate");
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// The peak resident memory of process `pid`, in KiB (VmHWM).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
 }

@@ -9,6 +9,8 @@ pub use ledgerd_proto::{protocol, types};
 
 mod batching;
 pub use batching::{BatchingClient, BatchingOptions};
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -53,6 +55,55 @@ pub struct ClientOptions {
     pub connect_timeout: Option<Duration>,
     /// Limit on every read and write; `None` blocks for ever.
     pub io_timeout: Option<Duration>,
+    /// Speak TLS (the daemon runs with `--tls-cert`); `None`: plain TCP.
+    #[cfg(feature = "tls")]
+    pub tls: Option<tls::TlsOptions>,
+}
+
+/// The byte stream under a [`Client`]: plain TCP, or TLS over it (feature `tls`).
+pub enum Stream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// One reply, as `recv` returns it.
@@ -66,7 +117,7 @@ pub struct Reply {
 
 /// A connection to `ledgerd`.
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     hello: HelloReply,
     next_request_id: u64,
     /// Ids of requests sent (or buffered) whose replies have not been received, oldest first.
@@ -123,6 +174,13 @@ impl Client {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(options.io_timeout)?;
         stream.set_write_timeout(options.io_timeout)?;
+        #[cfg(feature = "tls")]
+        let stream = match &options.tls {
+            Some(tls) => Stream::Tls(Box::new(tls::connect(tls, stream)?)),
+            None => Stream::Plain(stream),
+        };
+        #[cfg(not(feature = "tls"))]
+        let stream = Stream::Plain(stream);
         let mut client = Client {
             stream,
             hello: HelloReply::default(),
@@ -138,9 +196,19 @@ impl Client {
         Ok(client)
     }
 
-    /// The connection after the hello, for speaking the protocol by hand (tests, tools).
-    /// Anything still buffered or in flight is the caller's to handle.
+    /// The TCP socket after the hello, for speaking the protocol by hand (tests, tools).
+    /// Anything still buffered or in flight is the caller's to handle. Plain connections
+    /// only: on a TLS connection the socket carries ciphertext (use [`Client::into_transport`]).
     pub fn into_stream(self) -> TcpStream {
+        match self.stream {
+            Stream::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.sock,
+        }
+    }
+
+    /// The byte stream after the hello (plain or TLS), for speaking the protocol by hand.
+    pub fn into_transport(self) -> Stream {
         self.stream
     }
 

@@ -126,6 +126,10 @@ wire_enum! {
         InvalidBody = 16 => "invalid_body",
         /// A second hello on the same connection. Closes the connection.
         HelloRepeated = 17 => "hello_repeated",
+        /// The connection's role does not allow this operation (e.g. a write with a read-only token); nothing was applied.
+        PermissionDenied = 18 => "permission_denied",
+        /// Too many failed hellos from this address: hellos are refused for a while without looking at the token. Closes the connection.
+        AuthThrottled = 19 => "auth_throttled",
     }
 }
 
@@ -147,6 +151,7 @@ impl Status {
                 | Status::ShuttingDown
                 | Status::InvalidHeader
                 | Status::HelloRepeated
+                | Status::AuthThrottled
         )
     }
 }

@@ -43,6 +43,19 @@ struct Cli {
     /// Keep retrying to connect for up to this many seconds (while the daemon starts).
     #[arg(long, global = true, default_value_t = 0)]
     wait_secs: u64,
+    /// Speak TLS, trusting the CA certificates in this PEM file (the daemon's --tls-cert, or
+    /// the CA that signed it).
+    #[arg(long, global = true, env = "LEDGER_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// The name the daemon's certificate must carry. [default: the host part of --addr]
+    #[arg(long, global = true, env = "LEDGER_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
+    /// Client certificate (PEM) for daemons started with --tls-client-ca; needs --tls-client-key.
+    #[arg(long, global = true, env = "LEDGER_TLS_CLIENT_CERT")]
+    tls_client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-client-cert.
+    #[arg(long, global = true, env = "LEDGER_TLS_CLIENT_KEY")]
+    tls_client_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -249,8 +262,33 @@ fn connect(cli: &Cli) -> Result<Client> {
         }
         None => None,
     };
-    let options =
-        ClientOptions { token, connect_timeout: Some(Duration::from_secs(5)), io_timeout: None };
+    let tls = match &cli.tls_ca {
+        Some(ca) => {
+            let name = match &cli.tls_server_name {
+                Some(name) => name.clone(),
+                None => host_of(&cli.addr).to_string(),
+            };
+            let identity = match (&cli.tls_client_cert, &cli.tls_client_key) {
+                (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+                (None, None) => None,
+                _ => anyhow::bail!("--tls-client-cert and --tls-client-key go together"),
+            };
+            Some(ledgerd_client::tls::TlsOptions::new(ca, &name, identity)?)
+        }
+        None => {
+            anyhow::ensure!(
+                cli.tls_server_name.is_none() && cli.tls_client_cert.is_none(),
+                "--tls-server-name and --tls-client-cert need --tls-ca"
+            );
+            None
+        }
+    };
+    let options = ClientOptions {
+        token,
+        connect_timeout: Some(Duration::from_secs(5)),
+        io_timeout: None,
+        tls,
+    };
     let deadline = Instant::now() + Duration::from_secs(cli.wait_secs);
     loop {
         match Client::connect_with(cli.addr.as_str(), options.clone()) {
@@ -261,6 +299,12 @@ fn connect(cli: &Cli) -> Result<Client> {
             Err(e) => return Err(e).with_context(|| format!("connecting to {}", cli.addr)),
         }
     }
+}
+
+/// The host of `host:port` (brackets of an IPv6 literal removed).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 fn flags16(list: &str, names: &[(&str, u16)]) -> Result<u16> {
