@@ -81,6 +81,10 @@ const (
 	StatusInvalidBody Status = 16
 	// StatusHelloRepeated: A second hello on the same connection.
 	StatusHelloRepeated Status = 17
+	// StatusPermissionDenied: The connection's role does not allow this operation (e.g. a write with a read-only token); nothing was applied.
+	StatusPermissionDenied Status = 18
+	// StatusAuthThrottled: Too many failed hellos from this address: hellos are refused for a while without looking at the token.
+	StatusAuthThrottled Status = 19
 )
 
 // statusNames maps each number to its protocol name ("" where none).
@@ -103,6 +107,8 @@ var statusNames = [...]string{
 	15: "invalid_header",
 	16: "invalid_body",
 	17: "hello_repeated",
+	18: "permission_denied",
+	19: "auth_throttled",
 }
 
 // String returns the protocol name, or "status(N)" for a number this client does not know.
@@ -124,6 +130,7 @@ var statusCloses = [...]bool{
 	StatusShuttingDown:       true,
 	StatusInvalidHeader:      true,
 	StatusHelloRepeated:      true,
+	StatusAuthThrottled:      true,
 }
 
 // Result code numbers (docs/protocol.md). Numbers are stable; new ones are only appended.

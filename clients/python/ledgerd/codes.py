@@ -104,6 +104,8 @@ class StatusCode(IntEnum):
     INVALID_HEADER = 15
     INVALID_BODY = 16
     HELLO_REPEATED = 17
+    PERMISSION_DENIED = 18
+    AUTH_THROTTLED = 19
 
     @property
     def wire_name(self) -> str:
@@ -135,6 +137,7 @@ _CLOSING = frozenset(
         StatusCode.SHUTTING_DOWN,
         StatusCode.INVALID_HEADER,
         StatusCode.HELLO_REPEATED,
+        StatusCode.AUTH_THROTTLED,
     }
 )
 _RETRYABLE = frozenset(
