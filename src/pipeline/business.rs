@@ -225,11 +225,18 @@ impl Business {
 
     fn idle(&mut self, poller: &Poller, doorbell: &Doorbell) {
         let spin_until = Instant::now() + IDLE_SPIN_DEFAULT;
+        let seal_at = Instant::now() + SEAL_IDLE_DELAY;
+        let mut seal_pending = self.journal.as_ref().is_some_and(|j| j.seal_pending());
         loop {
             if poller.has_available() {
                 return;
             }
             if self.config.busy_spin {
+                // A spinning thread never parks: it seals after the same idle delay.
+                if seal_pending && Instant::now() >= seal_at {
+                    self.seal();
+                    seal_pending = false;
+                }
                 std::hint::spin_loop();
                 continue;
             }
@@ -238,7 +245,6 @@ impl Business {
             }
             std::hint::spin_loop();
         }
-        let seal_pending = self.journal.as_ref().is_some_and(|j| j.seal_pending());
         doorbell.set_sleeping(true);
         if !poller.has_available() {
             std::thread::park_timeout(if seal_pending { SEAL_IDLE_DELAY } else { IDLE_PARK_MAX });
