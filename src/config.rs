@@ -138,7 +138,8 @@ pub struct Settings {
     #[arg(long, env = "LEDGERD_HELLO_TIMEOUT_SECS")]
     pub hello_timeout_secs: Option<u64>,
 
-    /// Most connections that have not said hello yet; a new one closes the oldest. [default: 64]
+    /// Most connections that have not said hello yet; a new one closes the oldest of the address
+    /// that holds the most. [default: 64]
     #[arg(long, env = "LEDGERD_PRE_HELLO_CONNECTIONS_MAX")]
     pub pre_hello_connections_max: Option<usize>,
 

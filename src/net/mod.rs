@@ -15,7 +15,8 @@
 //!   order); one that cannot (bad magic, checksum, oversize length) closes the connection.
 //! - A peer that has not said hello costs little: its frames are capped at the hello's size
 //!   before any body is buffered, it must say hello within `hello_timeout`, at most
-//!   `pre_hello_max` such connections exist (the oldest goes first), and each address has
+//!   `pre_hello_max` such connections exist (when full, the oldest of the address holding the
+//!   most goes), and each address has
 //!   its own connection limit. Failed hellos throttle their address (`auth::Throttle`).
 
 pub mod auth;
@@ -398,20 +399,17 @@ impl NetThread {
                 }
             },
         };
-        // Room for the newcomer: the oldest connection still without hello goes.
+        // Room for the newcomer: a connection still without hello goes, the oldest of the
+        // address that holds the most of them (a flood from one address evicts its own).
         while self.pre_hello_open >= self.pre_hello_max {
-            let Some(oldest) = self.pre_hello.pop_front() else { break };
-            let (index, generation) = oldest.parts();
-            let Some(conn) = self.conns.get_mut(index) else { continue };
-            if conn.generation != generation || conn.greeted() {
-                continue;
-            }
+            let Some(victim) = self.pre_hello_victim() else { break };
+            let conn = self.conns.get_mut(victim).expect("a live connection");
             self.metrics.reject(Rejection::PreHelloLimit);
             self.log.warn(format_args!(
                 "connection {} closed without hello: {} connections wait for theirs",
                 conn.peer, self.config.pre_hello_max
             ));
-            self.close(index);
+            self.close(victim);
         }
         let mut conn = Conn::new(stream, transport);
         conn.ip = Some(peer.ip());
@@ -435,6 +433,27 @@ impl NetThread {
                 conns.get_mut(index).is_some_and(|c| c.generation == generation && !c.greeted())
             });
         }
+    }
+
+    /// The connection without hello to close for room: the oldest one of the address with
+    /// the most connections without hello. Drops stale entries of `pre_hello` on the way.
+    fn pre_hello_victim(&mut self) -> Option<usize> {
+        let conns = &mut self.conns;
+        self.pre_hello.retain(|id| {
+            let (index, generation) = id.parts();
+            conns.get_mut(index).is_some_and(|c| c.generation == generation && !c.greeted())
+        });
+        let mut per_ip: HashMap<Option<IpAddr>, usize> = HashMap::new();
+        for id in &self.pre_hello {
+            let ip = self.conns.get_mut(id.parts().0).and_then(|c| c.ip);
+            *per_ip.entry(ip).or_insert(0) += 1;
+        }
+        let most = per_ip.values().copied().max()?;
+        let position = self.pre_hello.iter().position(|id| {
+            let ip = self.conns.get_mut(id.parts().0).and_then(|c| c.ip);
+            per_ip[&ip] == most
+        })?;
+        self.pre_hello.remove(position).map(|id| id.parts().0)
     }
 
     fn release_address(&self, ip: IpAddr) {
@@ -846,7 +865,8 @@ impl NetThread {
         for index in expired {
             self.close(index);
         }
-        debug_assert_eq!(
+        // The busy bound relies on this sum; a few hundred additions every 100 ms.
+        assert_eq!(
             self.reply_bytes,
             self.conns.iter().map(Conn::reply_memory).sum::<usize>(),
             "reply memory accounting drifted"
