@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{transfer, wallet, TestDaemon};
+use common::{transfer, wallet, Faulty, TestDaemon};
 use ledgerd::journal::JournalReader;
 use ledgerd::protocol::Status;
 use ledgerd::types::{Account, Transfer};
@@ -356,35 +356,6 @@ fn repair_states_what_it_discards_and_needs_the_confirmation() {
 }
 
 // ---- crash on bugs ----
-
-/// A daemon with the test-only fault file.
-struct Faulty {
-    daemon: TestDaemon,
-    file: PathBuf,
-}
-
-impl Faulty {
-    fn start(dir: &Path) -> Faulty {
-        let file = dir.with_extension("faults");
-        std::fs::write(&file, "clear").unwrap();
-        let daemon = TestDaemon::start_with(dir, &["--fault-file", file.to_str().unwrap()]);
-        let faulty = Faulty { daemon, file };
-        faulty.set("clear");
-        faulty
-    }
-
-    /// Writes the fault line and waits until the daemon says it applied it.
-    fn set(&self, line: &str) {
-        std::fs::write(&self.file, line).unwrap();
-        let mut applied = self.file.clone().into_os_string();
-        applied.push(".applied");
-        let deadline = Instant::now() + WAIT_MAX;
-        while std::fs::read_to_string(&applied).unwrap_or_default() != line {
-            assert!(Instant::now() < deadline, "the daemon did not apply fault {line:?}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
 
 #[test]
 fn a_panic_in_the_business_thread_aborts_the_process_and_a_restart_recovers() {

@@ -362,3 +362,36 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .unwrap_or(0)
 }
+
+/// How long a test waits for the daemon to apply an injected fault.
+const FAULT_APPLY_MAX: Duration = Duration::from_secs(30);
+
+/// A daemon with the test-only fault file (`--fault-file`): the tests write a fault line and
+/// wait until the daemon has applied it.
+pub struct Faulty {
+    pub daemon: TestDaemon,
+    pub file: PathBuf,
+}
+
+impl Faulty {
+    pub fn start(dir: &Path) -> Faulty {
+        let file = dir.with_extension("faults");
+        std::fs::write(&file, "clear").unwrap();
+        let daemon = TestDaemon::start_with(dir, &["--fault-file", file.to_str().unwrap()]);
+        let faulty = Faulty { daemon, file };
+        faulty.set("clear");
+        faulty
+    }
+
+    /// Writes the fault line and waits until the daemon says it applied it.
+    pub fn set(&self, line: &str) {
+        std::fs::write(&self.file, line).unwrap();
+        let mut applied = self.file.clone().into_os_string();
+        applied.push(".applied");
+        let deadline = Instant::now() + FAULT_APPLY_MAX;
+        while std::fs::read_to_string(&applied).unwrap_or_default() != line {
+            assert!(Instant::now() < deadline, "the daemon did not apply fault {line:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
