@@ -507,6 +507,14 @@ repair = true
 verify = true
 log_format = "json"
 log = "debug"
+insecure = true
+hello_timeout_secs = 7
+pre_hello_connections_max = 15
+connections_per_address_max = 16
+reply_memory_max_mib = 17
+tls_cert = "/nonexistent/cert.pem"
+tls_key = "/nonexistent/key.pem"
+tls_client_ca = "/nonexistent/ca.pem"
 "#;
 
     #[test]
@@ -532,6 +540,10 @@ log = "debug"
         assert_eq!(c.snapshot_every_records, 13);
         assert_eq!(c.connections_max, 77);
         assert!(c.verify && c.repair && c.busy_spin && c.log_json);
+        assert!(c.insecure && c.tls.is_some());
+        assert_eq!(c.hello_timeout, Duration::from_secs(7));
+        assert_eq!((c.pre_hello_connections_max, c.connections_per_address_max), (15, 16));
+        assert_eq!(c.reply_memory_max_bytes, 17 << 20);
     }
 
     #[test]
