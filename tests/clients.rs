@@ -23,10 +23,7 @@ fn repo() -> PathBuf {
 
 fn start_daemon(dir: &Path) -> TestDaemon {
     let token_file = dir.join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    // Group and others may not read a token file.
-    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .unwrap();
+    common::write_token_file(&token_file, TOKEN);
     TestDaemon::start_with_token(&dir.join("data"), &token_file, TOKEN)
 }
 

@@ -510,10 +510,7 @@ fn garbage_and_lying_lengths_leave_the_daemon_serving() {
 fn operator_endpoints_and_auth_token() {
     let dir = tempfile::tempdir().unwrap();
     let token_path = dir.path().join("token");
-    std::fs::write(&token_path, "s3cret-token-of-at-least-32-bytes\n").unwrap();
-    // The daemon refuses a token file that group or others can read.
-    let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
-    std::fs::set_permissions(&token_path, private).unwrap();
+    common::write_token_file(&token_path, "s3cret-token-of-at-least-32-bytes\n");
     let data = dir.path().join("data");
     let mut daemon =
         TestDaemon::start_with_token(&data, &token_path, b"s3cret-token-of-at-least-32-bytes");

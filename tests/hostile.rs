@@ -75,10 +75,7 @@ fn raise_fd_limit() {
 fn start(dir: &Path) -> Daemon {
     raise_fd_limit();
     let token_file = dir.join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    // The daemon refuses a token file that group or others can read.
-    let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
-    std::fs::set_permissions(&token_file, private).unwrap();
+    common::write_token_file(&token_file, TOKEN);
     let log = dir.join("ledgerd.log");
     let addr = common::free_addr();
     let child = Command::new(common::bin("ledgerd"))

@@ -311,7 +311,7 @@ const TOKEN: &[u8] = b"protocol-test-token-0123456789abcdef";
 fn auth_token_is_checked() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    common::write_token_file(&token_file, TOKEN);
     let daemon = TestDaemon::start_with_token(&dir.path().join("data"), &token_file, TOKEN);
     assert!(matches!(
         Client::connect(daemon.addr, None),
@@ -338,7 +338,7 @@ fn auth_token_is_checked() {
 fn closing_refusals_echo_the_operation_and_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    common::write_token_file(&token_file, TOKEN);
     let daemon = TestDaemon::start_with_token(&dir.path().join("data"), &token_file, TOKEN);
     let lookup = Operation::LookupAccounts as u16;
     let good = frame(lookup, 0x77, &[1; 16]);

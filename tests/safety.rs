@@ -473,8 +473,7 @@ fn a_slow_http_client_does_not_block_healthz() {
 fn snapshots_go_on_after_the_token_file_moves() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, "s3cret\n").unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    common::write_token_file(&token, "s3cret-token-of-at-least-32-bytes\n");
     let data = dir.path().join("data");
     let listen = common::free_addr();
     let mut command = ledgerd_on(&data, listen, &["--snapshot-every-records", "10"]);
@@ -483,7 +482,7 @@ fn snapshots_go_on_after_the_token_file_moves() {
     let mut child = command.spawn().unwrap();
     let deadline = Instant::now() + WAIT_MAX;
     let mut client = loop {
-        if let Ok(mut c) = Client::connect(listen, Some(b"s3cret")) {
+        if let Ok(mut c) = Client::connect(listen, Some(b"s3cret-token-of-at-least-32-bytes")) {
             if c.status().is_ok() {
                 break c;
             }

@@ -63,7 +63,7 @@ fn non_loopback_without_token_is_refused_unless_insecure() {
 
     // A token shorter than 32 bytes is refused too.
     let short = dir.path().join("short");
-    std::fs::write(&short, "short-token\n").unwrap();
+    common::write_token_file(&short, "short-token\n");
     let (ok, err) = run_daemon(
         dir.path(),
         &["--listen", "127.0.0.1:0", "--auth-token-file", short.to_str().unwrap()],
@@ -104,7 +104,7 @@ fn token_file(dir: &std::path::Path) -> String {
     for (role, token) in [("read-write", WRITER), ("read-only", READER), ("follower", FOLLOWER)] {
         text.push_str(&format!("{role} {}\n", std::str::from_utf8(token).unwrap()));
     }
-    std::fs::write(&path, text).unwrap();
+    common::write_token_file(&path, text);
     path.display().to_string()
 }
 

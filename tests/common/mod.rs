@@ -221,6 +221,14 @@ impl Drop for TestDaemon {
     }
 }
 
+/// Writes a token file as the daemon requires it: readable by its owner only (mode 0600).
+pub fn write_token_file(path: &Path, contents: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).expect("write the token file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .expect("make the token file private");
+}
+
 pub fn account(id: u128, ledger: u32, flags: u16) -> Account {
     Account { id, ledger, code: 1, flags, ..Default::default() }
 }
