@@ -41,18 +41,19 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The log filter (`LEDGERD_LOG`) unless [`Builder::log`] says otherwise.
 pub const LOG_DEFAULT: &str = "warn";
 
-/// What can go wrong starting, probing or stopping a daemon.
+/// What can go wrong starting, probing or stopping a daemon. The underlying I/O or client
+/// error is the [`std::error::Error::source`] (anyhow's `{:#}` prints the whole chain).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("binding an ephemeral loopback port: {0}")]
+    #[error("binding an ephemeral loopback port")]
     Port(#[source] io::Error),
-    #[error("starting {binary}: {source}")]
+    #[error("starting {binary}")]
     Spawn {
         binary: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("opening the daemon's log file {path}: {source}")]
+    #[error("opening the daemon's log file {path}")]
     Log {
         path: PathBuf,
         #[source]
@@ -70,17 +71,17 @@ pub enum Error {
     NotRunning,
     #[error("ledgerd is already running (stop or kill it first)")]
     AlreadyRunning,
-    #[error("waiting for ledgerd: {0}")]
+    #[error("waiting for ledgerd")]
     Wait(#[source] io::Error),
-    #[error("signalling ledgerd: {0}")]
+    #[error("signalling ledgerd")]
     Signal(#[source] io::Error),
-    #[error("connecting to ledgerd at {addr}: {source}")]
+    #[error("connecting to ledgerd at {addr}")]
     Connect {
         addr: SocketAddr,
         #[source]
         source: ClientError,
     },
-    #[error("GET {path} from {addr}: {source}")]
+    #[error("GET {path} from {addr}")]
     Http {
         addr: SocketAddr,
         path: String,
@@ -344,6 +345,9 @@ impl Daemon {
     /// Polls (every [`READY_POLL`]) until a client can say hello and get a `status` reply, at
     /// most `timeout`; returns the moment it did. Fails at once if the process exits.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<Instant> {
+        if self.child.is_none() {
+            return Err(Error::NotRunning);
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -35,7 +35,7 @@ fn run_daemon(dir: &std::path::Path, listen: &str, args: &[&str]) -> (bool, Stri
     match outcome {
         Ok(out) => (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()),
         Err(harness::Error::StillRunning(_)) => (true, "still running".into()),
-        Err(e) => panic!("running ledgerd: {e}"),
+        Err(e) => panic!("running ledgerd: {e:?}"),
     }
 }
 
