@@ -12,11 +12,15 @@
 //!   newest valid snapshot + journal tail.
 //! - `net`, `pipeline`, `daemon`: the daemon's moving parts. The Rust client lives in its own
 //!   crate (`clients/rust`, `ledgerd-client`), which does not depend on this one.
+//! - [`harness`]: starting and stopping a `ledgerd` process (free loopback ports, readiness,
+//!   SIGTERM then SIGKILL), shared by the end-to-end tests, the benchmarks and `ledger-chaos`;
+//!   the daemon itself never uses it.
 
 pub mod change_events;
 pub mod config;
 pub mod daemon;
 pub mod event;
+pub mod harness;
 pub mod http;
 pub mod journal;
 pub mod metrics;

@@ -18,7 +18,7 @@ const THREADS: u64 = 16;
 fn connect(daemon: &TestDaemon) -> BatchingClient {
     BatchingClient::connect(
         daemon.addr,
-        BatchingOptions { token: daemon.token.clone(), ..Default::default() },
+        BatchingOptions { token: daemon.options().token, ..Default::default() },
     )
     .expect("connect")
 }

@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{transfer, wallet, Faulty, TestDaemon};
+use ledgerd::harness::Daemon;
 use ledgerd::journal::JournalReader;
 use ledgerd::protocol::Status;
 use ledgerd::types::{Account, Transfer};
@@ -84,33 +85,13 @@ fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
 
 /// Runs the daemon on `dir` expecting it to refuse to start; returns its stderr.
 fn refused_start(dir: &Path, extra: &[&str]) -> String {
-    let mut child = Command::new(common::bin("ledgerd"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen", &common::free_addr().to_string()])
-        .args(["--metrics-listen", &common::free_addr().to_string()])
+    let out = Daemon::builder(common::bin("ledgerd"), dir)
         .args(["--business-core", "none", "--segment-size-mib", "8"])
         .args(extra)
-        .env("LEDGERD_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + WAIT_MAX;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success(), "ledgerd started on a corrupt journal");
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            return err;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("ledgerd neither started nor refused within {WAIT_MAX:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .run_to_exit(WAIT_MAX)
+        .expect("ledgerd neither started nor refused in time");
+    assert!(!out.status.success(), "ledgerd started on a corrupt journal");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

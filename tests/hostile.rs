@@ -15,12 +15,12 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{transfer, wallet};
+use ledgerd::harness::{Daemon, Stderr};
 use ledgerd::protocol::{self, HelloRequest, Operation, Status, HEADER_SIZE};
 use ledgerd::types::Account;
 use ledgerd_client::{Client, ClientOptions};
@@ -49,18 +49,6 @@ fn long() -> bool {
     std::env::var_os("LEDGERD_TORTURE_LONG").is_some()
 }
 
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn raise_fd_limit() {
     // SAFETY: plain getrlimit/setrlimit on our own process (children inherit it).
     unsafe {
@@ -76,13 +64,7 @@ fn start(dir: &Path) -> Daemon {
     raise_fd_limit();
     let token_file = dir.join("token");
     common::write_token_file(&token_file, TOKEN);
-    let log = dir.join("ledgerd.log");
-    let addr = common::free_addr();
-    let child = Command::new(common::bin("ledgerd"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--listen", &addr.to_string()])
-        .args(["--metrics-listen", &common::free_addr().to_string()])
+    Daemon::builder(common::bin("ledgerd"), dir.join("data"))
         .args(["--business-core", "none", "--segment-size-mib", "8"])
         .args(["--frame-timeout-secs", &FRAME_TIMEOUT_SECS.to_string()])
         .args(["--hello-timeout-secs", &HELLO_TIMEOUT_SECS.to_string()])
@@ -90,19 +72,11 @@ fn start(dir: &Path) -> Daemon {
         .args(["--connections-per-address-max", "1100"])
         .arg("--auth-token-file")
         .arg(&token_file)
-        .env("LEDGERD_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon { child, addr };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Client::connect(addr, Some(TOKEN)).and_then(|mut c| c.status()).is_err() {
-        assert!(Instant::now() < deadline, "ledgerd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    daemon
+        .log("info")
+        .stderr(Stderr::File(dir.join("ledgerd.log")))
+        .client_options(ClientOptions { token: Some(TOKEN.to_vec()), ..Default::default() })
+        .start()
+        .expect("start ledgerd")
 }
 
 fn rss_mib(pid: u32) -> u64 {
@@ -345,7 +319,7 @@ fn wrong_token(addr: SocketAddr, stop: &AtomicBool, count: &AtomicU64) {
 fn hostile_clients_do_not_starve_well_behaved_ones() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = start(dir.path());
-    let pid = daemon.child.id();
+    let pid = daemon.pid().expect("running");
     let mut setup = Client::connect(daemon.addr, Some(TOKEN)).unwrap();
     let mut accounts = vec![Account { id: 1, ledger: 1, code: 1, ..Default::default() }];
     accounts.extend((2..10).map(wallet));

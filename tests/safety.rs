@@ -13,18 +13,19 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{transfer, wallet, Faulty, TestDaemon};
+use ledgerd::harness::{self, Daemon, Stderr};
 use ledgerd::journal::JournalReader;
 use ledgerd::protocol::Status;
 use ledgerd::types::{Account, Transfer};
-use ledgerd_client::{Client, ClientError};
+use ledgerd_client::{Client, ClientError, ClientOptions};
 
 /// Bounded wait for something the daemon does in the background.
 const WAIT_MAX: Duration = Duration::from_secs(30);
@@ -87,42 +88,19 @@ fn flip_bit(path: &Path, offset: u64) {
     std::fs::write(path, bytes).unwrap();
 }
 
-fn ledgerd(dir: &Path, extra: &[&str]) -> Command {
-    ledgerd_on(dir, common::free_addr(), extra)
-}
-
-fn ledgerd_on(dir: &Path, listen: std::net::SocketAddr, extra: &[&str]) -> Command {
-    let mut c = Command::new(common::bin("ledgerd"));
-    c.arg("--data-dir")
-        .arg(dir)
-        .args(["--listen", &listen.to_string()])
-        .args(["--metrics-listen", &common::free_addr().to_string()])
+/// The harness's builder for `ledgerd` on `dir` with 8 MiB segments, no pinned core and
+/// `extra` (no full-state check: these tests start daemons on damaged or unusual directories).
+fn ledgerd(dir: &Path, extra: &[&str]) -> harness::Builder {
+    Daemon::builder(common::bin("ledgerd"), dir)
         .args(["--business-core", "none", "--segment-size-mib", "8"])
         .args(extra)
-        .env("LEDGERD_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-/// Runs `command` expecting it to exit by itself (bounded); returns its output.
-fn run_to_exit(mut command: Command) -> Output {
-    let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + WAIT_MAX;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the process neither exited nor was refused within {WAIT_MAX:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// Starts the daemon on `dir` expecting a refusal; returns stdout + stderr.
 fn refused(dir: &Path, extra: &[&str]) -> String {
-    let out = run_to_exit(ledgerd(dir, extra));
+    let out = ledgerd(dir, extra)
+        .run_to_exit(WAIT_MAX)
+        .expect("ledgerd exits by itself (a refusal) in time");
     assert!(!out.status.success(), "ledgerd started on {}", dir.display());
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -323,26 +301,18 @@ fn repair_states_what_it_discards_and_needs_the_confirmation() {
     assert!(out.contains("does not match the plan"), "{out}");
     assert_eq!(std::fs::read(path).unwrap(), before, "a wrong confirmation changed the journal");
     // Confirmed: exactly records 6..=11 go, logged at ERROR with the counts.
-    let mut child = ledgerd(dir.path(), &["--repair", "true", "--repair-discard-after", "5"])
-        .stdout(Stdio::null())
+    let log_path = dir.path().with_extension("repair.log");
+    let mut daemon = ledgerd(dir.path(), &["--repair", "true", "--repair-discard-after", "5"])
+        .stderr(Stderr::File(log_path.clone()))
         .spawn()
-        .unwrap();
-    let mut log = String::new();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::BufReader::new(stderr).read_to_string(&mut text);
-        text
-    });
+        .expect("start ledgerd");
     let deadline = Instant::now() + WAIT_MAX;
     while JournalReader::open(dir.path()).unwrap().verify().end != ledgerd::journal::End::Clean {
         assert!(Instant::now() < deadline, "the confirmed repair did not happen");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    log.push_str(&reader.join().unwrap());
+    let status = daemon.stop().expect("stop ledgerd");
+    let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(status.success(), "{log}");
     assert!(log.contains("ERROR") && log.contains("repair: discarded"), "{log}");
     assert!(log.contains("discarded_records=6") && log.contains("kept_through=5"), "{log}");
@@ -374,15 +344,8 @@ fn a_panic_in_the_business_thread_aborts_the_process_and_a_restart_recovers() {
         matches!(answer, Err(ClientError::Io(_)) | Err(ClientError::Protocol(_))),
         "{answer:?}"
     );
-    let mut child = faulty.daemon.child.take().unwrap();
-    let deadline = Instant::now() + WAIT_MAX;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the daemon is still running after a panic");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status =
+        faulty.daemon.wait_exit(WAIT_MAX).expect("the daemon is still running after a panic");
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
     eprintln!("figure: panic to process exit {} ms (SIGABRT)", sent.elapsed().as_millis());
     std::fs::write(&faulty.file, "clear").unwrap();
@@ -475,21 +438,18 @@ fn snapshots_go_on_after_the_token_file_moves() {
     let token = dir.path().join("token");
     common::write_token_file(&token, "s3cret-token-of-at-least-32-bytes\n");
     let data = dir.path().join("data");
-    let listen = common::free_addr();
-    let mut command = ledgerd_on(&data, listen, &["--snapshot-every-records", "10"]);
-    // The token comes from the environment, as a supervisor would set it.
-    command.env("LEDGERD_AUTH_TOKEN_FILE", &token).stdout(Stdio::null()).stderr(Stdio::null());
-    let mut child = command.spawn().unwrap();
+    let daemon = ledgerd(&data, &["--snapshot-every-records", "10"])
+        // The token comes from the environment, as a supervisor would set it.
+        .env("LEDGERD_AUTH_TOKEN_FILE", &token)
+        .stderr(Stderr::Null)
+        .client_options(ClientOptions {
+            token: Some(b"s3cret-token-of-at-least-32-bytes".to_vec()),
+            ..Default::default()
+        })
+        .start()
+        .expect("start ledgerd");
+    let mut client = daemon.client().expect("connect");
     let deadline = Instant::now() + WAIT_MAX;
-    let mut client = loop {
-        if let Ok(mut c) = Client::connect(listen, Some(b"s3cret-token-of-at-least-32-bytes")) {
-            if c.status().is_ok() {
-                break c;
-            }
-        }
-        assert!(Instant::now() < deadline, "ledgerd did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
     // The operator rotates the token file away; the daemon keeps the token it read.
     std::fs::rename(&token, dir.path().join("token.old")).unwrap();
     open_accounts(&mut client);
@@ -501,8 +461,6 @@ fn snapshots_go_on_after_the_token_file_moves() {
         assert!(Instant::now() < deadline, "no snapshot after the token file moved");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 // ---- files ----
@@ -515,33 +473,24 @@ fn mode(path: &Path) -> u32 {
 fn files_are_private_whatever_the_umask() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let listen = common::free_addr();
-    let mut command = ledgerd_on(&data, listen, &["--snapshot-every-records", "5"]);
-    command.stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: umask in the child between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
+    let builder = ledgerd(&data, &["--snapshot-every-records", "5"]).stderr(Stderr::Null);
+    // SAFETY: umask(2) is async-signal-safe.
+    let builder = unsafe {
+        builder.pre_exec(|| {
             libc::umask(0);
             Ok(())
-        });
-    }
-    let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + WAIT_MAX;
-    let mut client = loop {
-        if let Ok(c) = Client::connect(listen, None) {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "ledgerd did not start");
-        std::thread::sleep(Duration::from_millis(20));
+        })
     };
+    let mut daemon = builder.start().expect("start ledgerd");
+    let mut client = daemon.client().expect("connect");
+    let deadline = Instant::now() + WAIT_MAX;
     open_accounts(&mut client);
     pay(&mut client, 100, 12);
     while snapshots(&data).is_empty() {
         assert!(Instant::now() < deadline, "no snapshot in time");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    daemon.kill();
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("journal")), 0o700);
     assert_eq!(mode(&data.join("snapshots")), 0o700);
@@ -569,37 +518,23 @@ fn an_auth_token_file_others_can_read_is_refused() {
 fn a_connection_flood_under_a_low_descriptor_limit_cannot_break_segment_roll_over() {
     const LIMIT: u64 = 160;
     let dir = tempfile::tempdir().unwrap();
-    let listen = common::free_addr();
-    let mut command = ledgerd_on(dir.path(), listen, &[]);
-    command.stdout(Stdio::null());
-    // SAFETY: setrlimit in the child between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
+    let log_path = dir.path().with_extension("log");
+    let builder = ledgerd(dir.path(), &[]).stderr(Stderr::File(log_path.clone()));
+    // SAFETY: setrlimit(2) is async-signal-safe.
+    let builder = unsafe {
+        builder.pre_exec(|| {
             let lim =
                 libc::rlimit { rlim_cur: LIMIT as libc::rlim_t, rlim_max: LIMIT as libc::rlim_t };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
-        });
-    }
-    let mut child = command.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::BufReader::new(stderr).read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + WAIT_MAX;
-    let mut client = loop {
-        if let Ok(mut c) = Client::connect(listen, None) {
-            if c.status().is_ok() {
-                break c;
-            }
-        }
-        assert!(Instant::now() < deadline, "ledgerd did not start");
-        std::thread::sleep(Duration::from_millis(20));
+        })
     };
+    let mut daemon = builder.start().expect("start ledgerd");
+    let listen = daemon.addr;
+    let mut client = daemon.client().expect("connect");
+    let deadline = Instant::now() + WAIT_MAX;
     open_accounts(&mut client);
     // A flood: far more connections than descriptors, all held open.
     let flood: Vec<std::net::TcpStream> =
@@ -624,10 +559,8 @@ fn a_connection_flood_under_a_low_descriptor_limit_cannot_break_segment_roll_ove
         id - 1_000
     );
     drop(flood);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
-    let log = log.join().unwrap();
+    assert!(daemon.stop().expect("stop ledgerd").success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("cannot hold --connections-max"), "{log}");
     assert!(!log.contains("journal write failed"), "{log}");
 }

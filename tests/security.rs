@@ -5,12 +5,12 @@
 mod common;
 
 use std::io::Write;
-use std::net::{IpAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::wire::{self, closed, connect_from, frame, hello_frame, reply};
 use common::TestDaemon;
+use ledgerd::harness::{self, Daemon, Stderr};
 use ledgerd::protocol::{ChangeEventsRequest, Operation, Status};
 use ledgerd::types::Account;
 use ledgerd_client::tls::TlsOptions;
@@ -24,39 +24,25 @@ fn account(id: u128) -> Account {
     Account { id, ledger: 1, code: 1, ..Default::default() }
 }
 
-/// Runs `ledgerd` with `args` until it exits (at most 30 s) and returns (success, stderr).
-fn run_daemon(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let mut child = Command::new(common::bin("ledgerd"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--metrics-listen", &common::free_addr().to_string(), "--business-core", "none"])
+/// Runs `ledgerd` listening on `listen` with `args` until it exits (at most 30 s) and returns
+/// (success, stderr).
+fn run_daemon(dir: &std::path::Path, listen: &str, args: &[&str]) -> (bool, String) {
+    let outcome = Daemon::builder(common::bin("ledgerd"), dir.join("data"))
+        .listen(listen.parse().expect("a socket address"))
+        .args(["--business-core", "none"])
         .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            return (status.success(), err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return (true, "still running".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        .run_to_exit(Duration::from_secs(30));
+    match outcome {
+        Ok(out) => (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()),
+        Err(harness::Error::StillRunning(_)) => (true, "still running".into()),
+        Err(e) => panic!("running ledgerd: {e:?}"),
     }
 }
 
 #[test]
 fn non_loopback_without_token_is_refused_unless_insecure() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, err) = run_daemon(dir.path(), &["--listen", "0.0.0.0:0"]);
+    let (ok, err) = run_daemon(dir.path(), "0.0.0.0:0", &[]);
     assert!(!ok, "started on 0.0.0.0 without a token");
     assert!(err.contains("refusing to listen on 0.0.0.0:0 without a token"), "{err}");
     assert!(err.contains("--insecure"), "{err}");
@@ -64,37 +50,19 @@ fn non_loopback_without_token_is_refused_unless_insecure() {
     // A token shorter than 32 bytes is refused too.
     let short = dir.path().join("short");
     common::write_token_file(&short, "short-token\n");
-    let (ok, err) = run_daemon(
-        dir.path(),
-        &["--listen", "127.0.0.1:0", "--auth-token-file", short.to_str().unwrap()],
-    );
+    let (ok, err) =
+        run_daemon(dir.path(), "127.0.0.1:0", &["--auth-token-file", short.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("at least 32"), "{err}");
 
     // --insecure: it starts on all addresses and serves (reached through loopback).
     let port = std::net::TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(common::bin("ledgerd"))
-        .arg("--data-dir")
-        .arg(dir.path().join("insecure"))
-        .args(["--listen", &format!("0.0.0.0:{port}"), "--insecure"])
-        .args(["--metrics-listen", &common::free_addr().to_string(), "--business-core", "none"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let served = loop {
-        if let Ok(mut c) = Client::connect(("127.0.0.1", port), None) {
-            break c.status().is_ok();
-        }
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    let served = Daemon::builder(common::bin("ledgerd"), dir.path().join("insecure"))
+        .listen(SocketAddr::from(([0, 0, 0, 0], port)))
+        .args(["--insecure", "--business-core", "none"])
+        .stderr(Stderr::Null)
+        .start()
+        .is_ok();
     assert!(served, "--insecure on 0.0.0.0 did not serve");
 }
 

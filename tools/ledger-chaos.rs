@@ -22,15 +22,16 @@
 //! the daemon's pace, so a rerun reproduces the pattern, not the exact interleaving).
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use ledgerd::harness::Daemon;
 use ledgerd::types::{Account, AccountFlags, ResultCode, Transfer, TransferFlags};
 use ledgerd_client::Client;
 
@@ -214,113 +215,35 @@ impl Record {
     }
 }
 
-struct Daemon {
-    child: Option<Child>,
-    addr: SocketAddr,
-    metrics_addr: SocketAddr,
-    dir: PathBuf,
-    binary: PathBuf,
+/// A daemon on a free loopback port: the library's harness with the crash loop's settings.
+fn start_daemon(binary: &Path, dir: &Path) -> anyhow::Result<Daemon> {
+    let daemon = Daemon::builder(binary, dir)
+        .args(["--business-core", "none", "--segment-size-mib", "8"])
+        .args(["--snapshot-every-records", "300"])
+        // The whole state is checked after every batch: a broken invariant aborts the
+        // daemon, which the crash loop reports.
+        .args(["--verify", "true"])
+        .start_timeout(START_TIMEOUT)
+        .start()?;
+    Ok(daemon)
 }
 
-impl Daemon {
-    fn start(binary: &Path, dir: &Path) -> anyhow::Result<Daemon> {
-        let mut daemon = Daemon {
-            child: None,
-            addr: free_addr()?,
-            metrics_addr: free_addr()?,
-            dir: dir.to_path_buf(),
-            binary: binary.to_path_buf(),
-        };
-        daemon.spawn()?;
-        Ok(daemon)
+/// SIGTERM and a clean exit (status 0).
+fn stop(daemon: &mut Daemon) -> anyhow::Result<()> {
+    let status = daemon.stop()?;
+    if !status.success() {
+        bail!("ledgerd exited with {status} after SIGTERM");
     }
-
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let child = Command::new(&self.binary)
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .arg("--listen")
-            .arg(self.addr.to_string())
-            .arg("--metrics-listen")
-            .arg(self.metrics_addr.to_string())
-            .arg("--business-core")
-            .arg("none")
-            .arg("--segment-size-mib")
-            .arg("8")
-            .arg("--snapshot-every-records")
-            .arg("300")
-            // The whole state is checked after every batch: a broken invariant aborts the
-            // daemon, which the crash loop reports.
-            .arg("--verify")
-            .arg("true")
-            .env("LEDGERD_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", self.binary.display()))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(mut client) = Client::connect(self.addr, None) {
-                if client.status().is_ok() {
-                    return Ok(());
-                }
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("ledgerd exited during start: {status}");
-            }
-            if Instant::now() > deadline {
-                bail!("ledgerd did not answer within {START_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                if !status.success() {
-                    bail!("ledgerd exited with {status} after SIGTERM");
-                }
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("ledgerd did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    Ok(())
 }
 
 fn crash_loop(options: &Options) -> anyhow::Result<Totals> {
     let temp = tempfile::Builder::new().prefix("ledger-chaos-").tempdir()?;
     let dir = temp.path().join("data");
     eprintln!("ledger-chaos: seed {} data {}", options.seed, dir.display());
-    let mut daemon = Daemon::start(&options.ledgerd, &dir)?;
+    let mut daemon = start_daemon(&options.ledgerd, &dir)?;
     let mut record = Record::default();
-    setup(&mut Client::connect(daemon.addr, None)?, &mut record)?;
+    setup(&mut daemon.client()?, &mut record)?;
     let record = Arc::new(Mutex::new(record));
     let next_id = Arc::new(AtomicU64::new(0));
     let mut rng = fastrand::Rng::with_seed(options.seed);
@@ -346,8 +269,8 @@ fn crash_loop(options: &Options) -> anyhow::Result<Totals> {
             let _ = worker.join();
         }
         totals.kills += 1;
-        daemon.spawn().with_context(|| format!("restart after kill {}", kill + 1))?;
-        let mut client = Client::connect(daemon.addr, None)?;
+        daemon.restart().with_context(|| format!("restart after kill {}", kill + 1))?;
+        let mut client = daemon.client()?;
         retry_unanswered(&mut client, &mut record.lock().expect("no poisoned lock"))?;
         let mut found = check(
             &mut client,
@@ -375,17 +298,17 @@ fn crash_loop(options: &Options) -> anyhow::Result<Totals> {
         totals.violations += found.violations;
     }
 
-    daemon.stop()?;
+    stop(&mut daemon)?;
     let hash_after_stop = replay_hash(&options.ledger_replay, &dir)?;
-    daemon.spawn()?;
-    let live = format!("{:032x}", Client::connect(daemon.addr, None)?.status()?.state_hash);
+    daemon.restart().context("restart after the clean stop")?;
+    let live = format!("{:032x}", daemon.client()?.status()?.state_hash);
     if live != hash_after_stop {
         eprintln!(
             "ledger-chaos: state hash after restart {live} != ledger-replay {hash_after_stop}"
         );
         totals.violations += 1;
     }
-    daemon.stop()?;
+    stop(&mut daemon)?;
     totals.acked = record.lock().expect("no poisoned lock").acked;
     if options.keep {
         let kept = temp.keep();

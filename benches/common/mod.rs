@@ -1,6 +1,7 @@
 //! Shared by the end-to-end benchmarks: the run mode (full under `cargo bench`, a smoke run
-//! under `cargo test`), starting `ledgerd` on free loopback ports with a data directory under
-//! `target/` (the real disk), a single-threaded load generator that keeps many connections
+//! under `cargo test`), `Daemon`: the library's harness (`ledgerd::harness`) starting `ledgerd`
+//! on free loopback ports with a data directory under `target/` (the real disk), a
+//! single-threaded load generator that keeps many connections
 //! pipelined (closed loop) or sends at a fixed rate (open loop, latency measured from the
 //! intended send time), and the outputs: `name: value` lines, HdrHistogram percentile
 //! distributions (`.hgrm`) and SVG plots of latency by percentile.
@@ -10,11 +11,11 @@
 pub mod load;
 pub mod report;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ledgerd::harness;
 use ledgerd::types::{Account, Transfer};
 use ledgerd_client::Client;
 
@@ -75,8 +76,7 @@ pub fn data_dir() -> tempfile::TempDir {
 }
 
 pub fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr")
+    harness::free_addr().expect("a free loopback port")
 }
 
 /// The daemon binary Cargo built for this package.
@@ -84,69 +84,49 @@ pub fn ledgerd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ledgerd"))
 }
 
-/// A `ledgerd` process started by a benchmark; SIGKILLed on drop.
-pub struct Daemon {
-    child: Option<Child>,
-    pub addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
-    pub data_dir: PathBuf,
-    pub extra_args: Vec<String>,
+/// A `ledgerd` process started by a benchmark ([`harness::Daemon`], whose fields and methods
+/// it derefs to), with methods that panic on failure; SIGKILLed on drop.
+pub struct Daemon(harness::Daemon);
+
+impl std::ops::Deref for Daemon {
+    type Target = harness::Daemon;
+    fn deref(&self) -> &harness::Daemon {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut harness::Daemon {
+        &mut self.0
+    }
+}
+
+/// The harness's builder for a benchmark's daemon: `extra_args` only, the log filter from
+/// `LEDGERD_BENCH_LOG` (`info` shows the daemon's own logs: recovery times, snapshots).
+fn builder(data_dir: &Path, extra_args: &[String]) -> harness::Builder {
+    harness::Daemon::builder(ledgerd_bin(), data_dir)
+        .args(extra_args)
+        .log(std::env::var("LEDGERD_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+        .start_timeout(START_TIMEOUT)
+        .stop_timeout(STOP_TIMEOUT)
 }
 
 impl Daemon {
     /// Starts a daemon on `data_dir` with `extra_args` and waits until it answers `status`.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Daemon {
-        let mut daemon = Daemon {
-            child: None,
-            addr: free_addr(),
-            metrics_addr: free_addr(),
-            data_dir: data_dir.to_path_buf(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
-        daemon.spawn();
-        daemon.wait_ready(START_TIMEOUT);
-        daemon
+        let args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        Daemon(builder(data_dir, &args).start().expect("start ledgerd"))
     }
 
-    /// Spawns the process without waiting for it to answer.
+    /// Spawns the process again (same data directory and ports) without waiting for it to
+    /// answer.
     pub fn spawn(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new(ledgerd_bin())
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
-            .arg(self.addr.to_string())
-            .arg("--metrics-listen")
-            .arg(self.metrics_addr.to_string())
-            .args(&self.extra_args)
-            // `LEDGERD_BENCH_LOG=info` shows the daemon's own logs (recovery times, snapshots).
-            .env(
-                "LEDGERD_LOG",
-                std::env::var("LEDGERD_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ledgerd");
-        self.child = Some(child);
+        self.0.respawn().expect("spawn ledgerd");
     }
 
     /// Polls until a client can connect and get a `status` reply; returns when it did.
     pub fn wait_ready(&mut self, timeout: Duration) -> Instant {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(mut client) = Client::connect(self.addr, None) {
-                if client.status().is_ok() {
-                    return Instant::now();
-                }
-            }
-            if let Some(status) = self.child.as_mut().expect("running").try_wait().unwrap() {
-                panic!("ledgerd exited during start: {status}");
-            }
-            assert!(Instant::now() < deadline, "ledgerd did not answer within {timeout:?}");
-            std::thread::sleep(Duration::from_micros(500));
-        }
+        self.0.wait_ready(timeout).expect("ledgerd answers")
     }
 
     /// Starts a daemon whose client port speaks TLS with a fresh self-signed certificate
@@ -175,31 +155,19 @@ impl Daemon {
             ),
             ..Default::default()
         };
-        let mut daemon = Daemon {
-            child: None,
-            addr: free_addr(),
-            metrics_addr: free_addr(),
-            data_dir: data_dir.to_path_buf(),
-            extra_args: args,
-        };
-        daemon.spawn();
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Client::connect_with(daemon.addr, options.clone())
-            .and_then(|mut c| c.status())
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "ledgerd (TLS) did not answer");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        (daemon, options)
+        let daemon = builder(data_dir, &args)
+            .client_options(options.clone())
+            .start()
+            .expect("start ledgerd (TLS)");
+        (Daemon(daemon), options)
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.0.pid().expect("running")
     }
 
     pub fn client(&self) -> Client {
-        Client::connect(self.addr, None).expect("connect")
+        self.0.client().expect("connect")
     }
 
     /// The daemon's peak resident memory (VmHWM) in MiB.
@@ -207,37 +175,13 @@ impl Daemon {
         proc_status_kb(self.pid(), "VmHWM:") as f64 / 1024.0
     }
 
-    /// SIGKILL: no chance to flush anything.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM, then wait for a clean exit.
+    /// SIGTERM, then wait for a clean exit (nothing if it is not running).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "ledgerd exited with {status} after SIGTERM");
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("ledgerd did not stop within {STOP_TIMEOUT:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if self.0.pid().is_none() {
+            return;
         }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
+        let status = self.0.stop().expect("stop ledgerd");
+        assert!(status.success(), "ledgerd exited with {status} after SIGTERM");
     }
 }
 

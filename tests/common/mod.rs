@@ -1,24 +1,23 @@
-//! Shared by the end-to-end tests: start `ledgerd` on free loopback ports with a temporary
-//! data directory, wait until it answers, and stop or kill it.
+//! Shared by the end-to-end tests: `TestDaemon`, the library's harness (`ledgerd::harness`)
+//! with the settings every test uses (full-state check after every batch, small segments, no
+//! pinned core) and panics instead of errors; records, the replay tool, hand-made frames,
+//! certificates and the fault-file daemon.
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use ledgerd::harness::{self, Daemon};
 use ledgerd::types::{Account, AccountFlags, Transfer};
-use ledgerd_client::Client;
-
-/// How long a daemon may take to start answering.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a daemon may take to exit after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+use ledgerd_client::tls::TlsOptions;
+use ledgerd_client::{Client, ClientOptions};
 
 pub fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr")
+    harness::free_addr().expect("a free loopback port")
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -30,16 +29,29 @@ pub fn bin(name: &str) -> PathBuf {
     }
 }
 
-pub struct TestDaemon {
-    pub child: Option<Child>,
-    pub addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
-    pub data_dir: PathBuf,
-    pub extra_args: Vec<String>,
-    /// The hello token, when the daemon was started with `--auth-token-file`.
-    pub token: Option<Vec<u8>>,
-    /// How to speak TLS to it, when it was started with `--tls-cert`.
-    pub tls: Option<ledgerd_client::tls::TlsOptions>,
+/// The harness's builder for `ledgerd` on `data_dir` with the arguments every test uses (the
+/// full-state check after every batch, 8 MiB segments, no pinned core), then `extra_args`.
+pub fn builder(data_dir: &Path, extra_args: &[&str]) -> harness::Builder {
+    Daemon::builder(bin("ledgerd"), data_dir)
+        .args(["--business-core", "none", "--segment-size-mib", "8", "--verify", "true"])
+        .args(extra_args)
+}
+
+/// A daemon started for a test ([`harness::Daemon`], whose fields and methods it derefs to),
+/// with methods that panic on failure; SIGKILLed on drop.
+pub struct TestDaemon(Daemon);
+
+impl Deref for TestDaemon {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.0
+    }
+}
+
+impl DerefMut for TestDaemon {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.0
+    }
 }
 
 impl TestDaemon {
@@ -49,116 +61,40 @@ impl TestDaemon {
     }
 
     pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> TestDaemon {
-        let mut daemon = TestDaemon {
-            child: None,
-            addr: free_addr(),
-            metrics_addr: free_addr(),
-            data_dir: data_dir.to_path_buf(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            token: None,
-            tls: None,
-        };
-        daemon.spawn();
-        daemon
+        Self::start_as(data_dir, extra_args, None, None)
     }
 
-    /// Starts a daemon with `extra_args`, saying hello with `token` (None: no token) while
-    /// waiting for it to answer.
+    /// Starts a daemon with `extra_args`, saying hello with `token` (None: no token) and
+    /// speaking `tls` (None: plain TCP).
     pub fn start_as(
         data_dir: &Path,
         extra_args: &[&str],
         token: Option<&[u8]>,
-        tls: Option<ledgerd_client::tls::TlsOptions>,
+        tls: Option<TlsOptions>,
     ) -> TestDaemon {
-        let mut daemon = TestDaemon {
-            child: None,
-            addr: free_addr(),
-            metrics_addr: free_addr(),
-            data_dir: data_dir.to_path_buf(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            token: token.map(<[u8]>::to_vec),
-            tls,
-        };
-        daemon.spawn();
-        daemon
+        let options = ClientOptions { token: token.map(<[u8]>::to_vec), tls, ..Default::default() };
+        let builder = builder(data_dir, extra_args).client_options(options);
+        TestDaemon(builder.start().expect("start ledgerd"))
     }
 
     /// Starts a daemon that requires `token` in the hello, read from `token_file`.
     pub fn start_with_token(data_dir: &Path, token_file: &Path, token: &[u8]) -> TestDaemon {
-        let mut daemon = TestDaemon {
-            child: None,
-            addr: free_addr(),
-            metrics_addr: free_addr(),
-            data_dir: data_dir.to_path_buf(),
-            extra_args: vec!["--auth-token-file".into(), token_file.display().to_string()],
-            token: Some(token.to_vec()),
-            tls: None,
-        };
-        daemon.spawn();
-        daemon
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(bin("ledgerd"))
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
-            .arg(self.addr.to_string())
-            .arg("--metrics-listen")
-            .arg(self.metrics_addr.to_string())
-            .arg("--business-core")
-            .arg("none")
-            .arg("--segment-size-mib")
-            .arg("8")
-            // Tests run with the full-state check after every batch.
-            .arg("--verify")
-            .arg("true")
-            .args(&self.extra_args)
-            .env("LEDGERD_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn ledgerd");
-        self.child = Some(child);
-        self.wait_ready();
-    }
-
-    pub fn wait_ready(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(mut client) = Client::connect_with(self.addr, self.options()) {
-                if client.status().is_ok() {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("ledgerd exited during start: {status}");
-            }
-            assert!(Instant::now() < deadline, "ledgerd did not answer within {START_TIMEOUT:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let token_file = token_file.display().to_string();
+        Self::start_as(data_dir, &["--auth-token-file", &token_file], Some(token), None)
     }
 
     pub fn client(&self) -> Client {
-        Client::connect_with(self.addr, self.options()).expect("connect")
+        self.0.client().expect("connect")
     }
 
     /// Client options with this daemon's token and TLS settings.
-    pub fn options(&self) -> ledgerd_client::ClientOptions {
-        ledgerd_client::ClientOptions {
-            token: self.token.clone(),
-            connect_timeout: Some(Duration::from_secs(5)),
-            io_timeout: None,
-            tls: self.tls.clone(),
-        }
+    pub fn options(&self) -> ClientOptions {
+        self.0.client_options()
     }
 
     /// Sends SIGTERM and returns at once.
     pub fn sigterm(&self) {
-        let child = self.child.as_ref().expect("running");
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        self.0.sigterm().expect("SIGTERM");
     }
 
     /// The value of an unlabelled metric (or of a full `name{labels}` line prefix).
@@ -170,54 +106,18 @@ impl TestDaemon {
             .unwrap_or_else(|| panic!("metric {name} not in /metrics"))
     }
 
-    /// SIGKILL: no chance to flush anything.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    /// SIGTERM, then wait for the exit; returns the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.0.stop().expect("stop ledgerd")
     }
 
-    /// SIGTERM, then wait for a clean exit; returns the exit status.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("ledgerd did not stop within {STOP_TIMEOUT:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Starts again on the same data directory and ports.
+    /// Starts again on the same data directory and ports and waits until it answers.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop or kill first");
-        self.spawn();
+        self.0.restart().expect("restart ledgerd");
     }
 
     pub fn http_get(&self, path: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.metrics_addr).expect("metrics connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        (code, body)
-    }
-}
-
-impl Drop for TestDaemon {
-    fn drop(&mut self) {
-        self.kill();
+        self.0.http_get(path).expect("GET from the operator endpoint")
     }
 }
 
