@@ -7,13 +7,10 @@
 //! lock-free read-only view for tools and recovery.
 //!
 //! Durability: `append` only copies into the map; `flush` makes everything appended durable
-//! (group commit) with `fdatasync` or `msync`. A flush can also be split (`start_flush` here,
-//! `FlushJob::run` on another thread, `mark_durable` back here) so that appends go on while the
-//! disk works. After any I/O error the journal is poisoned: it refuses appends and flushes until
-//! it is reopened, which rescans what is on disk.
+//! (group commit) with `fdatasync` or `msync`. After any I/O error the journal is poisoned: it
+//! refuses appends and flushes until it is reopened, which rescans what is on disk.
 
 mod fault;
-mod flush;
 pub mod format;
 mod reader;
 mod scan;
@@ -29,7 +26,6 @@ use std::sync::Arc;
 use memmap2::{MmapMut, MmapOptions};
 
 pub use fault::FaultPlan;
-pub use flush::{Durable, FlushJob};
 pub use reader::{End, JournalReader, Problem, Record, Records, VerifyReport};
 pub use segment::{private_dir, private_file, segment_path, DIR_MODE, FILE_MODE, JOURNAL_DIR};
 
@@ -252,13 +248,13 @@ struct Segment {
     path: PathBuf,
     /// Open only for the active segment (appends, flushes): sealed segments are read through
     /// their maps alone, so the journal holds a constant number of descriptors however long
-    /// it grows. Shared with flush jobs running on another thread.
-    file: Option<Arc<File>>,
+    /// it grows.
+    file: Option<File>,
     map: MmapMut,
 }
 
 impl Segment {
-    fn file(&self) -> &Arc<File> {
+    fn file(&self) -> &File {
         self.file.as_ref().expect("the active segment keeps its file open")
     }
 }
@@ -292,12 +288,6 @@ pub struct Journal {
     claimed_sequence: u64,
     /// Counter of the newest durability slot written in the active segment.
     slot_counter: u64,
-    /// Last sequence covered by a started flush job (durable once that job has run).
-    flush_started_sequence: u64,
-    /// Newest claim written into a slot by a started flush job (on disk once it has run).
-    slot_started_sequence: u64,
-    /// The next segment, being zero-filled in the background.
-    spare: Option<segment::Spare>,
     superblock: Superblock,
     first_sequence: u64,
     poisoned: bool,
@@ -392,13 +382,7 @@ impl Journal {
             // SAFETY: the segment files are private to this process while it holds the lock;
             // nothing truncates them while mapped.
             let map = unsafe { MmapMut::map_mut(&file) }.map_err(io_err(&path))?;
-            segments.push(Segment {
-                index,
-                first_sequence: 0,
-                path,
-                file: Some(Arc::new(file)),
-                map,
-            });
+            segments.push(Segment { index, first_sequence: 0, path, file: Some(file), map });
         }
         let mut created = false;
         let sb = match found_superblock {
@@ -512,9 +496,6 @@ impl Journal {
             durable_checksum: found.last_checksum,
             claimed_sequence,
             slot_counter,
-            flush_started_sequence: found.last_sequence,
-            slot_started_sequence: claimed_sequence,
-            spare: None,
             superblock: sb,
             first_sequence: found.first_sequence,
             poisoned: false,
@@ -571,15 +552,11 @@ impl Journal {
                     ledger_id,
                 };
                 let path = segment_path(journal_dir, 0);
-                // The first segment is zero-filled like every later one (`Spare`), so that its
-                // flushes write data only: once per ledger, at full speed.
-                let spare = segment::Spare::fill_now(journal_dir, 0, config.segment_size);
-                let (path, file) = segment::create_segment_from(journal_dir, &header, spare)
-                    .map_err(io_err(&path))?;
+                let (path, file) =
+                    segment::create_segment(journal_dir, &header).map_err(io_err(&path))?;
                 // SAFETY: as in `open`.
                 let map = unsafe { MmapMut::map_mut(&file) }.map_err(io_err(&path))?;
-                let file = Some(Arc::new(file));
-                segments.push(Segment { index: 0, first_sequence: 1, path, file, map });
+                segments.push(Segment { index: 0, first_sequence: 1, path, file: Some(file), map });
                 Self::first_superblock(config, ledger_id)
             }
             [only] if only.index == 0 => {
@@ -721,108 +698,21 @@ impl Journal {
         self.write_offset = off + size;
         self.last_sequence = sequence;
         self.last_checksum = checksum;
-        if self.spare.is_none() && self.write_offset * 2 > self.active().map.len() {
-            // Half full: zero-fill the next segment in the background, ready for the roll-over.
-            let next = self.active().index + 1;
-            self.spare = segment::Spare::prepare(&self.journal_dir, next, self.config.segment_size);
-        }
         Ok(sequence)
     }
 
     /// Makes every appended record durable (one syscall for the whole batch). Returns at once
-    /// when nothing is pending. A caller that also uses [`Journal::start_flush`] must let its
-    /// jobs finish (and [`Journal::mark_durable`] them) first: this covers only what no started
-    /// job does.
+    /// when nothing is pending.
     pub fn flush(&mut self) -> Result<(), JournalError> {
-        let Some(job) = self.start_flush()? else { return Ok(()) };
-        let result = job.run();
-        self.flush_done(&job, result)?;
-        assert_eq!(self.durable_sequence, self.last_sequence, "a flush covers every append");
-        Ok(())
-    }
-
-    /// Starts a flush of every record appended so far and returns it, for the caller (or
-    /// another thread) to [`FlushJob::run`]; `None` when every record is already durable or
-    /// covered by a started job. Appends may go on while the job runs.
-    ///
-    /// In the same sync (no extra system call) a durability slot records what *earlier*
-    /// flushes made durable, as known here: that claim is already true on disk, so it never
-    /// runs ahead of the records it names, whatever order the pages reach the disk in.
-    pub fn start_flush(&mut self) -> Result<Option<FlushJob>, JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned);
         }
-        if self.last_sequence == self.durable_sequence.max(self.flush_started_sequence) {
-            return Ok(None);
+        if self.durable_sequence == self.last_sequence {
+            return Ok(());
         }
-        let claim = (self.durable_sequence, self.durable_checksum);
-        let slot = claim.0 > self.claimed_sequence.max(self.slot_started_sequence)
-            && claim.0 >= self.active().first_sequence;
-        if slot {
-            self.write_slot(claim.0, claim.1);
-            self.slot_started_sequence = claim.0;
-        }
-        let (from, to) = (if slot { 0 } else { self.dirty_from }, self.write_offset);
-        let seg = self.active();
-        let job = FlushJob {
-            file: Arc::clone(seg.file()),
-            mode: self.config.flush_mode,
-            msync_addr: seg.map.as_ptr() as usize + from,
-            msync_len: to - from,
-            segment: seg.index,
-            durable: Durable {
-                sequence: self.last_sequence,
-                checksum: self.last_checksum,
-                claimed: if slot { claim.0 } else { 0 },
-            },
-            fault: self.config.fault.clone(),
-        };
-        self.dirty_from = to;
-        self.flush_started_sequence = self.last_sequence;
-        Ok(Some(job))
-    }
-
-    /// Records the outcome of a job from [`Journal::start_flush`]: on success its records are
-    /// durable (and readable with [`Journal::read`]); on failure the journal is poisoned.
-    pub fn flush_done(
-        &mut self,
-        job: &FlushJob,
-        result: io::Result<()>,
-    ) -> Result<(), JournalError> {
-        match result {
-            Ok(()) => {
-                self.mark_durable(job.durable());
-                Ok(())
-            }
-            Err(source) => {
-                let path = segment_path(&self.journal_dir, job.segment());
-                Err(self.poison(JournalError::Io { path, source }))
-            }
-        }
-    }
-
-    /// Records that jobs run elsewhere made `durable` true on disk. Never goes backwards.
-    pub fn mark_durable(&mut self, durable: Durable) {
-        assert!(
-            durable.sequence <= self.flush_started_sequence.max(self.durable_sequence),
-            "sequence {} marked durable but no flush covering it was started",
-            durable.sequence
-        );
-        if durable.sequence > self.durable_sequence {
-            debug_assert_eq!(self.checksum_of(durable.sequence), Some(durable.checksum));
-            self.durable_sequence = durable.sequence;
-            self.durable_checksum = durable.checksum;
-        }
-        self.claimed_sequence = self.claimed_sequence.max(durable.claimed);
-    }
-
-    /// What is durable now: for a caller that hands it on with jobs of its own.
-    pub fn durable(&self) -> Durable {
-        Durable {
-            sequence: self.durable_sequence,
-            checksum: self.durable_checksum,
-            claimed: self.claimed_sequence,
-        }
+        self.flush_active()?;
+        assert_eq!(self.durable_sequence, self.last_sequence, "a flush covers every append");
+        Ok(())
     }
 
     /// Whether the last flush is not yet recorded as durable on disk ([`Journal::seal`]).
@@ -852,7 +742,6 @@ impl Journal {
         }
         let claim = (self.durable_sequence, self.durable_checksum);
         self.write_slot(claim.0, claim.1);
-        self.slot_started_sequence = self.slot_started_sequence.max(claim.0);
         let seg = self.active();
         let result = match self.config.flush_mode {
             FlushMode::Fdatasync => seg.file().sync_data(),
@@ -985,26 +874,38 @@ impl Journal {
         e
     }
 
-    /// Makes the whole active segment durable with `fdatasync`, whatever the flush mode: it
-    /// persists every dirty page of the file, including the ranges of jobs still running on
-    /// another thread, so a sealed segment is complete before its successor exists. No slot:
-    /// the next segment's header and the superblock claim everything in it.
-    fn seal_active(&mut self) -> Result<(), JournalError> {
+    /// Makes the active segment durable. In the same `fdatasync` (no extra system call) a
+    /// durability slot records what the *previous* flush made durable: that claim is already
+    /// true on disk, so it can never run ahead of the records it names, whatever order the
+    /// pages reach the disk in.
+    fn flush_active(&mut self) -> Result<(), JournalError> {
         if let Some(fault) = &self.config.fault {
             if let Err(e) = fault.on_flush() {
                 let path = self.active().path.clone();
                 return Err(self.poison(JournalError::Io { path, source: e }));
             }
         }
-        let seg = self.active();
-        if let Err(e) = seg.file().sync_data() {
+        let claim = (self.durable_sequence, self.durable_checksum);
+        let slot = claim.0 > self.claimed_sequence && claim.0 >= self.active().first_sequence;
+        if slot {
+            self.write_slot(claim.0, claim.1);
+        }
+        let (from, to) = (if slot { 0 } else { self.dirty_from }, self.write_offset);
+        let seg = self.segments.last().expect("an active segment");
+        let result = match self.config.flush_mode {
+            FlushMode::Fdatasync => seg.file().sync_data(),
+            FlushMode::Msync => seg.map.flush_range(from, to - from),
+        };
+        if let Err(e) = result {
             let path = seg.path.clone();
             return Err(self.poison(JournalError::Io { path, source: e }));
         }
+        if slot {
+            self.claimed_sequence = claim.0;
+        }
         self.durable_sequence = self.last_sequence;
         self.durable_checksum = self.last_checksum;
-        self.flush_started_sequence = self.last_sequence;
-        self.dirty_from = self.write_offset;
+        self.dirty_from = to;
         Ok(())
     }
 
@@ -1041,7 +942,7 @@ impl Journal {
     /// does not find the new segment refuses.
     fn roll(&mut self) -> Result<(), JournalError> {
         if self.durable_sequence != self.last_sequence {
-            self.seal_active()?;
+            self.flush_active()?;
         }
         let next = self.active().index + 1;
         self.create_segment(next).map_err(|e| self.poison(e))?;
@@ -1053,7 +954,6 @@ impl Journal {
         // The new segment's header implies every earlier record durable.
         self.claimed_sequence = self.claimed_sequence.max(self.last_sequence);
         self.slot_counter = 0;
-        self.slot_started_sequence = self.claimed_sequence;
         self.superblock.last_segment_index = next;
         self.superblock.durable_sequence = self.last_sequence;
         self.superblock.durable_checksum = self.last_checksum;
@@ -1069,9 +969,8 @@ impl Journal {
             ledger_id: self.superblock.ledger_id,
         };
         let path = segment_path(&self.journal_dir, index);
-        let spare = self.spare.take();
-        let (path, file) = segment::create_segment_from(&self.journal_dir, &header, spare)
-            .map_err(io_err(&path))?;
+        let (path, file) =
+            segment::create_segment(&self.journal_dir, &header).map_err(io_err(&path))?;
         // SAFETY: as in `open`; the file is fully allocated. Records are written with pwritev,
         // so the map is only read: no populate, its pages come in when a read needs them.
         let map = unsafe { MmapOptions::new().map_mut(&file) }.map_err(io_err(&path))?;
@@ -1079,7 +978,7 @@ impl Journal {
             index,
             first_sequence: header.first_sequence,
             path,
-            file: Some(Arc::new(file)),
+            file: Some(file),
             map,
         });
         self.write_offset = RECORDS_OFFSET;

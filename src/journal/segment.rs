@@ -1,13 +1,11 @@
 //! Segment files on disk: names, listing, creation (preallocate, header, fsync, rename, fsync
-//! the directory), spares zero-filled ahead of need, and the directory lock.
+//! the directory) and the directory lock.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
 
 use super::format::SegmentHeader;
 
@@ -17,15 +15,6 @@ pub const JOURNAL_DIR: &str = "journal";
 pub const LOCK_FILE: &str = "LOCK";
 const SEGMENT_SUFFIX: &str = ".seg";
 const TEMP_SUFFIX: &str = ".seg.tmp";
-/// A spare is `{index:020}.spare.seg.tmp`: deleted by the next open like any temporary file,
-/// never listed as a segment.
-const SPARE_SUFFIX: &str = ".spare.seg.tmp";
-/// A spare is zero-filled in writes of this size...
-const SPARE_CHUNK_BYTES: usize = 1 << 20;
-/// ...made durable every this many bytes, with a pause after each, so that the background fill
-/// never queues more than a few MiB in front of the journal's own flushes.
-const SPARE_SYNC_BYTES: u64 = 4 << 20;
-const SPARE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 const INDEX_DIGITS: usize = 20;
 
 /// `DIR/journal/{index:020}.seg`.
@@ -61,10 +50,7 @@ pub fn remove_temp_files(journal_dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(journal_dir)? {
         let entry = entry?;
         if entry.file_name().to_str().is_some_and(|n| n.ends_with(TEMP_SUFFIX)) {
-            match fs::remove_file(entry.path()) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            fs::remove_file(entry.path())?;
         }
     }
     Ok(())
@@ -128,146 +114,6 @@ pub fn create_segment(journal_dir: &Path, header: &SegmentHeader) -> io::Result<
     file.write_all_at(&header.encode(), 0)?;
     file.sync_all()?;
     fs::rename(&tmp, &path)?;
-    fsync_dir(journal_dir)?;
-    Ok((path, file))
-}
-
-/// A segment file being zero-filled by a background thread for the next roll-over.
-///
-/// A new segment's blocks are allocated with `posix_fallocate`, i.e. as unwritten extents: the
-/// first flush that reaches each block also converts its extent, a metadata write that doubles
-/// the cost of the flush (journal-format.md, "Preallocation and flush cost"). Writing zeros
-/// ahead of time, off the hot path, makes every journal flush a data-only write.
-///
-/// Dropping a spare (a journal dropped or reopened) stops its fill and removes its file, so no
-/// thread writes into the journal directory after its journal is gone.
-pub struct Spare {
-    index: u64,
-    cancel: Arc<AtomicBool>,
-    fill: Option<std::thread::JoinHandle<io::Result<(PathBuf, File)>>>,
-}
-
-impl Drop for Spare {
-    fn drop(&mut self) {
-        self.cancel.store(true, Relaxed);
-        if let Some(fill) = self.fill.take() {
-            if let Ok(Ok((path, _))) = fill.join() {
-                let _ = fs::remove_file(path);
-            }
-        }
-    }
-}
-
-impl Spare {
-    /// Starts zero-filling `{index}.spare.seg.tmp` to `size` bytes on a background thread,
-    /// paced so as not to delay the journal's flushes. `None` when no thread can be started
-    /// (the roll-over then preallocates as before).
-    pub fn prepare(journal_dir: &Path, index: u64, size: u64) -> Option<Spare> {
-        let path = spare_path(journal_dir, index);
-        let cancel = Arc::new(AtomicBool::new(false));
-        let stop = Arc::clone(&cancel);
-        let fill = std::thread::Builder::new()
-            .name("ledgerd-spare".into())
-            .spawn(move || zero_fill(path, size, SPARE_PAUSE, &stop))
-            .ok()?;
-        Some(Spare { index, cancel, fill: Some(fill) })
-    }
-
-    /// Zero-fills `{index}.spare.seg.tmp` now, at full speed (the first segment of a new
-    /// journal: about 0.2 s for 64 MiB on the benchmark machine, once per data directory).
-    pub fn fill_now(journal_dir: &Path, index: u64, size: u64) -> Option<Spare> {
-        let cancel = Arc::new(AtomicBool::new(false));
-        let path = spare_path(journal_dir, index);
-        let done = zero_fill(path, size, std::time::Duration::ZERO, &cancel);
-        // Wrapped as a finished fill, so that the roll-over code takes it like any spare.
-        let fill = std::thread::Builder::new().spawn(move || done).ok()?;
-        Some(Spare { index, cancel, fill: Some(fill) })
-    }
-}
-
-fn spare_path(journal_dir: &Path, index: u64) -> PathBuf {
-    journal_dir.join(format!("{index:020}{SPARE_SUFFIX}"))
-}
-
-/// Creates `path` (it must not exist: a stale filler from a dropped journal keeps its own
-/// file), preallocates it, writes zeros over all of it and syncs it. On failure (a full file
-/// system) the file is removed, so that it holds no space the journal needs.
-fn zero_fill(
-    path: PathBuf,
-    size: u64,
-    pause: std::time::Duration,
-    cancel: &AtomicBool,
-) -> io::Result<(PathBuf, File)> {
-    let filled = write_zeros(&path, size, pause, cancel);
-    if filled.is_err() {
-        let _ = fs::remove_file(&path);
-    }
-    filled.map(|file| (path, file))
-}
-
-fn write_zeros(
-    path: &Path,
-    size: u64,
-    pause: std::time::Duration,
-    cancel: &AtomicBool,
-) -> io::Result<File> {
-    let file =
-        OpenOptions::new().read(true).write(true).create_new(true).mode(FILE_MODE).open(path)?;
-    private_file(&file)?;
-    preallocate(&file, size)?;
-    let zeros = vec![0u8; SPARE_CHUNK_BYTES];
-    let mut offset = 0u64;
-    let mut unsynced = 0u64;
-    while offset < size {
-        if cancel.load(Relaxed) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "spare fill cancelled"));
-        }
-        let len = (size - offset).min(SPARE_CHUNK_BYTES as u64);
-        let len_usize = usize::try_from(len).expect("at most one chunk");
-        file.write_all_at(&zeros[..len_usize], offset)?;
-        offset += len;
-        unsynced += len;
-        if unsynced >= SPARE_SYNC_BYTES {
-            file.sync_data()?;
-            unsynced = 0;
-            if !pause.is_zero() {
-                std::thread::sleep(pause);
-            }
-        }
-    }
-    file.sync_all()?;
-    Ok(file)
-}
-
-/// Creates segment `header.index` from a zero-filled spare: header, fsync, rename, fsync dir.
-/// Falls back to [`create_segment`] when the spare is for another index or its fill failed.
-pub fn create_segment_from(
-    journal_dir: &Path,
-    header: &SegmentHeader,
-    spare: Option<Spare>,
-) -> io::Result<(PathBuf, File)> {
-    let Some(mut spare) = spare else { return create_segment(journal_dir, header) };
-    let Some(fill) = spare.fill.take() else { return create_segment(journal_dir, header) };
-    let filled = fill.join().unwrap_or_else(|_| Err(io::Error::other("spare fill panicked")));
-    let (spare_path, file) = match filled {
-        Ok(done) if spare.index == header.index => done,
-        Ok((spare_path, _)) => {
-            let _ = fs::remove_file(spare_path);
-            return create_segment(journal_dir, header);
-        }
-        Err(error) => {
-            tracing::debug!(%error, "no zero-filled spare segment; preallocating one now");
-            return create_segment(journal_dir, header);
-        }
-    };
-    if file.metadata()?.len() != header.segment_size {
-        let _ = fs::remove_file(&spare_path);
-        return create_segment(journal_dir, header);
-    }
-    let path = segment_path(journal_dir, header.index);
-    file.write_all_at(&header.encode(), 0)?;
-    file.sync_all()?;
-    fs::rename(&spare_path, &path)?;
     fsync_dir(journal_dir)?;
     Ok((path, file))
 }

@@ -1,7 +1,4 @@
-//! The business-logic thread: consumes the ring, applies, journals, and stages each batch's
-//! replies with the flush that covers them for the flusher thread (`commit`), which releases
-//! them once durable. The business thread never waits for the disk, except where a reply must
-//! read durable records (`change_events`), when it seals an idle journal, and at shutdown.
+//! The business-logic thread: consumes the ring, applies, journals, flushes, replies.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -10,11 +7,10 @@ use std::time::{Duration, Instant};
 use disruptor::Polling;
 use rkyv::util::AlignedVec;
 
-use super::commit::{Committer, Failure, Flusher, Group, PendingReply};
-use super::{Doorbell, Poller, ReplyEntry, ReplySink, Slot, SlotKind};
+use super::{Doorbell, Poller, ReplyBatch, ReplyEntry, ReplySink, Slot, SlotKind};
 use super::{BATCH_EVENTS_MAX, BATCH_REQUESTS_MAX};
 use crate::event::{self, Event};
-use crate::journal::{segment_path, Journal, JournalError};
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::protocol::{self, Operation, Status};
 use crate::recovery::{self, RecoveryConfig};
@@ -79,6 +75,18 @@ pub struct BusinessConfig {
     pub verify: bool,
 }
 
+/// Where a buffered reply goes, kept until the flush so that a journal error can turn it
+/// into an error reply.
+#[derive(Clone, Copy)]
+struct PendingReply {
+    net: u16,
+    operation: u16,
+    conn: u64,
+    request_id: u64,
+    /// Already turned into `journal_unavailable` by an earlier failure in this batch.
+    failed: bool,
+}
+
 /// The state owned by the business thread.
 pub struct Business {
     config: BusinessConfig,
@@ -87,14 +95,14 @@ pub struct Business {
     journal: Option<Journal>,
     metrics: Arc<Metrics>,
     sinks: Vec<Arc<ReplySink>>,
-    /// Replies of the current ring batch, staged with their flush at the end of the batch.
-    group: Group,
-    /// Shared with the flusher thread, which runs the flushes and releases the replies. Its
-    /// durable sequence is the last one whose replies may leave; after a journal failure
-    /// everything past it is discarded before the state is rebuilt.
-    committer: Arc<Committer>,
-    /// Groups taken back from the flusher after a failure (kept for their buffers).
-    taken_back: Group,
+    /// Replies of the current batch, per network thread, released after the flush.
+    outs: Vec<ReplyBatch>,
+    pending: Vec<PendingReply>,
+    /// Something was appended since the last flush.
+    unflushed: bool,
+    /// Last journal sequence whose replies were released (flushed and answered). After a
+    /// journal failure everything past it is discarded before the state is rebuilt.
+    committed_sequence: u64,
     /// Set by a journal failure: discard records after this sequence before rebuilding.
     discard_after: Option<u64>,
     /// Writes are refused without trying the journal until then (after a failure).
@@ -105,8 +113,10 @@ pub struct Business {
     /// Throttles "journal write failed again" and "journal still unavailable".
     failing_log: Repeating,
     unavailable_log: Repeating,
-    /// The durable sequence when the last failure happened: a flush beyond it is a success.
-    durable_at_failure: u64,
+    /// Highest journal sequence appended in the current batch: its replies leave only once
+    /// the journal's durable sequence covers it (asserted).
+    batch_sequence_max: u64,
+    events_since_flush: usize,
     // Scratch buffers reused across requests: the hot path does not allocate once warm.
     event: Event,
     encoded: AlignedVec<16>,
@@ -127,24 +137,26 @@ impl Business {
         metrics: Arc<Metrics>,
         sinks: Vec<Arc<ReplySink>>,
     ) -> Self {
-        metrics.journal_sequence.store(journal.last_sequence(), Relaxed);
-        let nets = sinks.len();
-        let committer = Arc::new(Committer::new(nets, journal.durable()));
+        let committed_sequence = journal.last_sequence();
+        metrics.journal_sequence.store(committed_sequence, Relaxed);
+        let outs = sinks.iter().map(|_| ReplyBatch::default()).collect();
         Business {
             config,
             state,
             journal: Some(journal),
             metrics,
             sinks,
-            group: Group::new(nets),
-            committer,
-            taken_back: Group::new(nets),
+            outs,
+            pending: Vec::new(),
+            unflushed: false,
+            committed_sequence,
             discard_after: None,
             write_retry_at: None,
             failures_in_a_row: 0,
             failing_log: Repeating::default(),
             unavailable_log: Repeating::default(),
-            durable_at_failure: 0,
+            batch_sequence_max: 0,
+            events_since_flush: 0,
             event: Event::default(),
             encoded: AlignedVec::new(),
             results: Vec::new(),
@@ -165,28 +177,14 @@ impl Business {
             }
         }
         doorbell.register_current();
-        let flusher = Flusher {
-            committer: Arc::clone(&self.committer),
-            sinks: self.sinks.clone(),
-            metrics: Arc::clone(&self.metrics),
-            doorbell: Arc::clone(&doorbell),
-        };
-        // Spawned here, joined below: a panic in it aborts the process (panic = "abort").
-        let flusher = std::thread::Builder::new()
-            .name("ledgerd-flush".into())
-            .spawn(move || flusher.run())
-            .expect("spawn the flusher thread");
         loop {
-            if self.committer.has_failed() {
-                self.flush_failed();
-            }
             let idle = match poller.take(BATCH_REQUESTS_MAX) {
                 Ok(mut guard) => {
                     let mut handled = 0u64;
                     for slot in &mut guard {
                         self.handle(slot);
                         handled += 1;
-                        if self.group.events >= BATCH_EVENTS_MAX {
+                        if self.events_since_flush >= BATCH_EVENTS_MAX {
                             self.commit();
                         }
                     }
@@ -203,9 +201,7 @@ impl Business {
                 self.idle(&poller, &doorbell);
             }
         }
-        self.commit_wait();
-        self.committer.stop();
-        flusher.join().expect("the flusher thread returns");
+        self.commit();
         self.seal();
         tracing::info!(
             sequence = self.metrics.journal_sequence.load(Relaxed),
@@ -218,7 +214,6 @@ impl Business {
     /// for a torn write (journal-format.md §5). A failure is a journal failure.
     fn seal(&mut self) {
         let Some(journal) = self.journal.as_mut() else { return };
-        journal.mark_durable(self.committer.durable_now());
         if !journal.seal_pending() {
             return;
         }
@@ -231,9 +226,9 @@ impl Business {
     fn idle(&mut self, poller: &Poller, doorbell: &Doorbell) {
         let spin_until = Instant::now() + IDLE_SPIN_DEFAULT;
         let seal_at = Instant::now() + SEAL_IDLE_DELAY;
-        let mut seal_pending = self.seal_pending();
+        let mut seal_pending = self.journal.as_ref().is_some_and(|j| j.seal_pending());
         loop {
-            if poller.has_available() || self.committer.has_failed() {
+            if poller.has_available() {
                 return;
             }
             if self.config.busy_spin {
@@ -251,27 +246,13 @@ impl Business {
             std::hint::spin_loop();
         }
         doorbell.set_sleeping(true);
-        // The flusher wakes this thread unconditionally after setting the failure flag, so
-        // checking the flag after announcing sleep loses no failure either.
-        if !poller.has_available() && !self.committer.has_failed() {
+        if !poller.has_available() {
             std::thread::park_timeout(if seal_pending { SEAL_IDLE_DELAY } else { IDLE_PARK_MAX });
         }
         doorbell.set_sleeping(false);
-        if seal_pending && !poller.has_available() && !self.committer.has_failed() {
+        if seal_pending && !poller.has_available() {
             self.seal();
         }
-    }
-
-    /// Whether a seal is due: the flusher is done with everything staged (it does not wake
-    /// this thread when it finishes, so a flush still running is sealed at the next idle
-    /// period) and its last flush is not yet claimed in a slot.
-    fn seal_pending(&mut self) -> bool {
-        let Some(journal) = self.journal.as_mut() else { return false };
-        if !self.committer.is_idle() {
-            return false;
-        }
-        journal.mark_durable(self.committer.durable_now());
-        journal.seal_pending()
     }
 
     fn handle(&mut self, slot: &Slot) {
@@ -343,7 +324,7 @@ impl Business {
                 decode_records(body, Account::SIZE, &mut self.accounts, Account::read_from);
                 self.state.create_accounts(now, &self.accounts, &mut self.results, &mut self.event);
                 self.metrics.events(0, self.accounts.len(), &self.results);
-                self.group.events += self.accounts.len();
+                self.events_since_flush += self.accounts.len();
                 self.journal_event()?;
                 encode_results(&self.results, &mut self.body);
             }
@@ -356,7 +337,7 @@ impl Business {
                     &mut self.event,
                 );
                 self.metrics.events(1, self.transfers.len(), &self.results);
-                self.group.events += self.transfers.len();
+                self.events_since_flush += self.transfers.len();
                 self.journal_event()?;
                 encode_results(&self.results, &mut self.body);
             }
@@ -369,7 +350,7 @@ impl Business {
                     &mut self.event,
                 );
                 self.metrics.events(2, self.limits.len(), &self.results);
-                self.group.events += self.limits.len();
+                self.events_since_flush += self.limits.len();
                 self.journal_event()?;
                 encode_results(&self.results, &mut self.body);
             }
@@ -411,9 +392,9 @@ impl Business {
             Operation::ChangeEvents => {
                 let request =
                     protocol::ChangeEventsRequest::decode(body).map_err(|_| Status::InvalidBody)?;
-                // The feed is read from durable records: end the group commit here and wait
-                // for it, so that changes made earlier in this batch are included.
-                self.commit_wait();
+                // The feed is read from durable records: end the group commit here so that
+                // changes made earlier in this batch are included.
+                self.commit();
                 let journal = self.journal.as_ref().ok_or(Status::JournalUnavailable)?;
                 crate::change_events::collect(journal, &self.state, &request, &mut self.body)?;
             }
@@ -450,8 +431,9 @@ impl Business {
         let journal = self.journal.as_mut().expect("not degraded");
         match journal.append(&self.encoded) {
             Ok(sequence) => {
-                assert!(sequence > self.group.sequence, "journal sequences go backwards");
-                self.group.sequence = sequence;
+                assert!(sequence > self.batch_sequence_max, "journal sequences go backwards");
+                self.batch_sequence_max = sequence;
+                self.unflushed = true;
                 self.metrics.journal_events.fetch_add(self.event.changes() as u64, Relaxed);
                 Ok(())
             }
@@ -465,7 +447,7 @@ impl Business {
     /// Buffers the reply to `slot` until the batch is durable.
     fn reply(&mut self, slot: &Slot, status: Status) {
         self.metrics.request(slot.operation, status);
-        let out = &mut self.group.outs[slot.net as usize];
+        let out = &mut self.outs[slot.net as usize];
         let start = out.frames.len();
         protocol::encode_frame(
             &mut out.frames,
@@ -476,7 +458,7 @@ impl Business {
         );
         let len = (out.frames.len() - start) as u32;
         out.entries.push(ReplyEntry { conn: slot.conn, len });
-        self.group.pending.push(PendingReply {
+        self.pending.push(PendingReply {
             net: slot.net,
             operation: slot.operation,
             conn: slot.conn,
@@ -497,30 +479,33 @@ impl Business {
         }
     }
 
-    /// Ends a group commit without waiting for it: starts the flush that covers every record
-    /// appended so far and stages it with the batch's replies for the flusher thread, which
-    /// releases them once the flush returns. The next batch is applied meanwhile.
+    /// Ends a group commit: one flush, then the batch's replies go out.
     fn commit(&mut self) {
-        if self.journal.is_some() {
-            let durable = self.committer.durable_now();
-            if durable.sequence > self.durable_at_failure {
-                // A flush after the last failure went through.
-                self.writes_succeed();
-            }
-            let journal = self.journal.as_mut().expect("checked above");
-            journal.mark_durable(durable);
-            match journal.start_flush() {
-                Ok(job) => {
-                    self.group.job = job;
-                    // Every reply of the group, reads included, may reflect any record
-                    // appended so far: none leaves before all of them are durable.
-                    self.group.sequence = journal.last_sequence();
-                    self.group.known_durable = journal.durable();
+        if self.unflushed {
+            let started = Instant::now();
+            let result = self.journal.as_mut().expect("unflushed implies a journal").flush();
+            self.metrics.flush_us.observe(started.elapsed().as_micros() as u64);
+            self.unflushed = false;
+            match result {
+                Ok(()) => {
+                    let journal = self.journal.as_ref().expect("flushed a journal");
+                    let sequence = journal.last_sequence();
+                    // Nothing acknowledged is lost: every record of this batch is durable
+                    // before any of its replies is released below.
+                    assert!(
+                        journal.durable_sequence() == sequence
+                            && sequence >= self.batch_sequence_max,
+                        "replies released before the journal covered them: durable {} last {} \
+                         batch max {}",
+                        journal.durable_sequence(),
+                        sequence,
+                        self.batch_sequence_max
+                    );
+                    self.metrics.journal_sequence.store(sequence, Relaxed);
+                    self.committed_sequence = sequence;
+                    self.writes_succeed();
                 }
-                Err(error) => {
-                    self.journal_failed(&error);
-                    return;
-                }
+                Err(error) => self.journal_failed(&error),
             }
         }
         if self.config.verify {
@@ -528,51 +513,19 @@ impl Business {
                 panic!("state verification failed after a batch: {problem}");
             }
         }
+        self.batch_sequence_max = 0;
+        self.events_since_flush = 0;
+        self.pending.clear();
         let next = self.state.next_expiry_ns().unwrap_or(u64::MAX);
         self.config.next_expiry_ns.store(next, Relaxed);
-        self.committer.stage(&mut self.group);
-    }
-
-    /// Ends a group commit and waits until it is durable and its replies are released (or the
-    /// journal failed and they were answered `journal_unavailable`).
-    fn commit_wait(&mut self) {
-        self.commit();
-        if self.committer.wait_idle() {
-            if let Some(journal) = self.journal.as_mut() {
-                journal.mark_durable(self.committer.durable_now());
-            }
-        } else {
-            self.flush_failed();
+        for (out, sink) in self.outs.iter_mut().zip(&self.sinks) {
+            sink.deliver(out);
         }
     }
 
-    /// A flush run by the flusher thread failed.
-    fn flush_failed(&mut self) {
-        let mut failure = None;
-        self.committer.take_back(&mut failure, &mut self.taken_back);
-        let error = match &mut failure {
-            Some(Failure { segment, error, .. }) => {
-                let dir = self.config.recovery.data_dir.join(crate::journal::JOURNAL_DIR);
-                let source = std::mem::replace(error, std::io::ErrorKind::Other.into());
-                JournalError::Io { path: segment_path(&dir, *segment), source }
-            }
-            None => JournalError::Poisoned,
-        };
-        self.fail_unflushed(failure.map(|f| f.group), &error);
-    }
-
-    /// An append, flush start, seal or probe here failed: waits for the flush in flight (whose
-    /// replies go out if it succeeds), then fails everything not durable.
+    /// Turns every buffered reply into `journal_unavailable`, drops the journal (its page
+    /// cache is no longer trusted) and rebuilds the state from disk.
     fn journal_failed(&mut self, error: &dyn std::fmt::Display) {
-        let mut failure = None;
-        self.committer.take_back(&mut failure, &mut self.taken_back);
-        self.fail_unflushed(failure.map(|f| f.group), error);
-    }
-
-    /// Turns every reply not yet released (the failed group, the staged one, the current one,
-    /// in ring order) into `journal_unavailable` and sends them, drops the journal (its page
-    /// cache is no longer trusted) and rebuilds the state from disk. The flusher is idle.
-    fn fail_unflushed(&mut self, failed: Option<Group>, error: &dyn std::fmt::Display) {
         if self.failures_in_a_row == 0 {
             tracing::error!(%error, "journal write failed; answering journal_unavailable and rebuilding from disk (further failures are counted in ledgerd_journal_errors_total and logged every 10 s until a write succeeds)");
             self.failing_log.reset();
@@ -584,28 +537,21 @@ impl Business {
         self.failures_in_a_row += 1;
         self.write_retry_at = Some(Instant::now() + WRITE_RETRY_BACKOFF);
         self.metrics.journal_errors.fetch_add(1, Relaxed);
-        // Records appended after the last released flush may sit in the page cache (or even
-        // on disk, flushed by a roll-over): their requests are answered `journal_unavailable`,
-        // which promises that nothing was applied, so they must go before the rebuild reads
-        // them.
-        let committed = self.committer.durable();
-        self.discard_after = Some(committed);
-        self.durable_at_failure = committed;
-        self.metrics.journal_sequence.store(committed, Relaxed);
+        // Records appended after the last commit may sit in the page cache (or even on disk,
+        // flushed by a roll-over): their requests are answered `journal_unavailable`, which
+        // promises that nothing was applied, so they must go before the rebuild reads them.
+        self.discard_after = Some(self.committed_sequence);
         self.journal = None;
+        self.unflushed = false;
         self.event.clear();
-        let mut current = std::mem::replace(&mut self.group, Group::new(0));
-        let mut all = failed.unwrap_or_else(|| Group::new(self.sinks.len()));
-        all.append_replies(&mut self.taken_back);
-        all.append_replies(&mut current);
-        for out in &mut all.outs {
+        for out in &mut self.outs {
             out.clear();
         }
-        all.job = None;
-        // Every reply not released is rewritten, including those an earlier failure in the
-        // same batch already rewrote: `pending` keeps them all until they leave.
-        for p in &mut all.pending {
-            let out = &mut all.outs[p.net as usize];
+        // Every reply buffered in this batch is rewritten, including those an earlier failure
+        // in the same batch already rewrote: `pending` keeps them all until the commit.
+        let mut pending = std::mem::take(&mut self.pending);
+        for p in &mut pending {
+            let out = &mut self.outs[p.net as usize];
             let start = out.frames.len();
             protocol::encode_frame(
                 &mut out.frames,
@@ -620,14 +566,7 @@ impl Business {
                 p.failed = true;
             }
         }
-        // Nothing here reveals a change: these replies may leave at once.
-        for (out, sink) in all.outs.iter_mut().zip(&self.sinks) {
-            sink.deliver(out);
-        }
-        all.clear();
-        self.group = all;
-        current.clear();
-        self.taken_back = current;
+        self.pending = pending;
         self.rebuild();
     }
 
@@ -661,7 +600,7 @@ impl Business {
                 );
                 self.unavailable_log.reset();
                 self.metrics.journal_sequence.store(recovered.journal.last_sequence(), Relaxed);
-                self.committer.reset_durable(recovered.journal.durable());
+                self.committed_sequence = recovered.journal.last_sequence();
                 self.state = recovered.state;
                 self.journal = Some(recovered.journal);
                 self.metrics.degraded.store(0, Relaxed);

@@ -12,7 +12,6 @@
 //!   then the state is rebuilt from what is durable (snapshot + journal) before serving again.
 
 mod business;
-mod commit;
 mod replies;
 
 pub use business::{now_ns, Business, BusinessConfig};
