@@ -10,6 +10,11 @@
 //!
 //! `cargo bench --bench latency` runs it all; `cargo test` (or `LEDGERD_BENCH_SMOKE=1`) runs a
 //! smoke version that checks every transfer was applied.
+//!
+//! For profiling: `LEDGERD_LATENCY_ONLY=c50` runs only (b), for `LEDGERD_LATENCY_SECS`
+//! seconds (default 10), and prints `latency.c50.daemon_pid` as it starts, so that a profiler
+//! (`perf stat -p`, `strace -c -f -p`) can attach to the daemon for that phase alone. Each
+//! phase prints the daemon's CPU time per request (user + system, all threads, from /proc).
 
 mod common;
 
@@ -52,11 +57,15 @@ fn blocking_single(
 fn main() {
     let full = common::full_run();
     common::announce("latency", full);
-    let (single_requests, phase, floor_iterations) = if full {
+    let (single_requests, mut phase, floor_iterations) = if full {
         (20_000, Duration::from_secs(10), 5000)
     } else {
         (200, Duration::from_millis(300), 200)
     };
+    if let Some(secs) = std::env::var("LEDGERD_LATENCY_SECS").ok().and_then(|v| v.parse().ok()) {
+        phase = Duration::from_secs_f64(secs);
+    }
+    let c50_only = std::env::var("LEDGERD_LATENCY_ONLY").is_ok_and(|v| v == "c50");
     let data = common::data_dir();
     let mut daemon = Daemon::start(&data.path().join("ledgerd"), &[]);
     let mut client = daemon.client();
@@ -81,6 +90,7 @@ fn main() {
     );
 
     let addr = daemon.addr;
+    let pid = daemon.pid();
     let mut phase_run = |connections: usize, requests_max: u64, duration_max, rate| {
         let mut work = Transfers::new(Pick::Uniform(ACCOUNTS), 1, 1, next_id, next_id as u64);
         let spec = Spec {
@@ -91,25 +101,42 @@ fn main() {
             rate_per_s: rate,
             operation: Operation::CreateTransfers,
         };
+        let cpu_before = common::cpu_us(pid);
         let out = load::run(addr, &spec, &mut work);
+        let cpu_us_per_request = (common::cpu_us(pid) - cpu_before) / out.requests.max(1) as f64;
         assert_eq!(work.failed, 0, "failed transfers: {:?}", work.failed_by);
         next_id = work.next_id;
         applied += out.events;
-        out
+        (out, cpu_us_per_request)
     };
 
+    if c50_only {
+        println!("latency.c50.daemon_pid: {pid}");
+        let (c50, cpu) = phase_run(CLIENTS, u64::MAX, phase, None);
+        println!("latency.c50.transfers_per_s: {:.0}", c50.events_per_s());
+        println!("latency.c50.cpu_us_per_request: {cpu:.2}");
+        report::print_latency("latency.c50", &c50.latency, true);
+        let status = client.status().expect("status");
+        assert_eq!(status.transfers, applied, "every acknowledged transfer is in the ledger");
+        drop(client);
+        daemon.stop();
+        return;
+    }
+
     // (a) one client, one request in flight.
-    let single = phase_run(1, single_requests, phase * 3, None);
+    let (single, single_cpu) = phase_run(1, single_requests, phase * 3, None);
     report::print_latency("latency.single", &single.latency, true);
     println!("latency.single.transfers_per_s: {:.0}", single.events_per_s());
+    println!("latency.single.cpu_us_per_request: {single_cpu:.2}");
     let single_p50_us = report::us(single.latency.value_at_quantile(0.5));
     println!("latency.single.p50_over_disk_floor: {:.2}", single_p50_us / floor_p50_us);
     println!("latency.single.p50_over_overwrite_floor: {:.2}", single_p50_us / overwrite_p50_us);
 
     // (b) 50 clients, one request in flight each.
-    let c50 = phase_run(CLIENTS, u64::MAX, phase, None);
+    let (c50, c50_cpu) = phase_run(CLIENTS, u64::MAX, phase, None);
     let max_rate = c50.events_per_s();
     println!("latency.c50.transfers_per_s: {max_rate:.0}");
+    println!("latency.c50.cpu_us_per_request: {c50_cpu:.2}");
     report::print_latency("latency.c50", &c50.latency, true);
 
     series.push(("disk_write_fdatasync_4k".to_string(), floor));
@@ -120,7 +147,7 @@ fn main() {
     // (c) open loop at fixed arrival rates.
     for percent in [25u32, 50, 75] {
         let rate = max_rate * f64::from(percent) / 100.0;
-        let open = phase_run(CLIENTS, u64::MAX, phase, Some(rate));
+        let (open, _) = phase_run(CLIENTS, u64::MAX, phase, Some(rate));
         let prefix = format!("latency.open_{percent}pct");
         println!("{prefix}.target_per_s: {rate:.0}");
         println!("{prefix}.transfers_per_s: {:.0}", open.events_per_s());

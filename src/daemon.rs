@@ -18,6 +18,8 @@ use crate::pipeline::now_ns;
 use crate::pipeline::{self, Business, BusinessConfig, Doorbell, Producer};
 use crate::recovery::{self, RecoveryConfig};
 
+/// Scheduling niceness of the snapshot process (0 is the daemon's; 19 the lowest priority).
+const SNAPSHOT_NICE: libc::c_int = 10;
 /// How often the timer looks for due expiries, a journal to retry and snapshots to take.
 const TIMER_INTERVAL: Duration = Duration::from_millis(10);
 /// Descriptors kept for everything but client connections: standard streams, the two locks,
@@ -468,12 +470,17 @@ trait DieWithParent {
 impl DieWithParent for Command {
     fn pre_exec_die_with_parent(&mut self) -> &mut Self {
         use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        // SAFETY: prctl and setpriority are async-signal-safe and touch no memory of the
+        // parent.
         unsafe {
             self.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // Background work: the request path (network, business and flusher threads)
+                // goes first on a busy machine; a slower snapshot only means fewer of them.
+                // Best effort: a failure leaves the default priority.
+                let _ = libc::setpriority(libc::PRIO_PROCESS, 0, SNAPSHOT_NICE);
                 Ok(())
             })
         }

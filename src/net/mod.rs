@@ -275,7 +275,9 @@ impl NetThread {
                             self.write(index);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.service(index);
+                            // A closed or failed socket is read until it says so (0 or an
+                            // error); otherwise a short read means it was drained.
+                            self.service(index, event.is_read_closed() || event.is_error());
                         }
                     }
                 }
@@ -283,7 +285,7 @@ impl NetThread {
             if !self.stalled.is_empty() {
                 let stalled = std::mem::take(&mut self.stalled);
                 for index in stalled {
-                    self.service(index);
+                    self.service(index, true);
                 }
             }
             if last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL {
@@ -312,7 +314,7 @@ impl NetThread {
             let _ = self.poll.registry().deregister(&mut l);
         }
         for index in self.conns.indexes() {
-            self.service(index);
+            self.service(index, true);
         }
     }
 
@@ -484,13 +486,23 @@ impl NetThread {
     }
 
     /// Reads and handles what a connection sent, as far as its limits allow.
-    fn service(&mut self, index: usize) {
+    ///
+    /// Without `until_would_block`, a plain-TCP read shorter than asked ends the reading: the
+    /// socket was drained, and data arriving later raises a new (edge-triggered) event. This
+    /// saves a `recv` per request that could only say `EAGAIN`. A connection that stops
+    /// because of a limit is marked `paused` and read again when replies lift it.
+    fn service(&mut self, index: usize, until_would_block: bool) {
+        let mut drained = false;
         loop {
             if !self.parse_frames(index) {
+                if let Some(conn) = self.conns.get_mut(index) {
+                    conn.paused = !conn.closing;
+                }
                 break;
             }
             let Some(conn) = self.conns.get_mut(index) else { return };
-            if conn.closing {
+            conn.paused = false;
+            if conn.closing || drained {
                 break;
             }
             // Before hello, never read past one hello frame.
@@ -510,6 +522,7 @@ impl NetThread {
                 Ok(n) => {
                     conn.rbuf.extend_from_slice(&self.scratch[..n]);
                     conn.last_activity = Instant::now();
+                    drained = !until_would_block && conn.is_plain() && n < want;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -788,8 +801,14 @@ impl NetThread {
                     continue;
                 }
             }
-            // Limits may have lifted: handle buffered frames and read on.
-            self.service(index);
+            // Limits may have lifted: handle buffered frames and read on. A connection that
+            // was not held back by one has nothing buffered and an empty socket (or an event
+            // coming): its replies only need writing.
+            match self.conns.get_mut(index) {
+                Some(conn) if conn.paused => self.service(index, true),
+                Some(_) => self.write(index),
+                None => {}
+            }
         }
     }
 
