@@ -67,9 +67,6 @@ pub struct Conn {
     pub partial_since: Option<Instant>,
     /// Since when replies wait for a peer that does not read them.
     pub write_stalled_since: Option<Instant>,
-    /// Reading stopped at a limit (in-flight window, write backlog, ring full, buffer full)
-    /// with data possibly left in the socket: read again when replies lift it.
-    pub paused: bool,
 }
 
 impl Conn {
@@ -96,19 +93,12 @@ impl Conn {
             last_activity: now,
             partial_since: None,
             write_stalled_since: None,
-            paused: false,
         }
     }
 
     /// Whether a hello succeeded on this connection.
     pub fn greeted(&self) -> bool {
         self.role.is_some()
-    }
-
-    /// Whether the connection speaks plain TCP: a read shorter than asked then means the
-    /// socket was drained (under TLS, rustls may hold more ciphertext than it decrypted).
-    pub fn is_plain(&self) -> bool {
-        matches!(self.transport, Transport::Plain)
     }
 
     pub fn write_backlog(&self) -> usize {

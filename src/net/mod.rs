@@ -275,9 +275,7 @@ impl NetThread {
                             self.write(index);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            // A closed or failed socket is read until it says so (0 or an
-                            // error); otherwise a short read means it was drained.
-                            self.service(index, event.is_read_closed() || event.is_error());
+                            self.service(index);
                         }
                     }
                 }
@@ -285,7 +283,7 @@ impl NetThread {
             if !self.stalled.is_empty() {
                 let stalled = std::mem::take(&mut self.stalled);
                 for index in stalled {
-                    self.service(index, true);
+                    self.service(index);
                 }
             }
             if last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL {
@@ -314,7 +312,7 @@ impl NetThread {
             let _ = self.poll.registry().deregister(&mut l);
         }
         for index in self.conns.indexes() {
-            self.service(index, true);
+            self.service(index);
         }
     }
 
@@ -486,23 +484,13 @@ impl NetThread {
     }
 
     /// Reads and handles what a connection sent, as far as its limits allow.
-    ///
-    /// Without `until_would_block`, a plain-TCP read shorter than asked ends the reading: the
-    /// socket was drained, and data arriving later raises a new (edge-triggered) event. This
-    /// saves a `recv` per request that could only say `EAGAIN`. A connection that stops
-    /// because of a limit is marked `paused` and read again when replies lift it.
-    fn service(&mut self, index: usize, until_would_block: bool) {
-        let mut drained = false;
+    fn service(&mut self, index: usize) {
         loop {
             if !self.parse_frames(index) {
-                if let Some(conn) = self.conns.get_mut(index) {
-                    conn.paused = !conn.closing;
-                }
                 break;
             }
             let Some(conn) = self.conns.get_mut(index) else { return };
-            conn.paused = false;
-            if conn.closing || drained {
+            if conn.closing {
                 break;
             }
             // Before hello, never read past one hello frame.
@@ -522,7 +510,6 @@ impl NetThread {
                 Ok(n) => {
                     conn.rbuf.extend_from_slice(&self.scratch[..n]);
                     conn.last_activity = Instant::now();
-                    drained = !until_would_block && conn.is_plain() && n < want;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -801,14 +788,8 @@ impl NetThread {
                     continue;
                 }
             }
-            // Limits may have lifted: handle buffered frames and read on. A connection that
-            // was not held back by one has nothing buffered and an empty socket (or an event
-            // coming): its replies only need writing.
-            match self.conns.get_mut(index) {
-                Some(conn) if conn.paused => self.service(index, true),
-                Some(_) => self.write(index),
-                None => {}
-            }
+            // Limits may have lifted: handle buffered frames and read on.
+            self.service(index);
         }
     }
 
