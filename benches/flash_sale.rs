@@ -88,7 +88,11 @@ fn main() {
         )
     };
     let data = common::data_dir();
-    let mut daemon = Daemon::start(data.path(), &["--connections-max", "2048"]);
+    // 1,000 buyers connect from one loopback address: above the default per-address cap.
+    let mut daemon = Daemon::start(
+        data.path(),
+        &["--connections-max", "2048", "--connections-per-address-max", "2048"],
+    );
     let mut client = daemon.client();
     common::create_accounts(&mut client, WAREHOUSE, 1, 0);
     common::create_accounts(&mut client, BUYER_FIRST, buyers, 0);
