@@ -110,12 +110,15 @@ fn main() {
         (out, cpu_us_per_request)
     };
 
-    if c50_only {
-        println!("latency.c50.daemon_pid: {pid}");
-        let (c50, cpu) = phase_run(CLIENTS, u64::MAX, phase, None);
+    let print_c50 = |c50: &load::Outcome, cpu: f64| {
         println!("latency.c50.transfers_per_s: {:.0}", c50.events_per_s());
         println!("latency.c50.cpu_us_per_request: {cpu:.2}");
         report::print_latency("latency.c50", &c50.latency, true);
+    };
+    if c50_only {
+        println!("latency.c50.daemon_pid: {pid}");
+        let (c50, cpu) = phase_run(CLIENTS, u64::MAX, phase, None);
+        print_c50(&c50, cpu);
         let status = client.status().expect("status");
         assert_eq!(status.transfers, applied, "every acknowledged transfer is in the ledger");
         drop(client);
@@ -135,9 +138,7 @@ fn main() {
     // (b) 50 clients, one request in flight each.
     let (c50, c50_cpu) = phase_run(CLIENTS, u64::MAX, phase, None);
     let max_rate = c50.events_per_s();
-    println!("latency.c50.transfers_per_s: {max_rate:.0}");
-    println!("latency.c50.cpu_us_per_request: {c50_cpu:.2}");
-    report::print_latency("latency.c50", &c50.latency, true);
+    print_c50(&c50, c50_cpu);
 
     series.push(("disk_write_fdatasync_4k".to_string(), floor));
     series.push(("disk_overwrite_fdatasync_4k".to_string(), floor_overwrite));

@@ -477,7 +477,7 @@ impl DieWithParent for Command {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                // Background work: the request path (network, business and flusher threads)
+                // Background work: the request path (network and business threads)
                 // goes first on a busy machine; a slower snapshot only means fewer of them.
                 // Best effort: a failure leaves the default priority.
                 let _ = libc::setpriority(libc::PRIO_PROCESS, 0, SNAPSHOT_NICE);
