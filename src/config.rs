@@ -10,6 +10,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::journal::FlushMode;
+use crate::state_machine::Capacity;
 
 /// `ledgerd`: the ledger daemon. Starts with embedded defaults and nothing to prepare.
 ///
@@ -152,6 +153,21 @@ pub struct Settings {
     #[arg(long, env = "LEDGERD_REPLY_MEMORY_MAX_MIB")]
     pub reply_memory_max_mib: Option<usize>,
 
+    /// Most accounts the ledger holds; create requests that could pass it are answered
+    /// `ledger_full`. [default: 1/20 of physical memory at 320 bytes each]
+    #[arg(long, env = "LEDGERD_ACCOUNTS_MAX")]
+    pub accounts_max: Option<u64>,
+
+    /// Most transfers the ledger holds (as --accounts-max). [default: 3/10 of physical memory
+    /// at 192 bytes each]
+    #[arg(long, env = "LEDGERD_TRANSFERS_MAX")]
+    pub transfers_max: Option<u64>,
+
+    /// Most failed transfer ids the ledger remembers (as --accounts-max). [default: 1/20 of
+    /// physical memory at 64 bytes each]
+    #[arg(long, env = "LEDGERD_FAILED_IDS_MAX")]
+    pub failed_ids_max: Option<u64>,
+
     /// TLS certificate chain (PEM, leaf first) for the client port; needs --tls-key.
     #[arg(long, env = "LEDGERD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -207,6 +223,8 @@ pub struct DaemonConfig {
     pub pre_hello_connections_max: usize,
     pub connections_per_address_max: usize,
     pub reply_memory_max_bytes: usize,
+    /// Most records of each kind the ledger holds.
+    pub capacity: Capacity,
     /// Certificate, key and optional client CA files, when TLS is on.
     pub tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
     /// What `--insecure` let through, to log once logging is up.
@@ -257,6 +275,9 @@ impl Settings {
             pre_hello_connections_max,
             connections_per_address_max,
             reply_memory_max_mib,
+            accounts_max,
+            transfers_max,
+            failed_ids_max,
             tls_cert,
             tls_key,
             tls_client_ca
@@ -309,6 +330,7 @@ impl Settings {
         let connections_max = self.connections_max.unwrap_or(1024);
         anyhow::ensure!(connections_max >= 1, "--connections-max must be at least 1");
         let net = self.resolve_net(auth_token.as_deref())?;
+        let capacity = self.resolve_capacity()?;
         Ok(DaemonConfig {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./ledgerd-data")),
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:7400".parse().expect("literal")),
@@ -341,6 +363,7 @@ impl Settings {
             pre_hello_connections_max: net.pre_hello_connections_max,
             connections_per_address_max: net.connections_per_address_max,
             reply_memory_max_bytes: net.reply_memory_max_bytes,
+            capacity,
             tls: net.tls,
             warnings: net.warnings,
         })
@@ -348,6 +371,25 @@ impl Settings {
 
     /// The network security settings: tokens and roles, the listening policy, pre-auth
     /// limits and TLS files.
+    /// The record limits: flags where given, else the defaults for this machine's memory.
+    fn resolve_capacity(&self) -> anyhow::Result<Capacity> {
+        let defaults = Capacity::for_memory(physical_memory_bytes());
+        let pick = |flag: &str, value: Option<u64>, default: u64| -> anyhow::Result<u64> {
+            let n = value.unwrap_or(default);
+            anyhow::ensure!(
+                (1..=Capacity::MAX.transfers).contains(&n),
+                "--{flag} {n}: must be 1..={}",
+                Capacity::MAX.transfers
+            );
+            Ok(n)
+        };
+        Ok(Capacity {
+            accounts: pick("accounts-max", self.accounts_max, defaults.accounts)?,
+            transfers: pick("transfers-max", self.transfers_max, defaults.transfers)?,
+            failed_ids: pick("failed-ids-max", self.failed_ids_max, defaults.failed_ids)?,
+        })
+    }
+
     fn resolve_net(&self, token_file: Option<&[u8]>) -> anyhow::Result<NetSettings> {
         use crate::net::auth;
         let tokens = match (token_file, &self.auth_token_file) {
@@ -413,6 +455,17 @@ struct NetSettings {
     warnings: Vec<String>,
 }
 
+/// Physical memory of this machine (1 GiB if it cannot be read).
+fn physical_memory_bytes() -> u64 {
+    // SAFETY: sysconf only reads system configuration.
+    let (pages, page_size) =
+        unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    if pages <= 0 || page_size <= 0 {
+        return 1 << 30;
+    }
+    (pages as u64).saturating_mul(page_size as u64)
+}
+
 fn read_token(path: &Path) -> anyhow::Result<Vec<u8>> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path)
@@ -457,6 +510,13 @@ mod tests {
         assert_eq!(c.metrics_listen.to_string(), "127.0.0.1:7401");
         assert_eq!(c.net_threads, 1);
         assert!(!c.busy_spin);
+        assert_eq!(c.capacity, Capacity::for_memory(physical_memory_bytes()));
+        // 24 GiB: 4M accounts, 40M transfers, 20M failed ids.
+        let c = Capacity::for_memory(24 << 30);
+        assert_eq!(c.accounts, (24u64 << 30) / 20 / Capacity::ACCOUNT_BYTES);
+        assert_eq!(c.transfers, (24u64 << 30) / 10 * 3 / Capacity::TRANSFER_BYTES);
+        assert_eq!(c.failed_ids, (24u64 << 30) / 20 / Capacity::FAILED_ID_BYTES);
+        assert!(c.transfers > 40_000_000 && c.transfers < 41_000_000);
     }
 
     #[test]
@@ -481,6 +541,9 @@ mod tests {
         assert!(Settings { flush_mode: Some("never".into()), ..Default::default() }
             .resolve()
             .is_err());
+        assert!(Settings { transfers_max: Some(0), ..Default::default() }.resolve().is_err());
+        let past_the_index = Some(u64::from(u32::MAX));
+        assert!(Settings { accounts_max: past_the_index, ..Default::default() }.resolve().is_err());
     }
 
     /// Every key the file may hold, each with a value other than its default: the test below
@@ -512,6 +575,9 @@ hello_timeout_secs = 7
 pre_hello_connections_max = 15
 connections_per_address_max = 16
 reply_memory_max_mib = 17
+accounts_max = 18
+transfers_max = 19
+failed_ids_max = 20
 tls_cert = "/nonexistent/cert.pem"
 tls_key = "/nonexistent/key.pem"
 tls_client_ca = "/nonexistent/ca.pem"
@@ -544,6 +610,7 @@ tls_client_ca = "/nonexistent/ca.pem"
         assert_eq!(c.hello_timeout, Duration::from_secs(7));
         assert_eq!((c.pre_hello_connections_max, c.connections_per_address_max), (15, 16));
         assert_eq!(c.reply_memory_max_bytes, 17 << 20);
+        assert_eq!(c.capacity, Capacity { accounts: 18, transfers: 19, failed_ids: 20 });
     }
 
     #[test]

@@ -183,6 +183,7 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
             busy_spin: config.busy_spin,
             next_expiry_ns: Arc::clone(&next_expiry_ns),
             verify: config.verify,
+            capacity: config.capacity,
         },
         recovered.state,
         recovered.journal,

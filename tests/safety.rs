@@ -9,7 +9,8 @@
 //! - a panic in the business thread aborts the process; a restart recovers;
 //! - while writes fail, `/readyz` and `/healthz` say so; a slow HTTP client does not block them;
 //! - files are private whatever the umask; a token file others can read is refused;
-//! - a low descriptor limit clamps the connections so a flood cannot break segment roll-over.
+//! - a low descriptor limit clamps the connections so a flood cannot break segment roll-over;
+//! - at a configured capacity, creates are refused whole with `ledger_full`, never a panic.
 
 mod common;
 
@@ -354,6 +355,52 @@ fn a_panic_in_the_business_thread_aborts_the_process_and_a_restart_recovers() {
     assert_eq!(present(&mut client, &acked), acked);
     assert!(present(&mut client, &[999]).is_empty());
     assert_eq!(format!("{:032x}", client.status().unwrap().state_hash), common::replay_hash(&data));
+}
+
+// ---- capacities ----
+
+#[test]
+fn at_a_configured_capacity_creates_are_refused_whole_with_ledger_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = ["--accounts-max", "10", "--transfers-max", "6", "--failed-ids-max", "8"];
+    let mut daemon = TestDaemon::start_with(dir.path(), &limits);
+    let mut client = daemon.client();
+    open_accounts(&mut client); // 9 accounts
+    let full = |answer: Result<Vec<ledgerd::types::CreateResult>, ClientError>| {
+        matches!(answer, Err(ClientError::Status(Status::LedgerFull)))
+    };
+    // Two more accounts could pass 10: refused whole, nothing created.
+    assert!(full(client.create_accounts(&[wallet(10), wallet(11)])));
+    assert!(client.lookup_accounts(&[10]).unwrap().is_empty());
+    assert!(client.create_accounts(&[wallet(10)]).unwrap().is_empty());
+    assert!(full(client.create_accounts(&[wallet(11)])));
+
+    let acked = pay(&mut client, 100, 4);
+    // Three transfers could pass 6 transfers, even if some of them would fail.
+    let three: Vec<Transfer> = (200..203).map(|id| transfer(id, 1, 2, 1)).collect();
+    assert!(full(client.create_transfers(&three)));
+    assert!(present(&mut client, &[200, 201, 202]).is_empty());
+    // Failed transfers count against the failed ids: a transfer from an empty wallet to the
+    // bank fails (exceeds_credits) and is remembered; 4 + 2 transfers fit, 8 failed ids fit.
+    let broke: Vec<Transfer> = (300..306).map(|id| transfer(id, 9, 1, 1_000_000)).collect();
+    assert!(full(client.create_transfers(&broke[..3])), "3 could pass the 6 transfers");
+    let failed = client.create_transfers(&broke[..2]).unwrap();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    let status = client.status().unwrap();
+    assert_eq!((status.accounts, status.transfers, status.failed_ids), (10, 4, 2));
+    let acked: Vec<u128> = [acked, pay(&mut client, 400, 2)].concat();
+    assert!(full(client.create_transfers(&[transfer(500, 1, 2, 1)])));
+
+    // Reads and retries still work at the limit, and a restart keeps the limit and the ledger.
+    assert_eq!(present(&mut client, &acked), acked);
+    drop(client);
+    daemon.kill();
+    daemon.restart();
+    let mut client = daemon.client();
+    assert!(full(client.create_transfers(&[transfer(500, 1, 2, 1)])));
+    assert_eq!(present(&mut client, &acked), acked);
+    let status = client.status().unwrap();
+    assert_eq!((status.accounts, status.transfers, status.failed_ids), (10, 6, 2));
 }
 
 // ---- health tells the truth ----

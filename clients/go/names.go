@@ -85,6 +85,8 @@ const (
 	StatusPermissionDenied Status = 18
 	// StatusAuthThrottled: Too many failed hellos from this address: hellos are refused for a while without looking at the token.
 	StatusAuthThrottled Status = 19
+	// StatusLedgerFull: A create request could take the ledger past a configured capacity (accounts, transfers or remembered failed ids): nothing in it was applied.
+	StatusLedgerFull Status = 20
 )
 
 // statusNames maps each number to its protocol name ("" where none).
@@ -109,6 +111,7 @@ var statusNames = [...]string{
 	17: "hello_repeated",
 	18: "permission_denied",
 	19: "auth_throttled",
+	20: "ledger_full",
 }
 
 // String returns the protocol name, or "status(N)" for a number this client does not know.

@@ -14,7 +14,7 @@ use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::protocol::{self, Operation, Status};
 use crate::recovery::{self, RecoveryConfig};
-use crate::state_machine::StateMachine;
+use crate::state_machine::{Capacity, StateMachine};
 use crate::types::{Account, AccountBalance, AccountFilter, AccountLimit, CreateResult, Transfer};
 
 /// How long the idle business thread spins before it parks.
@@ -73,6 +73,8 @@ pub struct BusinessConfig {
     pub next_expiry_ns: Arc<std::sync::atomic::AtomicU64>,
     /// Check the whole state after every batch (`--verify`): slow; tests and long runs.
     pub verify: bool,
+    /// Most records of each kind; create requests that could pass them get `ledger_full`.
+    pub capacity: Capacity,
 }
 
 /// Where a buffered reply goes, kept until the flush so that a journal error can turn it
@@ -322,6 +324,9 @@ impl Business {
         match operation {
             Operation::CreateAccounts => {
                 decode_records(body, Account::SIZE, &mut self.accounts, Account::read_from);
+                if !self.state.accounts_fit(&self.config.capacity, self.accounts.len()) {
+                    return Err(Status::LedgerFull);
+                }
                 self.state.create_accounts(now, &self.accounts, &mut self.results, &mut self.event);
                 self.metrics.events(0, self.accounts.len(), &self.results);
                 self.events_since_flush += self.accounts.len();
@@ -330,6 +335,9 @@ impl Business {
             }
             Operation::CreateTransfers => {
                 decode_records(body, Transfer::SIZE, &mut self.transfers, Transfer::read_from);
+                if !self.state.transfers_fit(&self.config.capacity, self.transfers.len()) {
+                    return Err(Status::LedgerFull);
+                }
                 self.state.create_transfers(
                     now,
                     &self.transfers,

@@ -260,7 +260,9 @@ impl StateMachine {
             let code = ResultCode::from_u32(f.code.to_native())
                 .filter(|c| c.is_transient())
                 .ok_or_else(|| inconsistent(format!("failed id {id} code")))?;
-            if sm.failed_index.contains_key(&id) || sm.transfer_index.contains(id, &sm.transfers) {
+            if sm.failed_index.contains(id, &sm.failed)
+                || sm.transfer_index.contains(id, &sm.transfers)
+            {
                 return Err(inconsistent(format!("failed id {id} repeated or created")));
             }
             sm.remember_failed(FailedId::new(id, code));

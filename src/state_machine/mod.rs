@@ -49,11 +49,45 @@ pub const QUERY_RESULTS_MAX: usize = EVENTS_PER_REQUEST_MAX;
 const WARM_AHEAD_EVENTS: [usize; WARM_STAGES] = [16, 8, 4];
 const WARM_STAGES: usize = 3;
 
-/// Maps keyed by u128 ids. A fixed seed keeps behaviour reproducible run to run.
-type IdMap = std::collections::HashMap<u128, u32, foldhash::fast::FixedState>;
+/// Most records of each kind the ledger holds. A create request that could take a count past
+/// its limit is refused whole (status `ledger_full`) before anything in it applies; the limit
+/// is checked against the request's size, not against how many of its events would succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub accounts: u64,
+    pub transfers: u64,
+    /// Transfer ids remembered as failed (each failed create may add one).
+    pub failed_ids: u64,
+}
 
-fn id_map(capacity: usize) -> IdMap {
-    IdMap::with_capacity_and_hasher(capacity, foldhash::fast::FixedState::default())
+impl Capacity {
+    /// What the in-memory indexes can address.
+    pub const MAX: Capacity = Capacity {
+        accounts: index::RECORDS_MAX,
+        transfers: index::RECORDS_MAX,
+        failed_ids: index::RECORDS_MAX,
+    };
+
+    /// Memory one record of each kind costs, with its share of indexes and lists (an account
+    /// with its extension and index slots; a transfer with its state, index slots and the two
+    /// account-list entries; a failed id with its index slots), rounded up.
+    pub const ACCOUNT_BYTES: u64 = 320;
+    pub const TRANSFER_BYTES: u64 = 192;
+    pub const FAILED_ID_BYTES: u64 = 64;
+
+    /// The defaults on a machine with `memory_bytes` of RAM: accounts and failed ids may use
+    /// 1/20 of it each and transfers 3/10, so that a full ledger holds 2/5 of the memory. The
+    /// snapshot process holds a second copy while it runs: both stay within 4/5.
+    pub fn for_memory(memory_bytes: u64) -> Capacity {
+        let share = |numerator: u64, denominator: u64, per_record: u64| {
+            (memory_bytes / denominator * numerator / per_record).clamp(1, index::RECORDS_MAX)
+        };
+        Capacity {
+            accounts: share(1, 20, Self::ACCOUNT_BYTES),
+            transfers: share(3, 10, Self::TRANSFER_BYTES),
+            failed_ids: share(1, 20, Self::FAILED_ID_BYTES),
+        }
+    }
 }
 
 /// The life of a transfer as far as two-phase commits are concerned.
@@ -153,7 +187,7 @@ pub struct StateMachine {
     transfer_index: IdIndex<Transfer>,
     /// Transfer ids that failed transiently, with their code, in the order they failed.
     failed: Vec<FailedId>,
-    failed_index: IdMap,
+    failed_index: IdIndex<FailedId>,
     /// `(expires_at_ns, transfer index)` of pending transfers with a timeout. Entries of
     /// transfers no longer pending are dropped lazily; the top is always live between calls.
     expiries: BinaryHeap<Reverse<(u64, u32)>>,
@@ -264,7 +298,7 @@ impl StateMachine {
             transfer_states: Vec::with_capacity(transfers),
             transfer_index: IdIndex::with_capacity(transfers),
             failed: Vec::new(),
-            failed_index: id_map(0),
+            failed_index: IdIndex::with_capacity(0),
             expiries: BinaryHeap::new(),
             pending_count: 0,
             undo: Vec::with_capacity(64),
@@ -277,6 +311,18 @@ impl StateMachine {
     /// The highest timestamp assigned (or replayed) so far.
     pub fn clock_ns(&self) -> u64 {
         self.clock_ns
+    }
+
+    /// Whether `n` more accounts stay within `capacity`.
+    pub fn accounts_fit(&self, capacity: &Capacity, n: usize) -> bool {
+        self.accounts.len() as u64 + n as u64 <= capacity.accounts
+    }
+
+    /// Whether a request of `n` transfers stays within `capacity` whatever its results: each
+    /// may create a transfer or remember a failed id.
+    pub fn transfers_fit(&self, capacity: &Capacity, n: usize) -> bool {
+        self.transfers.len() as u64 + n as u64 <= capacity.transfers
+            && self.failed.len() as u64 + n as u64 <= capacity.failed_ids
     }
 
     pub fn counts(&self) -> Counts {
@@ -570,7 +616,7 @@ impl StateMachine {
     /// [`StateMachine::create_transfer`] for an id that does not exist (already claimed in
     /// the id index at `transfers.len()`).
     fn create_new_transfer(&mut self, t: &Transfer, ts: u64, event: &mut Event) -> ResultCode {
-        if !self.failed.is_empty() && self.failed_index.contains_key(&t.id) {
+        if !self.failed.is_empty() && self.failed_index.contains(t.id, &self.failed) {
             return ResultCode::IdAlreadyFailed;
         }
         let post = t.has(TransferFlags::POST_PENDING_TRANSFER);
@@ -886,8 +932,8 @@ impl StateMachine {
 
     fn remember_failed(&mut self, failed: FailedId) {
         let index = u32::try_from(self.failed.len()).expect("failed ids fit u32 indexes");
-        let previous = self.failed_index.insert(failed.id, index);
-        debug_assert!(previous.is_none());
+        let claimed = self.failed_index.claim(failed.id, index, &self.failed);
+        debug_assert!(claimed.is_ok());
         self.failed.push(failed);
     }
 
@@ -1020,7 +1066,7 @@ impl StateMachine {
             return Err("failed-id index size differs from the failed ids".into());
         }
         for (i, f) in self.failed.iter().enumerate() {
-            if self.failed_index.get(&f.id) != Some(&(i as u32)) {
+            if self.failed_index.get(f.id, &self.failed) != Some(i as u32) {
                 return Err(format!("failed id {} is not found at its index {i}", f.id));
             }
         }

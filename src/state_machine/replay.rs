@@ -118,7 +118,7 @@ impl StateMachine {
         for f in event.failed.iter() {
             let id = f.id.to_native();
             let code = f.code.to_native();
-            if self.failed_index.contains_key(&id)
+            if self.failed_index.contains(id, &self.failed)
                 || self.transfer_index.contains(id, &self.transfers)
             {
                 return Err(ReplayError::FailedIdKnown(id));

@@ -106,6 +106,7 @@ class StatusCode(IntEnum):
     HELLO_REPEATED = 17
     PERMISSION_DENIED = 18
     AUTH_THROTTLED = 19
+    LEDGER_FULL = 20
 
     @property
     def wire_name(self) -> str:

@@ -130,6 +130,8 @@ wire_enum! {
         PermissionDenied = 18 => "permission_denied",
         /// Too many failed hellos from this address: hellos are refused for a while without looking at the token. Closes the connection.
         AuthThrottled = 19 => "auth_throttled",
+        /// A create request could take the ledger past a configured capacity (accounts, transfers or remembered failed ids): nothing in it was applied.
+        LedgerFull = 20 => "ledger_full",
     }
 }
 
