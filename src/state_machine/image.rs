@@ -9,15 +9,28 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::{AccountExt, StateMachine, TransferState, SIDE_CREDIT, SIDE_DEBIT};
+use super::{AccountExt, Capacity, StateMachine, TransferState, SIDE_CREDIT, SIDE_DEBIT};
 use crate::event::FailedId;
 use crate::types::{Account, AccountBalance, AccountFlags, AccountLimit, ResultCode, Transfer};
 
-/// Version of the image body layout; bump on any change to [`Image`].
-pub const IMAGE_VERSION: u32 = 1;
+/// Version of the image body layout; bump on any change to [`Part`] or the framing.
+/// Version 1 was one archive of the whole state, which rkyv's 32-bit relative pointers cap
+/// at 2 GiB (about 16M transfers): it is read no more (recovery then replays the journal).
+pub const IMAGE_VERSION: u32 = 2;
 
 const IMAGE_MAGIC: [u8; 8] = *b"LDGIMAGE";
+/// `magic@0 [u8; 8]`, `version@8 u32 LE`, `parts@12 u32 LE`.
 const IMAGE_HEADER_SIZE: usize = 16;
+/// `len@0 u64 LE` (archive bytes, without padding), 8 reserved zero bytes.
+const PART_HEADER_SIZE: usize = 16;
+/// Archives start 16-byte aligned: each is zero-padded to a multiple of it.
+const PART_ALIGN: usize = 16;
+/// Most records in one part: 1M transfers make a 128 MiB archive, far inside rkyv's 2 GiB.
+#[cfg(not(test))]
+const PART_RECORDS_MAX: usize = 1 << 20;
+/// Unit tests split every image into many parts.
+#[cfg(test)]
+pub(super) const PART_RECORDS_MAX: usize = 3;
 
 /// Why image bytes could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -28,15 +41,15 @@ pub enum ImageError {
     Magic([u8; 8]),
     #[error("image version {found}, this build reads version {expected}")]
     Version { found: u32, expected: u32 },
-    #[error("image body length {header} in the header, {actual} bytes present")]
-    Length { header: usize, actual: usize },
-    #[error("image body failed validation: {0}")]
-    Archive(String),
+    #[error("image part {part} at byte {offset}: {reason}")]
+    Length { part: u32, offset: usize, reason: String },
+    #[error("image part {part} failed validation: {reason}")]
+    Archive { part: u32, reason: String },
     #[error("image is inconsistent: {0}")]
     Inconsistent(String),
 }
 
-/// The balance history of one `history` account.
+/// Part of the balance history of one `history` account (long histories span several).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct HistoryImage {
     account: u32,
@@ -44,26 +57,82 @@ struct HistoryImage {
     sides: Vec<u8>,
 }
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Clone, Copy, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct ExpiryImage {
     expires_at_ns: u64,
     transfer: u32,
 }
 
-/// The whole state, in canonical (insertion) order.
+/// One archive of the image. The state is written as a sequence of parts, each holding at
+/// most [`PART_RECORDS_MAX`] records, in this order (kinds never go back): `Meta` once, then
+/// accounts, limits, history, transfers, expiries and failed ids, each in canonical
+/// (insertion) order. `Meta` holds the totals the other parts must add up to, so a body cut
+/// at a part boundary is refused, not loaded as a smaller ledger.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct Image {
-    clock_ns: u64,
-    accounts: Vec<Account>,
+enum Part {
+    Meta(Totals),
+    Accounts(Vec<Account>),
     /// Limits that were set, one per account at most.
-    limits: Vec<AccountLimit>,
-    history: Vec<HistoryImage>,
-    transfers: Vec<Transfer>,
-    /// [`TransferState`] of each transfer.
-    transfer_states: Vec<u8>,
+    Limits(Vec<AccountLimit>),
+    History(HistoryImage),
+    /// Transfers with the [`TransferState`] of each.
+    Transfers(Vec<Transfer>, Vec<u8>),
     /// Live expiry entries, in expiry order.
-    expiries: Vec<ExpiryImage>,
-    failed: Vec<FailedId>,
+    Expiries(Vec<ExpiryImage>),
+    Failed(Vec<FailedId>),
+}
+
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug))]
+struct Totals {
+    clock_ns: u64,
+    accounts: u64,
+    limits: u64,
+    history_rows: u64,
+    transfers: u64,
+    expiries: u64,
+    failed: u64,
+}
+
+impl ArchivedPart {
+    /// Position of the kind in the image order.
+    fn rank(&self) -> u8 {
+        match self {
+            ArchivedPart::Meta(_) => 0,
+            ArchivedPart::Accounts(_) => 1,
+            ArchivedPart::Limits(_) => 2,
+            ArchivedPart::History(_) => 3,
+            ArchivedPart::Transfers(..) => 4,
+            ArchivedPart::Expiries(_) => 5,
+            ArchivedPart::Failed(_) => 6,
+        }
+    }
+}
+
+/// Appends parts to an image body.
+struct PartWriter<'a> {
+    out: &'a mut rkyv::util::AlignedVec<16>,
+    scratch: rkyv::util::AlignedVec<16>,
+    parts: u32,
+}
+
+impl PartWriter<'_> {
+    fn put(&mut self, part: &Part) {
+        // The serializer appends: start each part on an empty buffer.
+        self.scratch.clear();
+        let buffer = std::mem::take(&mut self.scratch);
+        self.scratch = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(part, buffer)
+            .expect("a part of at most PART_RECORDS_MAX records always serializes");
+        debug_assert!(self.out.len().is_multiple_of(PART_ALIGN));
+        self.out.extend_from_slice(&(self.scratch.len() as u64).to_le_bytes());
+        self.out.extend_from_slice(&[0u8; 8]);
+        self.out.extend_from_slice(&self.scratch);
+        let padding = self.scratch.len().next_multiple_of(PART_ALIGN) - self.scratch.len();
+        self.out.extend_from_slice(&[0u8; PART_ALIGN][..padding]);
+        self.parts = self.parts.checked_add(1).expect("parts fit u32");
+    }
 }
 
 fn inconsistent(message: impl Into<String>) -> ImageError {
@@ -97,7 +166,8 @@ impl StateMachine {
         h.digest128()
     }
 
-    /// Writes a versioned image of the whole state into `out` (cleared first).
+    /// Writes a versioned image of the whole state into `out` (cleared first), as parts of
+    /// bounded size (see [`Part`]).
     pub fn write_image(&self, out: &mut rkyv::util::AlignedVec<16>) {
         assert!(!self.in_chain);
         let mut expiries: Vec<ExpiryImage> = self
@@ -107,47 +177,71 @@ impl StateMachine {
             .map(|Reverse((at, i))| ExpiryImage { expires_at_ns: *at, transfer: *i })
             .collect();
         expiries.sort_unstable_by_key(|e| (e.expires_at_ns, e.transfer));
-        let mut limits = Vec::new();
-        let mut history = Vec::new();
-        for (index, (a, ext)) in self.accounts.iter().zip(&self.account_ext).enumerate() {
-            if ext.limit_timestamp != 0 {
-                limits.push(AccountLimit {
-                    account_id: a.id,
-                    limit: ext.limit,
-                    timestamp: ext.limit_timestamp,
-                    reserved: [0; 24],
-                });
-            }
-            if !ext.history.is_empty() {
-                history.push(HistoryImage {
-                    account: index as u32,
-                    rows: ext.history.clone(),
-                    sides: ext.history_sides.clone(),
-                });
-            }
-        }
-        let image = Image {
+        let limits: Vec<AccountLimit> = self
+            .accounts
+            .iter()
+            .zip(&self.account_ext)
+            .filter(|(_, ext)| ext.limit_timestamp != 0)
+            .map(|(a, ext)| AccountLimit {
+                account_id: a.id,
+                limit: ext.limit,
+                timestamp: ext.limit_timestamp,
+                reserved: [0; 24],
+            })
+            .collect();
+        let totals = Totals {
             clock_ns: self.clock_ns,
-            accounts: self.accounts.clone(),
-            limits,
-            history,
-            transfers: self.transfers.clone(),
-            transfer_states: self.transfer_states.iter().map(|s| *s as u8).collect(),
-            expiries,
-            failed: self.failed.clone(),
+            accounts: self.accounts.len() as u64,
+            limits: limits.len() as u64,
+            history_rows: self.account_ext.iter().map(|e| e.history.len() as u64).sum(),
+            transfers: self.transfers.len() as u64,
+            expiries: expiries.len() as u64,
+            failed: self.failed.len() as u64,
         };
         out.clear();
         out.extend_from_slice(&IMAGE_MAGIC);
         out.extend_from_slice(&IMAGE_VERSION.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
-        let buffer = std::mem::take(out);
-        *out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&image, buffer)
-            .expect("an image always serializes");
-        let body_len = u32::try_from(out.len() - IMAGE_HEADER_SIZE).expect("image body < 4 GiB");
-        out[12..16].copy_from_slice(&body_len.to_le_bytes());
+        let mut w = PartWriter { out, scratch: rkyv::util::AlignedVec::new(), parts: 0 };
+        w.put(&Part::Meta(totals));
+        for chunk in self.accounts.chunks(PART_RECORDS_MAX) {
+            w.put(&Part::Accounts(chunk.to_vec()));
+        }
+        for chunk in limits.chunks(PART_RECORDS_MAX) {
+            w.put(&Part::Limits(chunk.to_vec()));
+        }
+        for (index, ext) in self.account_ext.iter().enumerate() {
+            for (rows, sides) in
+                ext.history.chunks(PART_RECORDS_MAX).zip(ext.history_sides.chunks(PART_RECORDS_MAX))
+            {
+                let account = index as u32;
+                w.put(&Part::History(HistoryImage {
+                    account,
+                    rows: rows.to_vec(),
+                    sides: sides.to_vec(),
+                }));
+            }
+        }
+        for (transfers, states) in self
+            .transfers
+            .chunks(PART_RECORDS_MAX)
+            .zip(self.transfer_states.chunks(PART_RECORDS_MAX))
+        {
+            let states = states.iter().map(|s| *s as u8).collect();
+            w.put(&Part::Transfers(transfers.to_vec(), states));
+        }
+        for chunk in expiries.chunks(PART_RECORDS_MAX) {
+            w.put(&Part::Expiries(chunk.to_vec()));
+        }
+        for chunk in self.failed.chunks(PART_RECORDS_MAX) {
+            w.put(&Part::Failed(chunk.to_vec()));
+        }
+        let parts = w.parts;
+        out[12..16].copy_from_slice(&parts.to_le_bytes());
     }
 
-    /// Validates image bytes (header, bytecheck, consistency) and rebuilds the state.
+    /// Validates image bytes (header, each part's framing and bytecheck, order and
+    /// consistency, the totals) and rebuilds the state.
     pub fn from_image(bytes: &[u8]) -> Result<Self, ImageError> {
         if bytes.len() < IMAGE_HEADER_SIZE {
             return Err(ImageError::TooShort(bytes.len()));
@@ -160,113 +254,242 @@ impl StateMachine {
         if version != IMAGE_VERSION {
             return Err(ImageError::Version { found: version, expected: IMAGE_VERSION });
         }
-        let body_len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
-        let body = &bytes[IMAGE_HEADER_SIZE..];
-        if body_len != body.len() {
-            return Err(ImageError::Length { header: body_len, actual: body.len() });
-        }
-        // The archive needs 16-byte alignment; copy if the caller's buffer lacks it.
+        let parts = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+        // The archives need 16-byte alignment; copy if the caller's buffer lacks it.
         let aligned;
-        let body = if (body.as_ptr() as usize).is_multiple_of(16) {
-            body
+        let bytes = if (bytes.as_ptr() as usize).is_multiple_of(PART_ALIGN) {
+            bytes
         } else {
-            let mut v = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
-            v.extend_from_slice(body);
+            let mut v = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+            v.extend_from_slice(bytes);
             aligned = v;
             &aligned[..]
         };
-        let image = rkyv::access::<ArchivedImage, rkyv::rancor::BoxedError>(body)
-            .map_err(|e| ImageError::Archive(e.to_string()))?;
-        Self::rebuild(image)
+        let mut loader = Loader::new(bytes.len());
+        let mut offset = IMAGE_HEADER_SIZE;
+        for part in 0..parts {
+            let framing = |reason: &str| ImageError::Length { part, offset, reason: reason.into() };
+            let rest = &bytes[offset..];
+            if rest.len() < PART_HEADER_SIZE {
+                return Err(framing("the part header is cut"));
+            }
+            let len = u64::from_le_bytes(rest[0..8].try_into().expect("8 bytes"));
+            if rest[8..PART_HEADER_SIZE] != [0u8; 8] {
+                return Err(framing("reserved part header bytes are not zero"));
+            }
+            let len = usize::try_from(len).map_err(|_| framing("length past the address space"))?;
+            let body = &rest[PART_HEADER_SIZE..];
+            if len > body.len() || len.next_multiple_of(PART_ALIGN) > body.len() {
+                return Err(framing("the archive is cut"));
+            }
+            let archive = rkyv::access::<ArchivedPart, rkyv::rancor::BoxedError>(&body[..len])
+                .map_err(|e| ImageError::Archive { part, reason: e.to_string() })?;
+            loader.apply(archive)?;
+            offset += PART_HEADER_SIZE + len.next_multiple_of(PART_ALIGN);
+        }
+        if offset != bytes.len() {
+            return Err(ImageError::Length {
+                part: parts,
+                offset,
+                reason: format!("{} bytes after the last part", bytes.len() - offset),
+            });
+        }
+        loader.finish()
+    }
+}
+
+/// Rebuilds a state from the parts of an image, checking each against what came before.
+struct Loader {
+    sm: StateMachine,
+    totals: Option<Totals>,
+    /// Image bytes: no part can hold more records than this, whatever its totals claim.
+    image_len: usize,
+    rank: u8,
+    limits: u64,
+    history_rows: u64,
+    history_account: u32,
+    expiries: Vec<Reverse<(u64, u32)>>,
+}
+
+impl Loader {
+    fn new(image_len: usize) -> Loader {
+        Loader {
+            sm: StateMachine::new(),
+            totals: None,
+            image_len,
+            rank: 0,
+            limits: 0,
+            history_rows: 0,
+            history_account: 0,
+            expiries: Vec::new(),
+        }
     }
 
-    fn rebuild(image: &ArchivedImage) -> Result<Self, ImageError> {
-        let mut sm = StateMachine::with_capacity(image.accounts.len(), image.transfers.len());
-        sm.clock_ns = image.clock_ns.to_native();
-        for a in image.accounts.iter() {
-            let a = Account::from(a);
-            if a.id == 0 || sm.account_index.contains(a.id, &sm.accounts) {
-                return Err(inconsistent(format!("account id {} zero or repeated", a.id)));
+    fn apply(&mut self, part: &ArchivedPart) -> Result<(), ImageError> {
+        let rank = part.rank();
+        match (self.totals.is_some(), rank) {
+            (false, 0) => {}
+            (false, _) => return Err(inconsistent("the first part is not the totals")),
+            (true, 0) => return Err(inconsistent("a second totals part")),
+            (true, _) if rank < self.rank => {
+                return Err(inconsistent(format!("part kind {rank} after kind {}", self.rank)))
             }
-            let claimed = sm.account_index.claim(a.id, sm.accounts.len() as u32, &sm.accounts);
-            debug_assert!(claimed.is_ok());
-            sm.accounts.push(a);
-            sm.account_ext.push(AccountExt::default());
+            (true, _) => {}
         }
-        for l in image.limits.iter() {
-            let l = AccountLimit::from(l);
-            let index = sm.account_index.get(l.account_id, &sm.accounts).ok_or_else(|| {
-                inconsistent(format!("limit of unknown account {}", l.account_id))
-            })?;
-            sm.apply_limit(index, &l);
-        }
-        for h in image.history.iter() {
-            let index = h.account.to_native() as usize;
-            let ok = index < sm.accounts.len()
-                && sm.accounts[index].has(AccountFlags::HISTORY)
-                && h.rows.len() == h.sides.len()
-                && h.sides.iter().all(|s| *s == SIDE_DEBIT || *s == SIDE_CREDIT);
-            if !ok {
-                return Err(inconsistent(format!("history of account index {index}")));
+        self.rank = rank;
+        let sm = &mut self.sm;
+        match part {
+            ArchivedPart::Meta(t) => {
+                let t: Totals = rkyv::deserialize::<Totals, rkyv::rancor::Error>(t)
+                    .expect("plain integers deserialize");
+                // Capacity hints only, bounded by what the bytes can hold.
+                let most = |n: u64, size: usize| n.min((self.image_len / size) as u64) as usize;
+                *sm = StateMachine::with_capacity(
+                    most(t.accounts, Account::SIZE),
+                    most(t.transfers, Transfer::SIZE),
+                );
+                sm.clock_ns = t.clock_ns;
+                self.totals = Some(t);
             }
-            let ext = &mut sm.account_ext[index];
-            ext.history.extend(h.rows.iter().map(|r| AccountBalance {
-                debits_pending: r.debits_pending.to_native(),
-                debits_posted: r.debits_posted.to_native(),
-                credits_pending: r.credits_pending.to_native(),
-                credits_posted: r.credits_posted.to_native(),
-                timestamp: r.timestamp.to_native(),
-                reserved: r.reserved,
-            }));
-            ext.history_sides.extend(h.sides.iter().copied());
-        }
-        if image.transfer_states.len() != image.transfers.len() {
-            return Err(inconsistent("transfer states and transfers differ in length"));
-        }
-        for (t, state) in image.transfers.iter().zip(image.transfer_states.iter()) {
-            let t = Transfer::from(t);
-            let state = TransferState::from_u8(*state)
-                .ok_or_else(|| inconsistent(format!("transfer {} state {state}", t.id)))?;
-            let dr = sm.account_index.get(t.debit_account_id, &sm.accounts);
-            let cr = sm.account_index.get(t.credit_account_id, &sm.accounts);
-            let (Some(dr), Some(cr)) = (dr, cr) else {
-                return Err(inconsistent(format!("transfer {} names unknown accounts", t.id)));
-            };
-            if t.id == 0 || dr == cr || sm.transfer_index.contains(t.id, &sm.transfers) {
-                return Err(inconsistent(format!("transfer {} id or accounts", t.id)));
+            ArchivedPart::Accounts(accounts) => {
+                for a in accounts.iter() {
+                    let a = Account::from(a);
+                    if a.id == 0 || sm.account_index.contains(a.id, &sm.accounts) {
+                        return Err(inconsistent(format!("account id {} zero or repeated", a.id)));
+                    }
+                    if sm.accounts.len() as u64 >= Capacity::MAX.accounts {
+                        return Err(inconsistent("more accounts than an index can hold"));
+                    }
+                    let claimed =
+                        sm.account_index.claim(a.id, sm.accounts.len() as u32, &sm.accounts);
+                    debug_assert!(claimed.is_ok());
+                    sm.accounts.push(a);
+                    sm.account_ext.push(AccountExt::default());
+                }
             }
-            let index = sm.transfers.len() as u32;
-            let claimed = sm.transfer_index.claim(t.id, index, &sm.transfers);
-            debug_assert!(claimed.is_ok());
-            sm.transfers.push(t);
-            sm.transfer_states.push(TransferState::Final);
-            sm.set_state(index, state);
-            sm.account_ext[dr as usize].transfers.push(index);
-            sm.account_ext[cr as usize].transfers.push(index);
-        }
-        let mut expiries = Vec::with_capacity(image.expiries.len());
-        for e in image.expiries.iter() {
-            let index = e.transfer.to_native();
-            let ok = (index as usize) < sm.transfers.len()
-                && sm.transfer_states[index as usize] == TransferState::Pending;
-            if !ok {
-                return Err(inconsistent(format!("expiry of transfer index {index}")));
+            ArchivedPart::Limits(limits) => {
+                for l in limits.iter() {
+                    let l = AccountLimit::from(l);
+                    let index =
+                        sm.account_index.get(l.account_id, &sm.accounts).ok_or_else(|| {
+                            inconsistent(format!("limit of unknown account {}", l.account_id))
+                        })?;
+                    if sm.account_ext[index as usize].limit_timestamp != 0 {
+                        return Err(inconsistent(format!(
+                            "account {} limit repeated",
+                            l.account_id
+                        )));
+                    }
+                    sm.apply_limit(index, &l);
+                    self.limits += 1;
+                }
             }
-            expiries.push(Reverse((e.expires_at_ns.to_native(), index)));
-        }
-        sm.expiries = BinaryHeap::from(expiries);
-        for f in image.failed.iter() {
-            let id = f.id.to_native();
-            let code = ResultCode::from_u32(f.code.to_native())
-                .filter(|c| c.is_transient())
-                .ok_or_else(|| inconsistent(format!("failed id {id} code")))?;
-            if sm.failed_index.contains(id, &sm.failed)
-                || sm.transfer_index.contains(id, &sm.transfers)
-            {
-                return Err(inconsistent(format!("failed id {id} repeated or created")));
+            ArchivedPart::History(h) => {
+                let index = h.account.to_native();
+                let ok = (index as usize) < sm.accounts.len()
+                    && index >= self.history_account
+                    && sm.accounts[index as usize].has(AccountFlags::HISTORY)
+                    && h.rows.len() == h.sides.len()
+                    && h.sides.iter().all(|s| *s == SIDE_DEBIT || *s == SIDE_CREDIT);
+                if !ok {
+                    return Err(inconsistent(format!("history of account index {index}")));
+                }
+                self.history_account = index;
+                let ext = &mut sm.account_ext[index as usize];
+                ext.history.extend(h.rows.iter().map(|r| AccountBalance {
+                    debits_pending: r.debits_pending.to_native(),
+                    debits_posted: r.debits_posted.to_native(),
+                    credits_pending: r.credits_pending.to_native(),
+                    credits_posted: r.credits_posted.to_native(),
+                    timestamp: r.timestamp.to_native(),
+                    reserved: r.reserved,
+                }));
+                ext.history_sides.extend(h.sides.iter().copied());
+                self.history_rows += h.rows.len() as u64;
             }
-            sm.remember_failed(FailedId::new(id, code));
+            ArchivedPart::Transfers(transfers, states) => {
+                if states.len() != transfers.len() {
+                    return Err(inconsistent("transfer states and transfers differ in length"));
+                }
+                for (t, state) in transfers.iter().zip(states.iter()) {
+                    let t = Transfer::from(t);
+                    let state = TransferState::from_u8(*state)
+                        .ok_or_else(|| inconsistent(format!("transfer {} state {state}", t.id)))?;
+                    let dr = sm.account_index.get(t.debit_account_id, &sm.accounts);
+                    let cr = sm.account_index.get(t.credit_account_id, &sm.accounts);
+                    let (Some(dr), Some(cr)) = (dr, cr) else {
+                        return Err(inconsistent(format!(
+                            "transfer {} names unknown accounts",
+                            t.id
+                        )));
+                    };
+                    if t.id == 0 || dr == cr || sm.transfer_index.contains(t.id, &sm.transfers) {
+                        return Err(inconsistent(format!("transfer {} id or accounts", t.id)));
+                    }
+                    if sm.transfers.len() as u64 >= Capacity::MAX.transfers {
+                        return Err(inconsistent("more transfers than an index can hold"));
+                    }
+                    let index = sm.transfers.len() as u32;
+                    let claimed = sm.transfer_index.claim(t.id, index, &sm.transfers);
+                    debug_assert!(claimed.is_ok());
+                    sm.transfers.push(t);
+                    sm.transfer_states.push(TransferState::Final);
+                    sm.set_state(index, state);
+                    sm.account_ext[dr as usize].transfers.push(index);
+                    sm.account_ext[cr as usize].transfers.push(index);
+                }
+            }
+            ArchivedPart::Expiries(expiries) => {
+                for e in expiries.iter() {
+                    let index = e.transfer.to_native();
+                    let ok = (index as usize) < sm.transfers.len()
+                        && sm.transfer_states[index as usize] == TransferState::Pending;
+                    if !ok {
+                        return Err(inconsistent(format!("expiry of transfer index {index}")));
+                    }
+                    self.expiries.push(Reverse((e.expires_at_ns.to_native(), index)));
+                }
+            }
+            ArchivedPart::Failed(failed) => {
+                for f in failed.iter() {
+                    let id = f.id.to_native();
+                    let code = ResultCode::from_u32(f.code.to_native())
+                        .filter(|c| c.is_transient())
+                        .ok_or_else(|| inconsistent(format!("failed id {id} code")))?;
+                    if sm.failed_index.contains(id, &sm.failed)
+                        || sm.transfer_index.contains(id, &sm.transfers)
+                    {
+                        return Err(inconsistent(format!("failed id {id} repeated or created")));
+                    }
+                    if sm.failed.len() as u64 >= Capacity::MAX.failed_ids {
+                        return Err(inconsistent("more failed ids than an index can hold"));
+                    }
+                    sm.remember_failed(FailedId::new(id, code));
+                }
+            }
         }
-        Ok(sm)
+        Ok(())
+    }
+
+    /// The state, once the parts add up to the totals.
+    fn finish(mut self) -> Result<StateMachine, ImageError> {
+        let totals = self.totals.ok_or_else(|| inconsistent("no totals part"))?;
+        let sm = &self.sm;
+        let found = Totals {
+            clock_ns: sm.clock_ns,
+            accounts: sm.accounts.len() as u64,
+            limits: self.limits,
+            history_rows: self.history_rows,
+            transfers: sm.transfers.len() as u64,
+            expiries: self.expiries.len() as u64,
+            failed: sm.failed.len() as u64,
+        };
+        if found != totals {
+            return Err(inconsistent(format!(
+                "the parts hold {found:?}, the totals say {totals:?}"
+            )));
+        }
+        self.sm.expiries = BinaryHeap::from(std::mem::take(&mut self.expiries));
+        Ok(self.sm)
     }
 }

@@ -750,16 +750,113 @@ fn images_round_trip_and_are_checked() {
         StateMachine::from_image(&bytes[..bytes.len() - 16]),
         Err(ImageError::Length { .. })
     ));
+    // A damaged archive (the last part overwritten) is refused.
     let mut bad = bytes.clone();
-    let n = bad.len();
-    bad[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
-    assert!(StateMachine::from_image(&bad).is_err());
+    let (_, parts) = image_parts(&bytes);
+    let last = bad.len() - parts.last().unwrap().len();
+    let len = u64::from_le_bytes(bad[last..last + 8].try_into().unwrap()) as usize;
+    bad[last + 16..last + 16 + len].fill(0xff);
+    assert!(matches!(StateMachine::from_image(&bad), Err(ImageError::Archive { .. })));
     // The rebuilt state keeps working.
     let mut back = back;
     let mut results = Vec::new();
     let mut event = Event::default();
     back.create_transfers(h.now, &[post(20, 10, 0), xfer(12, 1, 2, 1)], &mut results, &mut event);
     assert_eq!(results, [CreateResult { index: 1, result: R::IdAlreadyFailed }]);
+}
+
+/// Splits image bytes into (header, parts) at the part boundaries.
+fn image_parts(bytes: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut parts = Vec::new();
+    let mut offset = 16;
+    while offset < bytes.len() {
+        let len = u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap()) as usize;
+        let end = offset + 16 + len.next_multiple_of(16);
+        parts.push(bytes[offset..end].to_vec());
+        offset = end;
+    }
+    (bytes[..16].to_vec(), parts)
+}
+
+fn join_image(header: &[u8], parts: &[Vec<u8>]) -> rkyv::util::AlignedVec<16> {
+    let mut out = rkyv::util::AlignedVec::<16>::new();
+    out.extend_from_slice(&header[..12]);
+    out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+#[test]
+fn images_are_written_in_bounded_parts_and_a_missing_or_misplaced_part_is_refused() {
+    let mut h = with_accounts();
+    let history = AccountFlags::HISTORY;
+    assert_eq!(h.accounts(&[acct_flags(20, history), acct_flags(21, history)]), []);
+    let wallets: Vec<Account> =
+        (22..26).map(|id| acct_flags(id, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)).collect();
+    assert_eq!(h.accounts(&wallets), []);
+    for wallet in 22..26 {
+        assert_eq!(h.limit(wallet, 10), R::Ok);
+    }
+    let mut id = 100;
+    for round in 0..4u128 {
+        let mut batch = Vec::new();
+        for _ in 0..5 {
+            batch.push(xfer(id, 20, 1 + round % 2, 1));
+            batch.push(pending(id + 1, 21, 2, 1, 3600));
+            id += 2;
+        }
+        assert_eq!(h.transfers(&batch), []);
+        // Remembered failed ids: past the wallet's limit.
+        assert_eq!(h.transfer(xfer(1000 + round, 22, 1, 1000)), R::ExceedsCredits);
+    }
+    let mut bytes = rkyv::util::AlignedVec::<16>::new();
+    h.sm.write_image(&mut bytes);
+    let (header, parts) = image_parts(&bytes);
+    let declared = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize;
+    assert_eq!(declared, parts.len());
+    // 10 accounts, 4 limits, 20 + 20 history rows, 40 transfers, 20 expiries, 4 failed ids;
+    // 3 records per part.
+    assert!(parts.len() > 40, "{} parts", parts.len());
+    // Each part holds its own records only: the image is the records' size plus framing.
+    let records = 10 * 128 + 4 * 64 + 40 * 128 + 40 * 129 + 4 * 32;
+    assert!(bytes.len() < records * 2, "{} bytes for {records} bytes of records", bytes.len());
+    let back = StateMachine::from_image(&bytes).unwrap();
+    assert_eq!(back.state_hash(), h.sm.state_hash());
+    assert_eq!(back.counts(), h.sm.counts());
+    assert_eq!((back.counts().failed_ids, back.counts().account_limits), (4, 4));
+    assert_eq!(back.next_expiry_ns(), h.sm.next_expiry_ns());
+    let filter = AccountFilter {
+        account_id: 20,
+        limit: 100,
+        flags: AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS,
+        ..Default::default()
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    back.get_account_balances(&filter, &mut a);
+    h.sm.get_account_balances(&filter, &mut b);
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 20);
+
+    // Every part missing in turn: the totals (or the order) refuse it.
+    for skip in 0..parts.len() {
+        let mut fewer = parts.clone();
+        fewer.remove(skip);
+        let err = StateMachine::from_image(&join_image(&header, &fewer)).err();
+        assert!(matches!(err, Some(ImageError::Inconsistent(_))), "without part {skip}: {err:?}");
+    }
+    // Two parts swapped across kinds: refused.
+    let mut swapped = parts.clone();
+    let last = swapped.len() - 1;
+    swapped.swap(1, last);
+    assert!(StateMachine::from_image(&join_image(&header, &swapped)).is_err());
+    // A part cut short, or bytes after the last part: refused.
+    let cut = &bytes[..bytes.len() - 16];
+    assert!(matches!(StateMachine::from_image(cut), Err(ImageError::Length { .. })));
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(&[0u8; 16]);
+    assert!(matches!(StateMachine::from_image(&longer), Err(ImageError::Length { .. })));
 }
 
 #[test]
