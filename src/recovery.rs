@@ -396,9 +396,10 @@ pub fn build_snapshot(
         sequence,
         reason: "the record vanished while the snapshot was being built".into(),
     })?;
-    let mut image = rkyv::util::AlignedVec::<16>::new();
-    state.write_image(&mut image);
-    let path = snapshot::write_snapshot(&config.data_dir, sequence, checksum, &image)?;
+    // Streamed to the file part by part: the process holds the state, not also its image.
+    let path = snapshot::write_snapshot_streamed(&config.data_dir, sequence, checksum, |w| {
+        state.write_image_to(w)
+    })?;
     snapshot::prune(&config.data_dir, keep.max(1))?;
     Ok(Some(SnapshotWritten { sequence, path }))
 }

@@ -52,27 +52,57 @@ pub struct LoadedSnapshot {
 }
 
 /// The 64-byte header: see journal-format.md §7.
-fn encode_header(sequence: u64, record_checksum: u128, body: &[u8]) -> [u8; SNAPSHOT_HEADER_SIZE] {
+fn encode_header(
+    sequence: u64,
+    record_checksum: u128,
+    body_len: u64,
+    body_checksum: u64,
+) -> [u8; SNAPSHOT_HEADER_SIZE] {
     let mut h = [0u8; SNAPSHOT_HEADER_SIZE];
     h[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
     h[8..10].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     h[10..12].copy_from_slice(&(SNAPSHOT_HEADER_SIZE as u16).to_le_bytes());
     // 12..16 reserved, zero.
     h[16..24].copy_from_slice(&sequence.to_le_bytes());
-    h[24..32].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    h[24..32].copy_from_slice(&body_len.to_le_bytes());
     h[32..48].copy_from_slice(&record_checksum.to_le_bytes());
     // Body checksum: the low 64 bits of xxh3-128 would do; a separate xxh3-64 keeps it simple.
-    h[48..56].copy_from_slice(&xxh3_64(body).to_le_bytes());
+    h[48..56].copy_from_slice(&body_checksum.to_le_bytes());
     let header_sum = xxh3_64(&h[0..56]);
     h[56..64].copy_from_slice(&header_sum.to_le_bytes());
     h
+}
+
+/// Counts and checksums what passes through it on the way to `inner`.
+struct Summing<W> {
+    inner: W,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    len: u64,
+}
+
+impl<W: Write> Write for Summing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Encodes a whole snapshot file (header and body) into memory. Used by `write_snapshot` and
 /// by tests that pin the format.
 pub fn encode(sequence: u64, record_checksum: u128, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(SNAPSHOT_HEADER_SIZE + body.len());
-    out.extend_from_slice(&encode_header(sequence, record_checksum, body));
+    out.extend_from_slice(&encode_header(
+        sequence,
+        record_checksum,
+        body.len() as u64,
+        xxh3_64(body),
+    ));
     out.extend_from_slice(body);
     out
 }
@@ -89,7 +119,19 @@ pub fn write_snapshot(
     record_checksum: u128,
     body: &[u8],
 ) -> io::Result<PathBuf> {
-    use std::os::unix::fs::OpenOptionsExt;
+    write_snapshot_streamed(data_dir, sequence, record_checksum, |w| w.write_all(body))
+}
+
+/// As [`write_snapshot`], with the body written by `write_body` straight into the file (through
+/// a buffer), counted and checksummed on the way: no copy of the whole body is held in memory.
+/// The header, which needs the body's length and checksum, is written last, at offset 0.
+pub fn write_snapshot_streamed(
+    data_dir: &Path,
+    sequence: u64,
+    record_checksum: u128,
+    write_body: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<PathBuf> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let dir = data_dir.join(SNAPSHOT_DIR);
     if crate::journal::private_dir(&dir)? {
         File::open(data_dir)?.sync_all()?;
@@ -103,14 +145,27 @@ pub fn write_snapshot(
         .mode(crate::journal::FILE_MODE)
         .open(&tmp)?;
     crate::journal::private_file(&f)?;
-    f.write_all(&encode_header(sequence, record_checksum, body))?;
-    f.write_all(body)?;
+    // A zero header first (a file left by a crash here never loads: its magic is wrong).
+    f.write_all(&[0u8; SNAPSHOT_HEADER_SIZE])?;
+    let mut body = Summing {
+        inner: io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, &mut f),
+        hasher: xxhash_rust::xxh3::Xxh3::new(),
+        len: 0,
+    };
+    write_body(&mut body)?;
+    body.flush()?;
+    let (len, checksum) = (body.len, body.hasher.digest());
+    drop(body);
+    f.write_all_at(&encode_header(sequence, record_checksum, len, checksum), 0)?;
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, &path)?;
     File::open(&dir)?.sync_all()?;
     Ok(path)
 }
+
+/// Buffer between a streamed body and its file.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
 /// Snapshot files in `DIR/snapshots`, newest (highest sequence) first. A missing directory
 /// means no snapshots.

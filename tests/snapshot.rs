@@ -32,6 +32,30 @@ fn round_trip_aligned_body() {
 }
 
 #[test]
+fn a_streamed_body_makes_the_same_file_as_one_written_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = body(3 << 20);
+    // Pieces of odd sizes, larger and smaller than the write buffer.
+    let path = snapshot::write_snapshot_streamed(tmp.path(), 9, 0x77, |w| {
+        for piece in whole.chunks(1_500_007) {
+            w.write_all(&piece[..1])?;
+            w.write_all(&piece[1..])?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(fs::read(&path).unwrap(), snapshot::encode(9, 0x77, &whole));
+    assert_eq!(&load(&path).unwrap().body[..], &whole[..]);
+    // A body writer that fails leaves no snapshot behind.
+    let failed = snapshot::write_snapshot_streamed(tmp.path(), 10, 0x78, |w| {
+        w.write_all(b"partial")?;
+        Err(std::io::Error::other("the image could not be written"))
+    });
+    assert!(failed.is_err());
+    assert_eq!(list_snapshots(tmp.path()).unwrap().len(), 1);
+}
+
+#[test]
 fn golden_header() {
     let bytes = snapshot::encode(7, 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10, b"abc");
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

@@ -113,27 +113,28 @@ impl ArchivedPart {
     }
 }
 
-/// Appends parts to an image body.
+/// Writes parts of an image body, one archive at a time.
 struct PartWriter<'a> {
-    out: &'a mut rkyv::util::AlignedVec<16>,
+    out: &'a mut dyn std::io::Write,
     scratch: rkyv::util::AlignedVec<16>,
     parts: u32,
 }
 
 impl PartWriter<'_> {
-    fn put(&mut self, part: &Part) {
+    fn put(&mut self, part: &Part) -> std::io::Result<()> {
         // The serializer appends: start each part on an empty buffer.
         self.scratch.clear();
         let buffer = std::mem::take(&mut self.scratch);
         self.scratch = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(part, buffer)
             .expect("a part of at most PART_RECORDS_MAX records always serializes");
-        debug_assert!(self.out.len().is_multiple_of(PART_ALIGN));
-        self.out.extend_from_slice(&(self.scratch.len() as u64).to_le_bytes());
-        self.out.extend_from_slice(&[0u8; 8]);
-        self.out.extend_from_slice(&self.scratch);
-        let padding = self.scratch.len().next_multiple_of(PART_ALIGN) - self.scratch.len();
-        self.out.extend_from_slice(&[0u8; PART_ALIGN][..padding]);
+        let len = self.scratch.len();
+        self.out.write_all(&(len as u64).to_le_bytes())?;
+        self.out.write_all(&[0u8; 8])?;
+        self.out.write_all(&self.scratch)?;
+        let padding = len.next_multiple_of(PART_ALIGN) - len;
+        self.out.write_all(&[0u8; PART_ALIGN][..padding])?;
         self.parts = self.parts.checked_add(1).expect("parts fit u32");
+        Ok(())
     }
 }
 
@@ -171,6 +172,13 @@ impl StateMachine {
     /// Writes a versioned image of the whole state into `out` (cleared first), as parts of
     /// bounded size (see [`Part`]).
     pub fn write_image(&self, out: &mut rkyv::util::AlignedVec<16>) {
+        out.clear();
+        self.write_image_to(out).expect("writing to memory cannot fail");
+    }
+
+    /// Streams the image into `out` part by part: what it holds beyond the state is one part
+    /// (at most [`PART_RECORDS_MAX`] records) and the limits and expiries.
+    pub fn write_image_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
         assert!(!self.in_chain);
         let mut expiries: Vec<ExpiryImage> = self
             .expiries
@@ -200,17 +208,26 @@ impl StateMachine {
             expiries: expiries.len() as u64,
             failed: self.failed.len() as u64,
         };
-        out.clear();
-        out.extend_from_slice(&IMAGE_MAGIC);
-        out.extend_from_slice(&IMAGE_VERSION.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
+        // The header says how many parts follow, so count them first.
+        let parts_of = |n: usize| n.div_ceil(PART_RECORDS_MAX);
+        let parts = 1
+            + parts_of(self.accounts.len())
+            + parts_of(limits.len())
+            + self.account_ext.iter().map(|e| parts_of(e.history.len())).sum::<usize>()
+            + parts_of(self.transfers.len())
+            + parts_of(expiries.len())
+            + parts_of(self.failed.len());
+        let parts = u32::try_from(parts).expect("parts fit u32");
+        out.write_all(&IMAGE_MAGIC)?;
+        out.write_all(&IMAGE_VERSION.to_le_bytes())?;
+        out.write_all(&parts.to_le_bytes())?;
         let mut w = PartWriter { out, scratch: rkyv::util::AlignedVec::new(), parts: 0 };
-        w.put(&Part::Meta(totals));
+        w.put(&Part::Meta(totals))?;
         for chunk in self.accounts.chunks(PART_RECORDS_MAX) {
-            w.put(&Part::Accounts(chunk.to_vec()));
+            w.put(&Part::Accounts(chunk.to_vec()))?;
         }
         for chunk in limits.chunks(PART_RECORDS_MAX) {
-            w.put(&Part::Limits(chunk.to_vec()));
+            w.put(&Part::Limits(chunk.to_vec()))?;
         }
         for (index, ext) in self.account_ext.iter().enumerate() {
             for (rows, sides) in
@@ -221,7 +238,7 @@ impl StateMachine {
                     account,
                     rows: rows.to_vec(),
                     sides: sides.to_vec(),
-                }));
+                }))?;
             }
         }
         for (transfers, states) in self
@@ -230,16 +247,16 @@ impl StateMachine {
             .zip(self.transfer_states.chunks(PART_RECORDS_MAX))
         {
             let states = states.iter().map(|s| *s as u8).collect();
-            w.put(&Part::Transfers(transfers.to_vec(), states));
+            w.put(&Part::Transfers(transfers.to_vec(), states))?;
         }
         for chunk in expiries.chunks(PART_RECORDS_MAX) {
-            w.put(&Part::Expiries(chunk.to_vec()));
+            w.put(&Part::Expiries(chunk.to_vec()))?;
         }
         for chunk in self.failed.chunks(PART_RECORDS_MAX) {
-            w.put(&Part::Failed(chunk.to_vec()));
+            w.put(&Part::Failed(chunk.to_vec()))?;
         }
-        let parts = w.parts;
-        out[12..16].copy_from_slice(&parts.to_le_bytes());
+        assert_eq!(w.parts, parts, "the parts written are the parts counted");
+        Ok(())
     }
 
     /// Validates image bytes (header, each part's framing and bytecheck, order and
