@@ -960,22 +960,8 @@ fn write_plot(path: &Path, windows: &[Window]) {
             y + 4.0
         );
     }
-    let _ = writeln!(
-        s,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">transfers stored</text>"#,
-        LEFT + pw / 2.0,
-        H - 10.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="15" y="{:.1}" text-anchor="middle" fill="{TPS}" transform="rotate(-90 15 {:.1})">transfers/s</text>"#,
-        TOP + ph / 2.0,
-        TOP + ph / 2.0
-    );
+    let frame = report::Frame { left: LEFT, top: TOP, width: pw, height: ph, image_height: H };
+    frame.draw(&mut s, "transfers stored", "transfers/s", TPS);
     let _ = writeln!(
         s,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="{RSS}" transform="rotate(90 {:.1} {:.1})">MB</text>"#,

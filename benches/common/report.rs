@@ -147,22 +147,8 @@ pub fn write_svg(path: &Path, title: &str, series: &[(String, &Histogram<u64>)])
             y + 4.0
         );
     }
-    let _ = writeln!(
-        s,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile (1/(1-p) axis)</text>"#,
-        LEFT + pw / 2.0,
-        H - 10.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="15" y="{:.1}" text-anchor="middle" transform="rotate(-90 15 {:.1})">latency</text>"#,
-        TOP + ph / 2.0,
-        TOP + ph / 2.0
-    );
+    let frame = Frame { left: LEFT, top: TOP, width: pw, height: ph, image_height: H };
+    frame.draw(&mut s, "percentile (1/(1-p) axis)", "latency", "#000");
     for (i, ((name, _), pts)) in series.iter().zip(&lines).enumerate() {
         let color = COLORS[i % COLORS.len()];
         // Past ten series the colours repeat, dashed.
@@ -199,4 +185,35 @@ pub fn write_all(dir: &Path, title: &str, series: &[(String, Histogram<u64>)]) {
     let refs: Vec<(String, &Histogram<u64>)> = series.iter().map(|(n, h)| (n.clone(), h)).collect();
     write_svg(&dir.join("latency.svg"), title, &refs);
     println!("bench.results: {}", dir.display());
+}
+
+/// A plot's frame in an SVG: the box and the titles of its axes.
+pub struct Frame {
+    pub left: f64,
+    pub top: f64,
+    pub width: f64,
+    pub height: f64,
+    /// Height of the whole image (the x title sits just above its bottom).
+    pub image_height: f64,
+}
+
+impl Frame {
+    pub fn draw(&self, s: &mut String, x_title: &str, y_title: &str, y_colour: &str) {
+        let Frame { left, top, width, height, image_height } = *self;
+        let _ = writeln!(
+            s,
+            r##"<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" stroke="#333"/>"##
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{x_title}</text>"#,
+            left + width / 2.0,
+            image_height - 10.0
+        );
+        let middle = top + height / 2.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="15" y="{middle:.1}" text-anchor="middle" fill="{y_colour}" transform="rotate(-90 15 {middle:.1})">{y_title}</text>"#
+        );
+    }
 }
