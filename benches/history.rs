@@ -488,7 +488,7 @@ fn project(watch: &Watch, pid: u32, rss_base_mb: f64, transfers: u64, requests: 
     let rss = rss_mb(pid);
     let children: f64 = snapshot_processes(pid)
         .into_iter()
-        .filter_map(|c| status_kb(c, "RssAnon:"))
+        .filter_map(|c| common::proc_status_kb_if_running(c, "RssAnon:"))
         .map(|kb| kb as f64 / 1024.0)
         .sum();
     let available = meminfo_kb("MemAvailable:") as f64 / 1024.0;
@@ -768,12 +768,18 @@ impl Watch {
             if self.stop.load(Relaxed) {
                 return;
             }
-            let Some(daemon) = status_kb(pid, "VmRSS:") else { return };
+            let Some(daemon) = common::proc_status_kb_if_running(pid, "VmRSS:") else { return };
             let children = snapshot_processes(pid);
-            let child: u64 = children.iter().filter_map(|&c| status_kb(c, "VmRSS:")).sum();
+            let child: u64 = children
+                .iter()
+                .filter_map(|&c| common::proc_status_kb_if_running(c, "VmRSS:"))
+                .sum();
             // Its anonymous memory: the mapped journal pages it reads are page cache, which
             // MemAvailable counts as available.
-            let anon: u64 = children.iter().filter_map(|&c| status_kb(c, "RssAnon:")).sum();
+            let anon: u64 = children
+                .iter()
+                .filter_map(|&c| common::proc_status_kb_if_running(c, "RssAnon:"))
+                .sum();
             let available = meminfo_kb("MemAvailable:");
             self.daemon_rss_max_kb.fetch_max(daemon, Relaxed);
             self.child_rss_max_kb.fetch_max(child, Relaxed);
@@ -798,15 +804,6 @@ impl Watch {
             std::thread::sleep(SAMPLE_EVERY);
         }
     }
-}
-
-/// A `kB` field of /proc/PID/status, or `None` once the process is gone.
-fn status_kb(pid: u32, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// A `kB` field of /proc/meminfo.

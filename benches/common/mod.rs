@@ -187,12 +187,17 @@ impl Daemon {
 
 /// A `kB` field of /proc/PID/status.
 pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    proc_status_kb_if_running(pid, field)
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A `kB` field of /proc/PID/status, or `None` once the process is gone.
+pub fn proc_status_kb_if_running(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// CPU time (user + system) a process and its threads have used so far, in microseconds,
