@@ -8,7 +8,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use rkyv::util::AlignedVec;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Name of the snapshot directory inside the data directory.
@@ -22,8 +21,29 @@ pub const SNAPSHOT_HEADER_SIZE: usize = 64;
 const SUFFIX: &str = ".snap";
 const TEMP_SUFFIX: &str = ".snap.tmp";
 
-/// An owned snapshot body, 16-byte aligned so rkyv archives can be accessed in place.
-pub type SnapshotBody = AlignedVec<16>;
+/// A snapshot body: the file mapped read-only (the page cache holds it, not the process's own
+/// memory), seen from the body's first byte. The body starts at offset 64 of a page-aligned
+/// mapping, so it is 16-byte aligned and rkyv archives can be accessed in place.
+pub struct SnapshotBody {
+    map: Option<memmap2::Mmap>,
+}
+
+impl std::ops::Deref for SnapshotBody {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.map {
+            Some(map) => &map[SNAPSHOT_HEADER_SIZE..],
+            None => &[],
+        }
+    }
+}
+
+impl std::fmt::Debug for SnapshotBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SnapshotBody({} bytes)", self.len())
+    }
+}
 
 /// Errors of `load`.
 #[derive(Debug, thiserror::Error)]
@@ -224,10 +244,21 @@ pub fn load(path: &Path) -> Result<LoadedSnapshot, SnapshotError> {
             SNAPSHOT_HEADER_SIZE
         )));
     }
-    let body_len = usize::try_from(body_len).map_err(|_| invalid("body too large".into()))?;
-    let mut body = SnapshotBody::with_capacity(body_len);
-    body.resize(body_len, 0);
-    f.read_exact(&mut body).map_err(io)?;
+    usize::try_from(file_len).map_err(|_| invalid("file too large to map".into()))?;
+    let body = if body_len == 0 {
+        SnapshotBody { map: None }
+    } else {
+        // SAFETY: snapshot files are written once under a temporary name and renamed into
+        // place, never modified after; removing one (pruning) does not affect a mapping.
+        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
+        if map.len() as u64 != file_len {
+            return Err(invalid(format!("file changed size while being mapped ({})", map.len())));
+        }
+        // Read once, front to back (the checksum), then accessed part by part.
+        let _ = map.advise(memmap2::Advice::Sequential);
+        SnapshotBody { map: Some(map) }
+    };
+    debug_assert!((body.as_ptr() as usize).is_multiple_of(16) || body.is_empty());
     let computed = xxh3_64(&body);
     if computed != u64_at(48) {
         return Err(invalid(format!(
