@@ -907,38 +907,16 @@ fn write_plot(path: &Path, windows: &[Window]) {
         LEFT + pw / 2.0
     );
     // Grid: x ticks, left (transfers/s) ticks; right (MB) tick labels at the same heights.
+    let frame = report::Frame { left: LEFT, top: TOP, width: pw, height: ph, image_height: H };
     let x_step = nice_step(x_max, 6.0);
     for i in 0..=((x_max / x_step) as usize).min(40) {
         let v = i as f64 * x_step;
-        let x = sx(v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##,
-            TOP + ph
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            TOP + ph + 15.0,
-            short(v)
-        );
+        frame.x_tick(&mut s, sx(v), &short(v));
     }
     let tps_step = nice_step(tps_max, 6.0);
     for i in 0..=((tps_max / tps_step) as usize).min(40) {
         let v = i as f64 * tps_step;
-        let y = sy_tps(v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
-            LEFT + pw
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="{TPS}">{}</text>"#,
-            LEFT - 5.0,
-            y + 4.0,
-            short(v)
-        );
+        frame.y_tick(&mut s, sy_tps(v), &short(v), TPS);
     }
     let mb_step = nice_step(mb_max, 6.0);
     for i in 0..=((mb_max / mb_step) as usize).min(40) {
@@ -957,7 +935,6 @@ fn write_plot(path: &Path, windows: &[Window]) {
             y + 4.0
         );
     }
-    let frame = report::Frame { left: LEFT, top: TOP, width: pw, height: ph, image_height: H };
     frame.draw(&mut s, "transfers stored", "transfers/s", TPS);
     let _ = writeln!(
         s,

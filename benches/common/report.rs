@@ -113,19 +113,9 @@ pub fn write_svg(path: &Path, title: &str, series: &[(String, &Histogram<u64>)])
     );
     // Grid and axes.
     let pct = ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"];
+    let frame = Frame { left: LEFT, top: TOP, width: pw, height: ph, image_height: H };
     for (i, label) in pct.iter().enumerate().take(x_max as usize + 1) {
-        let x = sx(i as f64);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##,
-            TOP + ph
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            TOP + ph + 15.0,
-            label
-        );
+        frame.x_tick(&mut s, sx(i as f64), label);
     }
     for d in y_lo as i64..=y_hi as i64 {
         let y = sy(d as f64);
@@ -135,19 +125,8 @@ pub fn write_svg(path: &Path, title: &str, series: &[(String, &Histogram<u64>)])
             3..=5 => format!("{} ms", 10i64.pow(d as u32 - 3)),
             _ => format!("{} s", 10i64.pow(d as u32 - 6)),
         };
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
-            LEFT + pw
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#,
-            LEFT - 5.0,
-            y + 4.0
-        );
+        frame.y_tick(&mut s, y, &label, "#000");
     }
-    let frame = Frame { left: LEFT, top: TOP, width: pw, height: ph, image_height: H };
     frame.draw(&mut s, "percentile (1/(1-p) axis)", "latency", "#000");
     for (i, ((name, _), pts)) in series.iter().zip(&lines).enumerate() {
         let color = COLORS[i % COLORS.len()];
@@ -198,6 +177,35 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A vertical grid line at `x` with its label under the plot.
+    pub fn x_tick(&self, s: &mut String, x: f64, label: &str) {
+        let (top, bottom) = (self.top, self.top + self.height);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{bottom:.1}" stroke="#ddd"/>"##
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
+            bottom + 15.0
+        );
+    }
+
+    /// A horizontal grid line at `y` with its label left of the plot.
+    pub fn y_tick(&self, s: &mut String, y: f64, label: &str, colour: &str) {
+        let (left, right) = (self.left, self.left + self.width);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{y:.1}" x2="{right:.1}" y2="{y:.1}" stroke="#ddd"/>"##
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="{colour}">{label}</text>"#,
+            left - 5.0,
+            y + 4.0
+        );
+    }
+
     pub fn draw(&self, s: &mut String, x_title: &str, y_title: &str, y_colour: &str) {
         let Frame { left, top, width, height, image_height } = *self;
         let _ = writeln!(
