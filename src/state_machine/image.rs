@@ -143,32 +143,6 @@ fn inconsistent(message: impl Into<String>) -> ImageError {
 }
 
 impl StateMachine {
-    /// A hash of the canonical ledger contents: accounts (with balances and limits), transfers
-    /// and their pending status, and the failed-id memory, in insertion order. The clock,
-    /// scratch space and derived indexes do not enter it, so reads, `exists` retries, replay
-    /// and snapshot images all leave it unchanged.
-    pub fn state_hash(&self) -> u128 {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(b"ledgerd.state.v1");
-        h.update(&(self.accounts.len() as u64).to_le_bytes());
-        for (a, ext) in self.accounts.iter().zip(&self.account_ext) {
-            h.update(&a.to_bytes());
-            h.update(&ext.limit.to_le_bytes());
-            h.update(&ext.limit_timestamp.to_le_bytes());
-        }
-        h.update(&(self.transfers.len() as u64).to_le_bytes());
-        for (t, state) in self.transfers.iter().zip(&self.transfer_states) {
-            h.update(&t.to_bytes());
-            h.update(&[*state as u8]);
-        }
-        h.update(&(self.failed.len() as u64).to_le_bytes());
-        for f in &self.failed {
-            h.update(&f.id.to_le_bytes());
-            h.update(&f.code.to_le_bytes());
-        }
-        h.digest128()
-    }
-
     /// Writes a versioned image of the whole state into `out` (cleared first), as parts of
     /// bounded size (see [`Part`]).
     pub fn write_image(&self, out: &mut rkyv::util::AlignedVec<16>) {
@@ -514,6 +488,7 @@ impl Loader {
             )));
         }
         self.sm.expiries = BinaryHeap::from(std::mem::take(&mut self.expiries));
+        self.sm.reset_digest();
         Ok(self.sm)
     }
 }

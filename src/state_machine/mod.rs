@@ -17,6 +17,7 @@
 //! Submodules: `image` (snapshot images and the state hash), `query` (lookups and filters),
 //! `replay` (applying journaled events).
 
+mod digest;
 mod image;
 mod index;
 mod query;
@@ -134,6 +135,8 @@ struct AccountExt {
     history: Vec<AccountBalance>,
     /// `SIDE_*` of each `history` row.
     history_sides: Vec<u8>,
+    /// What the account's term in the state hash multiplies its balances by (see `digest`).
+    key: u128,
 }
 
 /// One mutation, recorded while a linked chain is open so that the chain can be undone.
@@ -192,6 +195,8 @@ pub struct StateMachine {
     /// transfers no longer pending are dropped lazily; the top is always live between calls.
     expiries: BinaryHeap<Reverse<(u64, u32)>>,
     pending_count: u64,
+    /// The state hash's running sums (see `digest`).
+    sums: digest::StateSums,
 
     // Scratch, reused across calls (no allocation on the hot path once grown).
     undo: Vec<Undo>,
@@ -301,6 +306,7 @@ impl StateMachine {
             failed_index: IdIndex::with_capacity(0),
             expiries: BinaryHeap::new(),
             pending_count: 0,
+            sums: digest::StateSums::default(),
             undo: Vec::with_capacity(64),
             in_chain: false,
             chain_expiries: Vec::new(),
@@ -499,6 +505,7 @@ impl StateMachine {
             match undo {
                 Undo::AccountCreated => {
                     let id = self.accounts.last().expect("undo account").id;
+                    self.digest_account_removed(self.accounts.len() as u32 - 1);
                     let removed = self.account_index.remove(id, &self.accounts);
                     debug_assert!(removed);
                     self.accounts.pop();
@@ -506,7 +513,9 @@ impl StateMachine {
                 }
                 Undo::TransferCreated => self.pop_transfer(),
                 Undo::Balances { account, balances } => {
-                    set_balances(&mut self.accounts[account as usize], &balances)
+                    let old = Balances::of(&self.accounts[account as usize]);
+                    set_balances(&mut self.accounts[account as usize], &balances);
+                    self.digest_balances_changed(account, &old);
                 }
                 Undo::State { transfer, state } => self.set_state(transfer, state),
             }
@@ -548,6 +557,7 @@ impl StateMachine {
         debug_assert!(claimed.is_ok());
         self.accounts.push(account);
         self.account_ext.push(AccountExt::default());
+        self.digest_account_added(index);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -577,9 +587,11 @@ impl StateMachine {
     }
 
     fn apply_limit(&mut self, index: u32, limit: &AccountLimit) {
+        self.digest_account_removed(index);
         let ext = &mut self.account_ext[index as usize];
         ext.limit = limit.limit;
         ext.limit_timestamp = limit.timestamp;
+        self.digest_account_added(index);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -756,8 +768,7 @@ impl StateMachine {
 
         // Validated: from here on nothing fails.
         let transfer = Transfer { amount, timestamp: ts, ..*t };
-        self.save_balances(dr_index);
-        self.save_balances(cr_index);
+        let (dr_old, cr_old) = self.save_balances(dr_index, cr_index);
         let (dr, cr) = pair_mut(&mut self.accounts, dr_index, cr_index);
         if pending {
             dr.debits_pending += amount;
@@ -766,6 +777,8 @@ impl StateMachine {
             dr.debits_posted += amount;
             cr.credits_posted += amount;
         }
+        self.digest_balances_changed(dr_index, &dr_old);
+        self.digest_balances_changed(cr_index, &cr_old);
         self.assert_balances_hold(dr_index);
         self.assert_balances_hold(cr_index);
         let state = if pending { TransferState::Pending } else { TransferState::Final };
@@ -859,11 +872,12 @@ impl StateMachine {
             timestamp: ts,
             ..*t
         };
-        self.save_balances(dr_index);
-        self.save_balances(cr_index);
+        let (dr_old, cr_old) = self.save_balances(dr_index, cr_index);
         let (dr, cr) = pair_mut(&mut self.accounts, dr_index, cr_index);
         release_pending(dr, cr, p.amount, if post { amount } else { 0 })
             .expect("a pending reservation is within the balances");
+        self.digest_balances_changed(dr_index, &dr_old);
+        self.digest_balances_changed(cr_index, &cr_old);
         self.assert_balances_hold(dr_index);
         self.assert_balances_hold(cr_index);
         self.record(Undo::State { transfer: p_index, state: TransferState::Pending });
@@ -935,6 +949,7 @@ impl StateMachine {
         let claimed = self.failed_index.claim(failed.id, index, &self.failed);
         debug_assert!(claimed.is_ok());
         self.failed.push(failed);
+        self.digest_failed_added(&failed);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -977,8 +992,11 @@ impl StateMachine {
         debug_assert_eq!(self.transfer_states[index as usize], TransferState::Pending);
         let dr_index = self.account_slot(p.debit_account_id);
         let cr_index = self.account_slot(p.credit_account_id);
+        let (dr_old, cr_old) = self.save_balances(dr_index, cr_index);
         let (dr, cr) = pair_mut(&mut self.accounts, dr_index, cr_index);
         release_pending(dr, cr, p.amount, 0).expect("a pending reservation is within the balances");
+        self.digest_balances_changed(dr_index, &dr_old);
+        self.digest_balances_changed(cr_index, &cr_old);
         self.set_state(index, TransferState::Expired);
         self.push_history(dr_index, ts, SIDE_DEBIT);
         self.push_history(cr_index, ts, SIDE_CREDIT);
@@ -1016,7 +1034,8 @@ impl StateMachine {
 
     /// Checks the whole state, O(accounts + transfers + failed ids): per ledger debits equal
     /// credits (pending and posted separately), every account's limits, and that every index
-    /// points at the record it names. For tests and long runs (`--verify`); the daemon panics
+    /// points at the record it names, and that the state hash's running sums match the
+    /// state. For tests and long runs (`--verify`); the daemon panics
     /// (and so aborts) on an error.
     pub fn verify(&self) -> Result<(), String> {
         if self.accounts.len() != self.account_ext.len() {
@@ -1070,25 +1089,35 @@ impl StateMachine {
                 return Err(format!("failed id {} is not found at its index {i}", f.id));
             }
         }
-        Ok(())
+        self.digest_check()
     }
 
     // ---------------------------------------------------------------------------------------
     // Shared mutation helpers (also used by replay).
 
-    fn save_balances(&mut self, account: u32) {
+    /// The balances of a transfer's two accounts before it changes them: saved for undo
+    /// while a chain is open, returned for the state hash.
+    fn save_balances(&mut self, dr: u32, cr: u32) -> (Balances, Balances) {
+        let saved =
+            (Balances::of(&self.accounts[dr as usize]), Balances::of(&self.accounts[cr as usize]));
         if self.in_chain {
-            let balances = Balances::of(&self.accounts[account as usize]);
-            self.undo.push(Undo::Balances { account, balances });
+            self.undo.push(Undo::Balances { account: dr, balances: saved.0 });
+            self.undo.push(Undo::Balances { account: cr, balances: saved.1 });
         }
+        saved
     }
 
     fn set_state(&mut self, transfer: u32, state: TransferState) {
-        let slot = &mut self.transfer_states[transfer as usize];
-        let was_pending = *slot == TransferState::Pending;
+        let old = self.transfer_states[transfer as usize];
+        if old == state {
+            return;
+        }
+        self.digest_transfer(transfer, false);
+        let was_pending = old == TransferState::Pending;
         let is_pending = state == TransferState::Pending;
         self.pending_count = self.pending_count + is_pending as u64 - was_pending as u64;
-        *slot = state;
+        self.transfer_states[transfer as usize] = state;
+        self.digest_transfer(transfer, true);
     }
 
     /// Appends a transfer (balances already updated): account lists, history rows.
@@ -1098,6 +1127,7 @@ impl StateMachine {
         debug_assert_eq!(self.transfer_index.len(), index as usize + 1);
         self.transfers.push(t);
         self.transfer_states.push(TransferState::Final);
+        self.digest_transfer(index, true);
         self.set_state(index, state);
         self.account_ext[dr as usize].transfers.push(index);
         self.account_ext[cr as usize].transfers.push(index);
@@ -1112,9 +1142,9 @@ impl StateMachine {
         let t = *self.transfers.last().expect("undo transfer");
         let removed = self.transfer_index.remove(t.id, &self.transfers);
         debug_assert!(removed);
+        self.set_state_len_pop();
         self.transfers.pop();
         let index = self.transfers.len() as u32;
-        self.set_state_len_pop();
         let dr = self.account_slot(t.debit_account_id);
         let cr = self.account_slot(t.credit_account_id);
         for (account, side) in [(cr, SIDE_CREDIT), (dr, SIDE_DEBIT)] {
@@ -1132,6 +1162,7 @@ impl StateMachine {
     fn set_state_len_pop(&mut self) {
         let last = self.transfer_states.len() as u32 - 1;
         self.set_state(last, TransferState::Final);
+        self.digest_transfer(last, false);
         self.transfer_states.pop();
     }
 

@@ -171,14 +171,18 @@ impl StateMachine {
             if t.amount > p.amount {
                 return Err(ReplayError::AmountAbovePending(t.id));
             }
+            let (dr_old, cr_old) = self.save_balances(dr_index, cr_index);
             let (dr, cr) = pair_mut(&mut self.accounts, dr_index, cr_index);
             release_pending(dr, cr, p.amount, if post { t.amount } else { 0 })
                 .ok_or(ReplayError::Overflow(t.id))?;
+            self.digest_balances_changed(dr_index, &dr_old);
+            self.digest_balances_changed(cr_index, &cr_old);
             let state = if post { TransferState::Posted } else { TransferState::Voided };
             self.set_state(p_index, state);
             self.push_transfer(*t, TransferState::Final, dr_index, cr_index);
         } else {
             let pending = t.has(TransferFlags::PENDING);
+            let (dr_old, cr_old) = self.save_balances(dr_index, cr_index);
             let (dr, cr) = pair_mut(&mut self.accounts, dr_index, cr_index);
             let overflow = ReplayError::Overflow(t.id);
             let (dr_field, cr_field) = if pending {
@@ -190,6 +194,8 @@ impl StateMachine {
             *cr_field = cr_field.checked_add(t.amount).ok_or(overflow.clone())?;
             dr.debits_pending.checked_add(dr.debits_posted).ok_or(overflow.clone())?;
             cr.credits_pending.checked_add(cr.credits_posted).ok_or(overflow)?;
+            self.digest_balances_changed(dr_index, &dr_old);
+            self.digest_balances_changed(cr_index, &cr_old);
             let state = if pending { TransferState::Pending } else { TransferState::Final };
             let index = self.push_transfer(*t, state, dr_index, cr_index);
             if pending && t.timeout > 0 {
