@@ -16,7 +16,7 @@
 
 use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_seed};
 
-use super::{AccountExt, StateMachine, TransferState};
+use super::{StateMachine, TransferState};
 use crate::event::{Balances, FailedId};
 use crate::types::{Account, Transfer};
 
@@ -64,6 +64,15 @@ pub(super) fn balance_weight(b: &Balances) -> u128 {
         .wrapping_add(K[3].wrapping_mul(b.credits_posted))
 }
 
+/// `Σ Kᵢ·(newᵢ - oldᵢ)`: what a balance change adds to the weight (mod 2^128).
+#[inline]
+fn weight_delta(old: &Balances, new: &Balances) -> u128 {
+    K[0].wrapping_mul(new.debits_pending.wrapping_sub(old.debits_pending))
+        .wrapping_add(K[1].wrapping_mul(new.debits_posted.wrapping_sub(old.debits_posted)))
+        .wrapping_add(K[2].wrapping_mul(new.credits_pending.wrapping_sub(old.credits_pending)))
+        .wrapping_add(K[3].wrapping_mul(new.credits_posted.wrapping_sub(old.credits_posted)))
+}
+
 pub(super) fn account_term(key: u128, b: &Balances) -> u128 {
     key.wrapping_mul(1u128.wrapping_add(balance_weight(b)))
 }
@@ -77,17 +86,19 @@ pub(super) fn failed_term(f: &FailedId) -> u128 {
 }
 
 impl StateSums {
-    /// The sums of a whole state, from scratch (O(n)); also the keys its accounts should have.
+    /// The sums of a whole state, from scratch (O(n) in memory; evicted records through their
+    /// saved sum).
     pub(super) fn of(sm: &StateMachine) -> StateSums {
-        let mut sums = StateSums::default();
+        let mut sums = sm.evicted_sums;
         for (a, ext) in sm.accounts.iter().zip(&sm.account_ext) {
             let key = account_key(a, ext.limit, ext.limit_timestamp);
             sums.accounts = sums.accounts.wrapping_add(account_term(key, &Balances::of(a)));
         }
-        for (t, state) in sm.transfers.iter().zip(&sm.transfer_states) {
+        // Free slots have id 0.
+        for (t, state) in sm.transfers.iter().zip(&sm.transfer_states).filter(|(t, _)| t.id != 0) {
             sums.transfers = sums.transfers.wrapping_add(transfer_term(t, *state));
         }
-        for f in &sm.failed {
+        for f in sm.failed.iter().filter(|f| f.id != 0) {
             sums.failed = sums.failed.wrapping_add(failed_term(f));
         }
         sums
@@ -97,8 +108,10 @@ impl StateSums {
 impl StateMachine {
     /// Recomputes every account key and the sums from scratch (after loading an image).
     pub(super) fn reset_digest(&mut self) {
-        for (a, ext) in self.accounts.iter().zip(self.account_ext.iter_mut()) {
-            ext.key = account_key(a, ext.limit, ext.limit_timestamp);
+        for ((a, ext), key) in
+            self.accounts.iter().zip(&self.account_ext).zip(self.account_keys.iter_mut())
+        {
+            *key = account_key(a, ext.limit, ext.limit_timestamp);
         }
         self.sums = StateSums::of(self);
     }
@@ -106,16 +119,17 @@ impl StateMachine {
     /// Adds a new account (zero balances or not) to the sums, setting its key.
     pub(super) fn digest_account_added(&mut self, index: u32) {
         let a = &self.accounts[index as usize];
-        let ext: &mut AccountExt = &mut self.account_ext[index as usize];
-        ext.key = account_key(a, ext.limit, ext.limit_timestamp);
-        let term = account_term(ext.key, &Balances::of(a));
+        let ext = &self.account_ext[index as usize];
+        let key = account_key(a, ext.limit, ext.limit_timestamp);
+        self.account_keys[index as usize] = key;
+        let term = account_term(key, &Balances::of(a));
         self.sums.accounts = self.sums.accounts.wrapping_add(term);
     }
 
     /// Removes an account from the sums (undo of its creation).
     pub(super) fn digest_account_removed(&mut self, index: u32) {
         let a = &self.accounts[index as usize];
-        let term = account_term(self.account_ext[index as usize].key, &Balances::of(a));
+        let term = account_term(self.account_keys[index as usize], &Balances::of(a));
         self.sums.accounts = self.sums.accounts.wrapping_sub(term);
     }
 
@@ -123,8 +137,8 @@ impl StateMachine {
     #[inline]
     pub(super) fn digest_balances_changed(&mut self, index: u32, old: &Balances) {
         let new = Balances::of(&self.accounts[index as usize]);
-        let key = self.account_ext[index as usize].key;
-        let delta = balance_weight(&new).wrapping_sub(balance_weight(old));
+        let delta = weight_delta(old, &new);
+        let key = self.account_keys[index as usize];
         self.sums.accounts = self.sums.accounts.wrapping_add(key.wrapping_mul(delta));
     }
 
@@ -149,9 +163,9 @@ impl StateMachine {
     pub fn state_hash(&self) -> u128 {
         let mut bytes = [0u8; 16 + 3 * 8 + 3 * 16];
         bytes[..16].copy_from_slice(b"ledgerd.state.v2");
-        let counts = [self.accounts.len(), self.transfers.len(), self.failed.len()];
+        let counts = [self.accounts.len() as u64, self.transfers_created, self.failed_remembered];
         for (i, n) in counts.iter().enumerate() {
-            bytes[16 + i * 8..24 + i * 8].copy_from_slice(&(*n as u64).to_le_bytes());
+            bytes[16 + i * 8..24 + i * 8].copy_from_slice(&n.to_le_bytes());
         }
         let sums = [self.sums.accounts, self.sums.transfers, self.sums.failed];
         for (i, s) in sums.iter().enumerate() {
@@ -169,8 +183,11 @@ impl StateMachine {
                 self.sums, scratch
             ));
         }
+        if self.account_keys.len() != self.accounts.len() {
+            return Err("accounts and their hash keys differ in number".into());
+        }
         for (i, (a, ext)) in self.accounts.iter().zip(&self.account_ext).enumerate() {
-            if ext.key != account_key(a, ext.limit, ext.limit_timestamp) {
+            if self.account_keys[i] != account_key(a, ext.limit, ext.limit_timestamp) {
                 return Err(format!("account {i} ({}) has a stale hash key", a.id));
             }
         }

@@ -9,14 +9,22 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::{AccountExt, Capacity, StateMachine, TransferState, SIDE_CREDIT, SIDE_DEBIT};
+use super::digest::StateSums;
+use super::{
+    AccountExt, Capacity, StateMachine, TransferState, MARK_CREATION_EVICTED, MARK_FINISH_EVICTED,
+    SIDE_CREDIT, SIDE_DEBIT,
+};
 use crate::event::FailedId;
-use crate::types::{Account, AccountBalance, AccountFlags, AccountLimit, ResultCode, Transfer};
+use crate::types::{
+    Account, AccountBalance, AccountFlags, AccountLimit, ResultCode, Transfer, TransferFlags,
+};
 
 /// Version of the image body layout; bump on any change to [`Part`] or the framing.
 /// Version 1 was one archive of the whole state, which rkyv's 32-bit relative pointers cap
-/// at 2 GiB (about 16M transfers): it is read no more (recovery then replays the journal).
-pub const IMAGE_VERSION: u32 = 2;
+/// at 2 GiB (about 16M transfers); version 2 had no eviction (no marks, finished queue,
+/// failed-id timestamps or evicted sums). Neither is read any more: recovery then uses an
+/// older snapshot or replays the journal.
+pub const IMAGE_VERSION: u32 = 3;
 
 const IMAGE_MAGIC: [u8; 8] = *b"LDGIMAGE";
 /// `magic@0 [u8; 8]`, `version@8 u32 LE`, `parts@12 u32 LE`.
@@ -59,6 +67,8 @@ struct HistoryImage {
     sides: Vec<u8>,
 }
 
+/// A pending transfer's deadline, or a finished pending transfer's change (`at` is then its
+/// timestamp); `transfer` is the position in the image's transfers.
 #[derive(Clone, Copy, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct ExpiryImage {
     expires_at_ns: u64,
@@ -77,11 +87,16 @@ enum Part {
     /// Limits that were set, one per account at most.
     Limits(Vec<AccountLimit>),
     History(HistoryImage),
-    /// Transfers with the [`TransferState`] of each.
+    /// Transfers in memory with the [`TransferState`] of each in its low 4 bits and its
+    /// eviction marks (`MARK_*`) above: first those whose creation was evicted, then the others
+    /// in creation order (the order of the account lists).
     Transfers(Vec<Transfer>, Vec<u8>),
     /// Live expiry entries, in expiry order.
     Expiries(Vec<ExpiryImage>),
-    Failed(Vec<FailedId>),
+    /// Finished pending transfers whose change is not evicted yet, in timestamp order.
+    Finished(Vec<ExpiryImage>),
+    /// Failed ids in memory, in the order they failed, with the timestamp of each.
+    Failed(Vec<FailedId>, Vec<u64>),
 }
 
 #[derive(
@@ -93,9 +108,19 @@ struct Totals {
     accounts: u64,
     limits: u64,
     history_rows: u64,
+    /// Transfers in the image.
     transfers: u64,
     expiries: u64,
+    finished: u64,
+    /// Failed ids in the image.
     failed: u64,
+    /// Transfers and failed ids ever, in the image or evicted.
+    transfers_created: u64,
+    failed_remembered: u64,
+    evicted_through_ns: u64,
+    /// State-hash terms of the evicted transfers and failed ids.
+    evicted_transfers_sum: u128,
+    evicted_failed_sum: u128,
 }
 
 impl ArchivedPart {
@@ -108,7 +133,8 @@ impl ArchivedPart {
             ArchivedPart::History(_) => 3,
             ArchivedPart::Transfers(..) => 4,
             ArchivedPart::Expiries(_) => 5,
-            ArchivedPart::Failed(_) => 6,
+            ArchivedPart::Finished(_) => 6,
+            ArchivedPart::Failed(..) => 7,
         }
     }
 }
@@ -154,13 +180,34 @@ impl StateMachine {
     /// (at most [`PART_RECORDS_MAX`] records) and the limits and expiries.
     pub fn write_image_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
         assert!(!self.in_chain);
+        // Transfers in image order: creation evicted first, then the account lists' order.
+        let listed: Vec<u32> = self.creation_order.iter().copied().collect();
+        let mut order: Vec<u32> = (0..self.transfers.len() as u32)
+            .filter(|&i| {
+                self.transfers[i as usize].id != 0
+                    && self.slot_marks[i as usize] & MARK_CREATION_EVICTED != 0
+            })
+            .collect();
+        order.extend_from_slice(&listed);
+        let mut position = vec![u32::MAX; self.transfers.len()];
+        for (p, &slot) in order.iter().enumerate() {
+            position[slot as usize] = p as u32;
+        }
         let mut expiries: Vec<ExpiryImage> = self
             .expiries
             .iter()
-            .filter(|Reverse((_, i))| self.transfer_states[*i as usize] == TransferState::Pending)
-            .map(|Reverse((at, i))| ExpiryImage { expires_at_ns: *at, transfer: *i })
+            .filter_map(|Reverse((at, id))| {
+                let slot = self.live_expiry(*id)?;
+                Some(ExpiryImage { expires_at_ns: *at, transfer: position[slot as usize] })
+            })
             .collect();
         expiries.sort_unstable_by_key(|e| (e.expires_at_ns, e.transfer));
+        expiries.dedup_by_key(|e| (e.expires_at_ns, e.transfer));
+        let finished: Vec<ExpiryImage> = self
+            .finished
+            .iter()
+            .map(|&(ts, slot)| ExpiryImage { expires_at_ns: ts, transfer: position[slot as usize] })
+            .collect();
         let limits: Vec<AccountLimit> = self
             .accounts
             .iter()
@@ -178,9 +225,15 @@ impl StateMachine {
             accounts: self.accounts.len() as u64,
             limits: limits.len() as u64,
             history_rows: self.account_ext.iter().map(|e| e.history.len() as u64).sum(),
-            transfers: self.transfers.len() as u64,
+            transfers: order.len() as u64,
             expiries: expiries.len() as u64,
-            failed: self.failed.len() as u64,
+            finished: finished.len() as u64,
+            failed: self.failed_order.len() as u64,
+            transfers_created: self.transfers_created,
+            failed_remembered: self.failed_remembered,
+            evicted_through_ns: self.evicted_through_ns,
+            evicted_transfers_sum: self.evicted_sums.transfers,
+            evicted_failed_sum: self.evicted_sums.failed,
         };
         // The header says how many parts follow, so count them first.
         let parts_of = |n: usize| n.div_ceil(PART_RECORDS_MAX);
@@ -188,9 +241,10 @@ impl StateMachine {
             + parts_of(self.accounts.len())
             + parts_of(limits.len())
             + self.account_ext.iter().map(|e| parts_of(e.history.len())).sum::<usize>()
-            + parts_of(self.transfers.len())
+            + parts_of(order.len())
             + parts_of(expiries.len())
-            + parts_of(self.failed.len());
+            + parts_of(finished.len())
+            + parts_of(self.failed_order.len());
         let parts = u32::try_from(parts).expect("parts fit u32");
         out.write_all(&IMAGE_MAGIC)?;
         out.write_all(&IMAGE_VERSION.to_le_bytes())?;
@@ -204,30 +258,34 @@ impl StateMachine {
             w.put(&Part::Limits(chunk.to_vec()))?;
         }
         for (index, ext) in self.account_ext.iter().enumerate() {
-            for (rows, sides) in
-                ext.history.chunks(PART_RECORDS_MAX).zip(ext.history_sides.chunks(PART_RECORDS_MAX))
-            {
-                let account = index as u32;
+            for start in (0..ext.history.len()).step_by(PART_RECORDS_MAX) {
+                let end = (start + PART_RECORDS_MAX).min(ext.history.len());
                 w.put(&Part::History(HistoryImage {
-                    account,
-                    rows: rows.to_vec(),
-                    sides: sides.to_vec(),
+                    account: index as u32,
+                    rows: ext.history.range(start..end).copied().collect(),
+                    sides: ext.history_sides.range(start..end).copied().collect(),
                 }))?;
             }
         }
-        for (transfers, states) in self
-            .transfers
-            .chunks(PART_RECORDS_MAX)
-            .zip(self.transfer_states.chunks(PART_RECORDS_MAX))
-        {
-            let states = states.iter().map(|s| *s as u8).collect();
-            w.put(&Part::Transfers(transfers.to_vec(), states))?;
+        for chunk in order.chunks(PART_RECORDS_MAX) {
+            let transfers = chunk.iter().map(|&i| self.transfers[i as usize]).collect();
+            let states = chunk
+                .iter()
+                .map(|&i| self.transfer_states[i as usize] as u8 | self.slot_marks[i as usize] << 4)
+                .collect();
+            w.put(&Part::Transfers(transfers, states))?;
         }
         for chunk in expiries.chunks(PART_RECORDS_MAX) {
             w.put(&Part::Expiries(chunk.to_vec()))?;
         }
-        for chunk in self.failed.chunks(PART_RECORDS_MAX) {
-            w.put(&Part::Failed(chunk.to_vec()))?;
+        for chunk in finished.chunks(PART_RECORDS_MAX) {
+            w.put(&Part::Finished(chunk.to_vec()))?;
+        }
+        let failed: Vec<(u64, u32)> = self.failed_order.iter().copied().collect();
+        for chunk in failed.chunks(PART_RECORDS_MAX) {
+            let records = chunk.iter().map(|&(_, i)| self.failed[i as usize]).collect();
+            let timestamps = chunk.iter().map(|&(ts, _)| ts).collect();
+            w.put(&Part::Failed(records, timestamps))?;
         }
         assert_eq!(w.parts, parts, "the parts written are the parts counted");
         Ok(())
@@ -301,7 +359,7 @@ struct Loader {
     limits: u64,
     history_rows: u64,
     history_account: u32,
-    expiries: Vec<Reverse<(u64, u32)>>,
+    expiries: Vec<Reverse<(u64, u128)>>,
 }
 
 impl Loader {
@@ -358,6 +416,7 @@ impl Loader {
                     debug_assert!(claimed.is_ok());
                     sm.accounts.push(a);
                     sm.account_ext.push(AccountExt::default());
+                    sm.account_keys.push(0);
                 }
             }
             ArchivedPart::Limits(limits) => {
@@ -410,8 +469,17 @@ impl Loader {
                         sm.transfer_index.prefetch(ahead.id.to_native());
                     }
                     let t = Transfer::from(t);
-                    let state = TransferState::from_u8(*state)
+                    let marks = *state >> 4;
+                    let state = TransferState::from_u8(*state & 0x0f)
                         .ok_or_else(|| inconsistent(format!("transfer {} state {state}", t.id)))?;
+                    let listed = match marks {
+                        0 => true,
+                        MARK_CREATION_EVICTED if t.has(TransferFlags::PENDING) => false,
+                        _ => return Err(inconsistent(format!("transfer {} marks {marks}", t.id))),
+                    };
+                    if !listed && !sm.creation_order.is_empty() {
+                        return Err(inconsistent(format!("transfer {} out of order", t.id)));
+                    }
                     let dr = sm.account_index.get(t.debit_account_id, &sm.accounts);
                     let cr = sm.account_index.get(t.credit_account_id, &sm.accounts);
                     let (Some(dr), Some(cr)) = (dr, cr) else {
@@ -432,9 +500,13 @@ impl Loader {
                     }
                     sm.transfers.push(t);
                     sm.transfer_states.push(TransferState::Final);
+                    sm.slot_marks.push(marks);
                     sm.set_state(index, state);
-                    sm.account_ext[dr as usize].transfers.push(index);
-                    sm.account_ext[cr as usize].transfers.push(index);
+                    if listed {
+                        sm.creation_order.push_back(index);
+                        sm.account_ext[dr as usize].transfers.push_back(index);
+                        sm.account_ext[cr as usize].transfers.push_back(index);
+                    }
                 }
             }
             ArchivedPart::Expiries(expiries) => {
@@ -445,11 +517,35 @@ impl Loader {
                     if !ok {
                         return Err(inconsistent(format!("expiry of transfer index {index}")));
                     }
-                    self.expiries.push(Reverse((e.expires_at_ns.to_native(), index)));
+                    let id = sm.transfers[index as usize].id;
+                    self.expiries.push(Reverse((e.expires_at_ns.to_native(), id)));
                 }
             }
-            ArchivedPart::Failed(failed) => {
-                for f in failed.iter() {
+            ArchivedPart::Finished(finished) => {
+                for f in finished.iter() {
+                    let (ts, index) = (f.expires_at_ns.to_native(), f.transfer.to_native());
+                    let ok = (index as usize) < sm.transfers.len()
+                        && !matches!(
+                            sm.transfer_states[index as usize],
+                            TransferState::Pending | TransferState::Final
+                        )
+                        && sm.finished.back().is_none_or(|(last, _)| *last < ts)
+                        && sm.slot_marks[index as usize] & MARK_FINISH_EVICTED == 0;
+                    if !ok {
+                        return Err(inconsistent(format!("finished transfer index {index}")));
+                    }
+                    sm.finished.push_back((ts, index));
+                }
+            }
+            ArchivedPart::Failed(failed, timestamps) => {
+                if failed.len() != timestamps.len() {
+                    return Err(inconsistent("failed ids and their timestamps differ in length"));
+                }
+                for (f, ts) in failed.iter().zip(timestamps.iter()) {
+                    let ts = ts.to_native();
+                    if sm.failed_order.back().is_some_and(|(last, _)| *last > ts) {
+                        return Err(inconsistent("failed ids out of order"));
+                    }
                     let id = f.id.to_native();
                     let code = ResultCode::from_u32(f.code.to_native())
                         .filter(|c| c.is_transient())
@@ -462,7 +558,7 @@ impl Loader {
                     if sm.failed.len() as u64 >= Capacity::MAX.failed_ids {
                         return Err(inconsistent("more failed ids than an index can hold"));
                     }
-                    sm.remember_failed(FailedId::new(id, code));
+                    sm.remember_failed(FailedId::new(id, code), ts);
                 }
             }
         }
@@ -480,14 +576,32 @@ impl Loader {
             history_rows: self.history_rows,
             transfers: sm.transfers.len() as u64,
             expiries: self.expiries.len() as u64,
+            finished: sm.finished.len() as u64,
             failed: sm.failed.len() as u64,
+            // Taken from the totals below, after the checks that they can be right.
+            transfers_created: totals.transfers_created,
+            failed_remembered: totals.failed_remembered,
+            evicted_through_ns: totals.evicted_through_ns,
+            evicted_transfers_sum: totals.evicted_transfers_sum,
+            evicted_failed_sum: totals.evicted_failed_sum,
         };
-        if found != totals {
+        let evicted_fits = totals.transfers_created >= found.transfers
+            && totals.failed_remembered >= found.failed
+            && totals.evicted_through_ns <= totals.clock_ns;
+        if found != totals || !evicted_fits {
             return Err(inconsistent(format!(
                 "the parts hold {found:?}, the totals say {totals:?}"
             )));
         }
         self.sm.expiries = BinaryHeap::from(std::mem::take(&mut self.expiries));
+        self.sm.transfers_created = totals.transfers_created;
+        self.sm.failed_remembered = totals.failed_remembered;
+        self.sm.evicted_through_ns = totals.evicted_through_ns;
+        self.sm.evicted_sums = StateSums {
+            accounts: 0,
+            transfers: totals.evicted_transfers_sum,
+            failed: totals.evicted_failed_sum,
+        };
         self.sm.reset_digest();
         Ok(self.sm)
     }

@@ -12,7 +12,8 @@
 //! Linear probing, load factor at most 3/4, deletion by backward shift (no tombstones). The
 //! keys are not stored: every operation that needs a key reads it through `keys`, the
 //! records (`keys[index].id`). An index that is not (yet) in `keys`, like the id
-//! `create_transfer` claims before the record is pushed, never compares equal.
+//! `create_transfer` claims before the record is pushed, or whose record has id 0 (a slot
+//! freed by eviction, reused by the next record), never compares equal.
 //!
 //! **Growth never stalls.** When the table passes 3/4 full, a table twice its size is
 //! allocated (zeroed lazily by the kernel) and the old one is kept, read-only, beside it;
@@ -98,7 +99,8 @@ fn hash(id: u128) -> u64 {
 
 #[inline]
 fn key_of<T: Keyed>(keys: &[T], index: u32) -> Option<u128> {
-    keys.get(index as usize).map(Keyed::key)
+    // Id 0 marks a slot whose record was evicted (or not written yet): no record.
+    keys.get(index as usize).map(Keyed::key).filter(|&id| id != 0)
 }
 
 #[inline]

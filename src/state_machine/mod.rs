@@ -18,6 +18,7 @@
 //! `replay` (applying journaled events).
 
 mod digest;
+mod evict;
 mod image;
 mod index;
 mod query;
@@ -26,7 +27,7 @@ mod replay;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use index::{prefetch_ptr, prefetch_record, IdIndex};
 
@@ -36,6 +37,7 @@ use crate::types::{
     TransferFlags, EVENTS_PER_REQUEST_MAX, ID_INVALID_MAX,
 };
 
+pub use evict::ColdHits;
 pub use image::{ImageError, IMAGE_VERSION};
 pub use replay::ReplayError;
 
@@ -129,14 +131,14 @@ struct AccountExt {
     limit: u128,
     /// When the limit was last set; 0 if never.
     limit_timestamp: u64,
-    /// Indexes into `transfers` of every transfer on either side, ascending timestamps.
-    transfers: Vec<u32>,
-    /// `history` accounts only: balances after each change, ascending timestamps.
-    history: Vec<AccountBalance>,
+    /// Slots in `transfers` of every transfer in memory on either side whose creation was not
+    /// evicted yet, ascending timestamps.
+    transfers: VecDeque<u32>,
+    /// `history` accounts only: balances after each change not evicted yet, ascending
+    /// timestamps.
+    history: VecDeque<AccountBalance>,
     /// `SIDE_*` of each `history` row.
-    history_sides: Vec<u8>,
-    /// What the account's term in the state hash multiplies its balances by (see `digest`).
-    key: u128,
+    history_sides: VecDeque<u8>,
 }
 
 /// One mutation, recorded while a linked chain is open so that the chain can be undone.
@@ -178,30 +180,59 @@ pub struct LedgerTotals {
     pub credits_pending: u128,
 }
 
+/// Bits of [`StateMachine::slot_marks`].
+const MARK_CREATION_EVICTED: u8 = 1;
+const MARK_FINISH_EVICTED: u8 = 2;
+
 /// The whole ledger state. See the module docs.
 pub struct StateMachine {
     /// Highest timestamp assigned so far (ns since the Unix epoch).
     clock_ns: u64,
     accounts: Vec<Account>,
     account_ext: Vec<AccountExt>,
+    /// What each account's term in the state hash multiplies its balances by (see `digest`),
+    /// dense: every balance change reads one.
+    account_keys: Vec<u128>,
     account_index: IdIndex<Account>,
+    /// Transfers in memory, by slot. A slot freed by eviction has id 0 and is reused.
     transfers: Vec<Transfer>,
     transfer_states: Vec<TransferState>,
     transfer_index: IdIndex<Transfer>,
-    /// Transfer ids that failed transiently, with their code, in the order they failed.
+    /// `MARK_*` bits of each slot (see [`StateMachine::evict`]).
+    slot_marks: Vec<u8>,
+    /// Slots in creation order whose creation was not evicted yet (front: oldest).
+    creation_order: VecDeque<u32>,
+    /// `(timestamp, slot)` of pending transfers that were posted, voided or expired, in that
+    /// order, until the change is evicted.
+    finished: VecDeque<(u64, u32)>,
+    free_slots: Vec<u32>,
+    /// Transfers ever created, in memory or evicted.
+    transfers_created: u64,
+    /// Transfer ids that failed transiently, with their code, by slot (freed slots: id 0).
     failed: Vec<FailedId>,
     failed_index: IdIndex<FailedId>,
-    /// `(expires_at_ns, transfer index)` of pending transfers with a timeout. Entries of
+    /// `(timestamp, slot)` of remembered failed ids in memory, in the order they failed.
+    failed_order: VecDeque<(u64, u32)>,
+    free_failed_slots: Vec<u32>,
+    /// Failed ids ever remembered, in memory or evicted.
+    failed_remembered: u64,
+    /// Newest timestamp whose records may have left memory (0: nothing evicted yet).
+    evicted_through_ns: u64,
+    /// What this request needs from records no longer in memory (see [`ColdHits`]).
+    cold: ColdHits,
+    /// `(expires_at_ns, transfer id)` of pending transfers with a timeout. Entries of
     /// transfers no longer pending are dropped lazily; the top is always live between calls.
-    expiries: BinaryHeap<Reverse<(u64, u32)>>,
+    expiries: BinaryHeap<Reverse<(u64, u128)>>,
     pending_count: u64,
     /// The state hash's running sums (see `digest`).
     sums: digest::StateSums,
+    /// The terms of the evicted records, part of `sums`.
+    evicted_sums: digest::StateSums,
 
     // Scratch, reused across calls (no allocation on the hot path once grown).
     undo: Vec<Undo>,
     in_chain: bool,
-    chain_expiries: Vec<(u64, u32)>,
+    chain_expiries: Vec<(u64, u128)>,
     chain_event_lens: (usize, usize),
 }
 
@@ -251,6 +282,7 @@ impl BatchEvent for Transfer {
                     if let Some(i) = sm.account_index.guess(id) {
                         prefetch_record(&sm.accounts, i as usize);
                         prefetch_record(&sm.account_ext, i as usize);
+                        prefetch_record(&sm.account_keys, i as usize);
                     }
                 }
             }
@@ -259,9 +291,10 @@ impl BatchEvent for Transfer {
                     if let Some(ext) =
                         sm.account_index.guess(id).and_then(|i| sm.account_ext.get(i as usize))
                     {
-                        // Where `push_transfer` appends this transfer's index.
-                        let list = &ext.transfers;
-                        prefetch_ptr(list.as_ptr().wrapping_add(list.len()));
+                        // Where `push_transfer` appends this transfer's slot.
+                        let (front, back) = ext.transfers.as_slices();
+                        let end = if back.is_empty() { front } else { back };
+                        prefetch_ptr(end.as_ptr().wrapping_add(end.len()));
                     }
                 }
             }
@@ -272,7 +305,7 @@ impl BatchEvent for Transfer {
             debug_assert!(t.id != 0 && t.id != ID_INVALID_MAX);
             debug_assert!(!sm.transfer_index.contains(t.id, &sm.transfers));
             let failed = FailedId::new(t.id, code);
-            sm.remember_failed(failed);
+            sm.remember_failed(failed, sm.clock_ns);
             event.failed.push(failed);
         }
     }
@@ -298,15 +331,27 @@ impl StateMachine {
             clock_ns: 0,
             accounts: Vec::with_capacity(accounts),
             account_ext: Vec::with_capacity(accounts),
+            account_keys: Vec::with_capacity(accounts),
             account_index: IdIndex::with_capacity(accounts),
             transfers: Vec::with_capacity(transfers),
             transfer_states: Vec::with_capacity(transfers),
             transfer_index: IdIndex::with_capacity(transfers),
+            slot_marks: Vec::with_capacity(transfers),
+            creation_order: VecDeque::with_capacity(transfers),
+            finished: VecDeque::new(),
+            free_slots: Vec::new(),
+            transfers_created: 0,
             failed: Vec::new(),
             failed_index: IdIndex::with_capacity(0),
+            failed_order: VecDeque::new(),
+            free_failed_slots: Vec::new(),
+            failed_remembered: 0,
+            evicted_through_ns: 0,
+            cold: ColdHits::default(),
             expiries: BinaryHeap::new(),
             pending_count: 0,
             sums: digest::StateSums::default(),
+            evicted_sums: digest::StateSums::default(),
             undo: Vec::with_capacity(64),
             in_chain: false,
             chain_expiries: Vec::new(),
@@ -327,16 +372,24 @@ impl StateMachine {
     /// Whether a request of `n` transfers stays within `capacity` whatever its results: each
     /// may create a transfer or remember a failed id.
     pub fn transfers_fit(&self, capacity: &Capacity, n: usize) -> bool {
-        self.transfers.len() as u64 + n as u64 <= capacity.transfers
-            && self.failed.len() as u64 + n as u64 <= capacity.failed_ids
+        let (transfers, failed) = self.in_memory();
+        transfers + n as u64 <= capacity.transfers && failed + n as u64 <= capacity.failed_ids
+    }
+
+    /// Transfers and failed ids held in memory (the others were evicted).
+    pub fn in_memory(&self) -> (u64, u64) {
+        (
+            (self.transfers.len() - self.free_slots.len()) as u64,
+            (self.failed.len() - self.free_failed_slots.len()) as u64,
+        )
     }
 
     pub fn counts(&self) -> Counts {
         Counts {
             accounts: self.accounts.len() as u64,
-            transfers: self.transfers.len() as u64,
+            transfers: self.transfers_created,
             pending: self.pending_count,
-            failed_ids: self.failed.len() as u64,
+            failed_ids: self.failed_remembered,
             account_limits: self.account_ext.iter().filter(|e| e.limit_timestamp != 0).count()
                 as u64,
         }
@@ -364,8 +417,32 @@ impl StateMachine {
         self.account_index.get(id, &self.accounts).map(|i| &self.accounts[i as usize])
     }
 
+    /// A transfer held in memory.
     pub fn transfer_by_id(&self, id: u128) -> Option<&Transfer> {
         self.transfer_index.get(id, &self.transfers).map(|i| &self.transfers[i as usize])
+    }
+
+    /// A transfer and its state, from memory or else from this request's [`ColdHits`].
+    pub fn transfer_anywhere(&self, id: u128) -> Option<(Transfer, TransferState)> {
+        match self.transfer_index.get(id, &self.transfers) {
+            Some(i) => Some((self.transfers[i as usize], self.transfer_states[i as usize])),
+            None => self.cold.transfer(id),
+        }
+    }
+
+    /// The state of a transfer held in memory.
+    pub fn transfer_state(&self, id: u128) -> Option<TransferState> {
+        self.transfer_index.get(id, &self.transfers).map(|i| self.transfer_states[i as usize])
+    }
+
+    /// Whether `id` is remembered as failed in memory.
+    pub fn is_failed(&self, id: u128) -> bool {
+        self.failed_index.contains(id, &self.failed)
+    }
+
+    /// Where the caller puts, before a request, what it found on disk for that request.
+    pub fn cold_hits(&mut self) -> &mut ColdHits {
+        &mut self.cold
     }
 
     /// Index of an account that must exist (named by a stored transfer).
@@ -493,8 +570,8 @@ impl StateMachine {
 
     fn chain_commit(&mut self) {
         self.undo.clear();
-        for &(at, index) in &self.chain_expiries {
-            self.expiries.push(Reverse((at, index)));
+        for &(at, id) in &self.chain_expiries {
+            self.expiries.push(Reverse((at, id)));
         }
         self.chain_expiries.clear();
         self.in_chain = false;
@@ -510,6 +587,7 @@ impl StateMachine {
                     debug_assert!(removed);
                     self.accounts.pop();
                     self.account_ext.pop();
+                    self.account_keys.pop();
                 }
                 Undo::TransferCreated => self.pop_transfer(),
                 Undo::Balances { account, balances } => {
@@ -517,7 +595,12 @@ impl StateMachine {
                     set_balances(&mut self.accounts[account as usize], &balances);
                     self.digest_balances_changed(account, &old);
                 }
-                Undo::State { transfer, state } => self.set_state(transfer, state),
+                Undo::State { transfer, state } => {
+                    debug_assert_eq!(state, TransferState::Pending);
+                    self.set_state(transfer, state);
+                    let finished = self.finished.pop_back();
+                    debug_assert_eq!(finished.map(|(_, slot)| slot), Some(transfer));
+                }
             }
         }
         self.chain_expiries.clear();
@@ -557,6 +640,7 @@ impl StateMachine {
         debug_assert!(claimed.is_ok());
         self.accounts.push(account);
         self.account_ext.push(AccountExt::default());
+        self.account_keys.push(0);
         self.digest_account_added(index);
     }
 
@@ -610,11 +694,16 @@ impl StateMachine {
         if t.id == ID_INVALID_MAX {
             return ResultCode::IdMustNotBeIntMax;
         }
-        // One probe of the (large) id index on the success path: claim the id for the index
+        // One probe of the (large) id index on the success path: claim the id for the slot
         // the transfer will get, and give it back if the transfer fails.
-        let index = u32::try_from(self.transfers.len()).expect("transfers fit u32 indexes");
+        let index = self.next_slot();
         if let Err(i) = self.transfer_index.claim(t.id, index, &self.transfers) {
             return self.transfer_exists(t, &self.transfers[i as usize]);
+        }
+        if let Some((e, _)) = self.cold.transfer(t.id) {
+            let removed = self.transfer_index.remove(t.id, &self.transfers);
+            debug_assert!(removed);
+            return self.transfer_exists(t, &e);
         }
         let result = self.create_new_transfer(t, ts, event);
         if result != ResultCode::Ok {
@@ -629,6 +718,9 @@ impl StateMachine {
     /// the id index at `transfers.len()`).
     fn create_new_transfer(&mut self, t: &Transfer, ts: u64, event: &mut Event) -> ResultCode {
         if !self.failed.is_empty() && self.failed_index.contains(t.id, &self.failed) {
+            return ResultCode::IdAlreadyFailed;
+        }
+        if self.cold.failed(t.id) {
             return ResultCode::IdAlreadyFailed;
         }
         let post = t.has(TransferFlags::POST_PENDING_TRANSFER);
@@ -784,10 +876,11 @@ impl StateMachine {
         let state = if pending { TransferState::Pending } else { TransferState::Final };
         let index = self.push_transfer(transfer, state, dr_index, cr_index);
         if expires_at != 0 {
+            debug_assert_eq!(self.transfers[index as usize].id, t.id);
             if self.in_chain {
-                self.chain_expiries.push((expires_at, index));
+                self.chain_expiries.push((expires_at, t.id));
             } else {
-                self.expiries.push(Reverse((expires_at, index)));
+                self.expiries.push(Reverse((expires_at, t.id)));
             }
         }
         self.emit_transfer(event, transfer, dr_index, cr_index);
@@ -816,10 +909,18 @@ impl StateMachine {
         if t.debit_account_id != 0 && t.debit_account_id == t.credit_account_id {
             return ResultCode::AccountsMustBeDifferent;
         }
-        let Some(p_index) = self.transfer_index.get(t.pending_id, &self.transfers) else {
-            return ResultCode::PendingTransferNotFound;
+        // A transfer no longer in memory is never pending (pending ones stay): the checks
+        // below end at its state at the latest.
+        let (p, p_state, p_index) = match self.transfer_index.get(t.pending_id, &self.transfers) {
+            Some(i) => (self.transfers[i as usize], self.transfer_states[i as usize], i),
+            None => match self.cold.transfer(t.pending_id) {
+                Some((p, state)) => {
+                    assert!(state != TransferState::Pending, "evicted pending {}", p.id);
+                    (p, state, u32::MAX)
+                }
+                None => return ResultCode::PendingTransferNotFound,
+            },
         };
-        let p = self.transfers[p_index as usize];
         if !p.has(TransferFlags::PENDING) {
             return ResultCode::PendingTransferNotPending;
         }
@@ -835,7 +936,7 @@ impl StateMachine {
         if t.code != 0 && t.code != p.code {
             return ResultCode::PendingTransferHasDifferentCode;
         }
-        match self.transfer_states[p_index as usize] {
+        match p_state {
             TransferState::Pending => {}
             TransferState::Posted => return ResultCode::PendingTransferAlreadyPosted,
             TransferState::Voided => return ResultCode::PendingTransferAlreadyVoided,
@@ -880,8 +981,13 @@ impl StateMachine {
         self.digest_balances_changed(cr_index, &cr_old);
         self.assert_balances_hold(dr_index);
         self.assert_balances_hold(cr_index);
+        debug_assert!(p_index != u32::MAX);
         self.record(Undo::State { transfer: p_index, state: TransferState::Pending });
-        self.set_state(p_index, if post { TransferState::Posted } else { TransferState::Voided });
+        self.finish_pending(
+            p_index,
+            if post { TransferState::Posted } else { TransferState::Voided },
+            ts,
+        );
         self.push_transfer(transfer, TransferState::Final, dr_index, cr_index);
         self.emit_transfer(event, transfer, dr_index, cr_index);
         ResultCode::Ok
@@ -906,7 +1012,7 @@ impl StateMachine {
             t.has(TransferFlags::BALANCING_DEBIT) || t.has(TransferFlags::BALANCING_CREDIT);
         let amount_differs = if post_or_void {
             let resolved = if t.amount == 0 {
-                self.transfer_by_id(e.pending_id).map_or(e.amount, |p| p.amount)
+                self.transfer_anywhere(e.pending_id).map_or(e.amount, |(p, _)| p.amount)
             } else {
                 t.amount
             };
@@ -944,11 +1050,22 @@ impl StateMachine {
         ResultCode::Exists
     }
 
-    fn remember_failed(&mut self, failed: FailedId) {
-        let index = u32::try_from(self.failed.len()).expect("failed ids fit u32 indexes");
+    /// Remembers a failed id; `ts` is the timestamp of the event that failed (it orders
+    /// eviction).
+    fn remember_failed(&mut self, failed: FailedId, ts: u64) {
+        let index = match self.free_failed_slots.last() {
+            Some(&slot) => slot,
+            None => u32::try_from(self.failed.len()).expect("failed ids fit u32 slots"),
+        };
         let claimed = self.failed_index.claim(failed.id, index, &self.failed);
         debug_assert!(claimed.is_ok());
-        self.failed.push(failed);
+        if self.free_failed_slots.pop().is_some() {
+            self.failed[index as usize] = failed;
+        } else {
+            self.failed.push(failed);
+        }
+        self.failed_order.push_back((ts, index));
+        self.failed_remembered += 1;
         self.digest_failed_added(&failed);
     }
 
@@ -961,16 +1078,16 @@ impl StateMachine {
         event.clear();
         debug_assert!(!self.in_chain);
         while event.expired.len() < EXPIRED_PER_EVENT_MAX {
-            let Some(&Reverse((at, index))) = self.expiries.peek() else {
+            let Some(&Reverse((at, id))) = self.expiries.peek() else {
                 break;
             };
             if at > now_ns {
                 break;
             }
             self.expiries.pop();
-            if self.transfer_states[index as usize] != TransferState::Pending {
+            let Some(index) = self.live_expiry(id) else {
                 continue;
-            }
+            };
             let ts = self.tick(now_ns);
             let balances = self.expire_pending(index, ts);
             event.expired.push(Expiry {
@@ -997,7 +1114,7 @@ impl StateMachine {
         release_pending(dr, cr, p.amount, 0).expect("a pending reservation is within the balances");
         self.digest_balances_changed(dr_index, &dr_old);
         self.digest_balances_changed(cr_index, &cr_old);
-        self.set_state(index, TransferState::Expired);
+        self.finish_pending(index, TransferState::Expired, ts);
         self.push_history(dr_index, ts, SIDE_DEBIT);
         self.push_history(cr_index, ts, SIDE_CREDIT);
         BalancePair {
@@ -1008,12 +1125,26 @@ impl StateMachine {
 
     /// Keeps the invariant that the top of the expiry heap is a live pending transfer.
     fn drop_stale_expiries(&mut self) {
-        while let Some(&Reverse((_, index))) = self.expiries.peek() {
-            if self.transfer_states[index as usize] == TransferState::Pending {
+        while let Some(&Reverse((_, id))) = self.expiries.peek() {
+            if self.live_expiry(id).is_some() {
                 break;
             }
             self.expiries.pop();
         }
+    }
+
+    /// The slot of the transfer an expiry entry names if it is still pending.
+    fn live_expiry(&self, id: u128) -> Option<u32> {
+        let index = self.transfer_index.get(id, &self.transfers)?;
+        (self.transfer_states[index as usize] == TransferState::Pending).then_some(index)
+    }
+
+    /// A pending transfer in slot `index` was posted, voided or expired at `ts`.
+    fn finish_pending(&mut self, index: u32, state: TransferState, ts: u64) {
+        debug_assert_eq!(self.transfer_states[index as usize], TransferState::Pending);
+        debug_assert!(state != TransferState::Pending && state != TransferState::Final);
+        self.set_state(index, state);
+        self.finished.push_back((ts, index));
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1063,11 +1194,18 @@ impl StateMachine {
                 return Err(format!("account {} is not found at its index {i}", a.id));
             }
         }
-        if self.transfer_index.len() != self.transfers.len() {
+        let (transfers_in_memory, failed_in_memory) = self.in_memory();
+        if self.transfer_index.len() as u64 != transfers_in_memory {
             return Err("transfer index size differs from the transfers".into());
         }
         let mut pending = 0u64;
         for (i, t) in self.transfers.iter().enumerate() {
+            if t.id == 0 {
+                if !self.free_slots.contains(&(i as u32)) {
+                    return Err(format!("transfer slot {i} has id 0 and is not free"));
+                }
+                continue;
+            }
             if self.transfer_index.get(t.id, &self.transfers) != Some(i as u32) {
                 return Err(format!("transfer {} is not found at its index {i}", t.id));
             }
@@ -1081,10 +1219,12 @@ impl StateMachine {
         if pending != self.pending_count {
             return Err(format!("{pending} pending transfers, counted {}", self.pending_count));
         }
-        if self.failed_index.len() != self.failed.len() {
+        if self.failed_index.len() as u64 != failed_in_memory
+            || self.failed_order.len() as u64 != failed_in_memory
+        {
             return Err("failed-id index size differs from the failed ids".into());
         }
-        for (i, f) in self.failed.iter().enumerate() {
+        for (i, f) in self.failed.iter().enumerate().filter(|(_, f)| f.id != 0) {
             if self.failed_index.get(f.id, &self.failed) != Some(i as u32) {
                 return Err(format!("failed id {} is not found at its index {i}", f.id));
             }
@@ -1120,50 +1260,76 @@ impl StateMachine {
         self.digest_transfer(transfer, true);
     }
 
-    /// Appends a transfer (balances already updated): account lists, history rows.
-    /// The caller has already put `t.id` into the id index.
+    /// The slot the next transfer gets: a freed one, or a new one at the end.
+    #[inline]
+    fn next_slot(&self) -> u32 {
+        match self.free_slots.last() {
+            Some(&slot) => slot,
+            None => u32::try_from(self.transfers.len()).expect("transfers fit u32 slots"),
+        }
+    }
+
+    /// Stores a transfer (balances already updated) in [`StateMachine::next_slot`]: account
+    /// lists, history rows. The caller has already put `t.id` into the id index.
     fn push_transfer(&mut self, t: Transfer, state: TransferState, dr: u32, cr: u32) -> u32 {
-        let index = u32::try_from(self.transfers.len()).expect("transfers fit u32 indexes");
-        debug_assert_eq!(self.transfer_index.len(), index as usize + 1);
-        self.transfers.push(t);
-        self.transfer_states.push(TransferState::Final);
+        let index = self.next_slot();
+        if self.free_slots.pop().is_none() {
+            self.transfers.push(t);
+            self.transfer_states.push(state);
+            self.slot_marks.push(0);
+        } else {
+            self.transfers[index as usize] = t;
+            self.transfer_states[index as usize] = state;
+            self.slot_marks[index as usize] = 0;
+        }
+        debug_assert_eq!(self.transfer_index.get(t.id, &self.transfers), Some(index));
+        self.pending_count += u64::from(state == TransferState::Pending);
+        self.transfers_created += 1;
+        self.creation_order.push_back(index);
         self.digest_transfer(index, true);
-        self.set_state(index, state);
-        self.account_ext[dr as usize].transfers.push(index);
-        self.account_ext[cr as usize].transfers.push(index);
+        self.account_ext[dr as usize].transfers.push_back(index);
+        self.account_ext[cr as usize].transfers.push_back(index);
         self.push_history(dr, t.timestamp, SIDE_DEBIT);
         self.push_history(cr, t.timestamp, SIDE_CREDIT);
         self.record(Undo::TransferCreated);
         index
     }
 
-    /// Undoes [`StateMachine::push_transfer`] of the last transfer.
+    /// Undoes [`StateMachine::push_transfer`] of the last transfer (nothing was evicted since).
     fn pop_transfer(&mut self) {
-        let t = *self.transfers.last().expect("undo transfer");
+        let index = self.creation_order.pop_back().expect("undo transfer");
+        let t = self.transfers[index as usize];
         let removed = self.transfer_index.remove(t.id, &self.transfers);
         debug_assert!(removed);
-        self.set_state_len_pop();
-        self.transfers.pop();
-        let index = self.transfers.len() as u32;
+        self.set_state(index, TransferState::Final);
+        self.digest_transfer(index, false);
+        self.release_slot(index);
+        self.transfers_created -= 1;
         let dr = self.account_slot(t.debit_account_id);
         let cr = self.account_slot(t.credit_account_id);
         for (account, side) in [(cr, SIDE_CREDIT), (dr, SIDE_DEBIT)] {
             let ext = &mut self.account_ext[account as usize];
-            let popped = ext.transfers.pop();
+            let popped = ext.transfers.pop_back();
             debug_assert_eq!(popped, Some(index));
             if self.accounts[account as usize].has(AccountFlags::HISTORY) {
-                ext.history.pop();
-                let popped = ext.history_sides.pop();
+                ext.history.pop_back();
+                let popped = ext.history_sides.pop_back();
                 debug_assert_eq!(popped, Some(side));
             }
         }
     }
 
-    fn set_state_len_pop(&mut self) {
-        let last = self.transfer_states.len() as u32 - 1;
-        self.set_state(last, TransferState::Final);
-        self.digest_transfer(last, false);
-        self.transfer_states.pop();
+    /// Frees a transfer slot (already out of the id index) for the next transfer.
+    fn release_slot(&mut self, index: u32) {
+        if index as usize + 1 == self.transfers.len() {
+            self.transfers.pop();
+            self.transfer_states.pop();
+            self.slot_marks.pop();
+        } else {
+            // Id 0 marks a free slot: the id index never matches it.
+            self.transfers[index as usize].id = 0;
+            self.free_slots.push(index);
+        }
     }
 
     fn push_history(&mut self, account: u32, ts: u64, side: u8) {
@@ -1178,8 +1344,8 @@ impl StateMachine {
                 reserved: [0; 56],
             };
             let ext = &mut self.account_ext[account as usize];
-            ext.history.push(row);
-            ext.history_sides.push(side);
+            ext.history.push_back(row);
+            ext.history_sides.push_back(side);
         }
     }
 

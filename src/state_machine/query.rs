@@ -1,4 +1,6 @@
 //! Read-only queries: lookups by id and the account filters. Nothing here changes state.
+//! Records no longer in memory come from the request's [`super::ColdHits`]: lookups fall back
+//! to it, and the account filters merge its page with the records in memory by timestamp.
 
 use super::{StateMachine, QUERY_RESULTS_MAX, SIDE_CREDIT, SIDE_DEBIT};
 use crate::types::{
@@ -27,7 +29,7 @@ impl StateMachine {
     /// The transfers found, in request order (ids not found are skipped).
     pub fn lookup_transfers(&self, ids: &[u128], out: &mut Vec<Transfer>) {
         out.clear();
-        out.extend(ids.iter().filter_map(|id| self.transfer_by_id(*id)).copied());
+        out.extend(ids.iter().filter_map(|id| self.transfer_anywhere(*id)).map(|(t, _)| t));
     }
 
     /// The current limit of each account found, in request order: `limit` 0 and `timestamp`
@@ -66,12 +68,13 @@ impl StateMachine {
                 || (scan.credits && t.credit_account_id == account_id)
         };
         let found = |i: &u32| self.transfers[*i as usize];
-        let range = list[lo..hi.max(lo)].iter();
+        let range = list.range(lo..hi.max(lo));
         if scan.reversed {
             out.extend(range.rev().filter(wanted).take(scan.limit).map(found));
         } else {
             out.extend(range.filter(wanted).take(scan.limit).map(found));
         }
+        merge_cold(out, &self.cold.account_transfers, |t| t.timestamp, &scan);
     }
 
     /// The balance history rows of a `history` account, filtered like
@@ -98,6 +101,7 @@ impl StateMachine {
         } else {
             out.extend(range.filter(wanted).take(scan.limit).map(found));
         }
+        merge_cold(out, &self.cold.account_balances, |row| row.timestamp, &scan);
     }
 
     fn scan(&self, f: &AccountFilter) -> Option<Scan> {
@@ -126,5 +130,43 @@ impl StateMachine {
             reversed: f.flags & AccountFilterFlags::REVERSED != 0,
             limit: (f.limit as usize).min(QUERY_RESULTS_MAX),
         })
+    }
+}
+
+/// Merges a filter's page from memory (`out`) with its page from the disk index (`cold`), both
+/// in the filter's order: the first `limit` records of the union, one per timestamp (a record
+/// can be in both while it waits for eviction). Allocates only when there is a cold page.
+fn merge_cold<T: Copy>(out: &mut Vec<T>, cold: &[T], ts: impl Fn(&T) -> u64, scan: &Scan) {
+    if cold.is_empty() {
+        return;
+    }
+    let hot = std::mem::take(out);
+    out.reserve(scan.limit.min(hot.len() + cold.len()));
+    let (mut h, mut c) = (0, 0);
+    // `first(a, b)`: whether a comes before b in the filter's order.
+    let first = |a: u64, b: u64| if scan.reversed { a > b } else { a < b };
+    while out.len() < scan.limit && (h < hot.len() || c < cold.len()) {
+        let next = match (hot.get(h), cold.get(c)) {
+            (Some(x), Some(y)) if ts(x) == ts(y) => {
+                c += 1;
+                h += 1;
+                *x
+            }
+            (Some(x), Some(y)) if first(ts(y), ts(x)) => {
+                c += 1;
+                *y
+            }
+            (Some(x), _) => {
+                h += 1;
+                *x
+            }
+            (None, Some(y)) => {
+                c += 1;
+                *y
+            }
+            (None, None) => unreachable!("the loop condition"),
+        };
+        debug_assert!(out.last().is_none_or(|p| first(ts(p), ts(&next))));
+        out.push(next);
     }
 }

@@ -124,7 +124,7 @@ impl StateMachine {
                 return Err(ReplayError::FailedIdKnown(id));
             }
             match ResultCode::from_u32(code) {
-                Some(c) if c.is_transient() => self.remember_failed(FailedId::new(id, c)),
+                Some(c) if c.is_transient() => self.remember_failed(FailedId::new(id, c), event_ts),
                 _ => return Err(ReplayError::FailedCode { id, code }),
             }
         }
@@ -178,7 +178,7 @@ impl StateMachine {
             self.digest_balances_changed(dr_index, &dr_old);
             self.digest_balances_changed(cr_index, &cr_old);
             let state = if post { TransferState::Posted } else { TransferState::Voided };
-            self.set_state(p_index, state);
+            self.finish_pending(p_index, state, t.timestamp);
             self.push_transfer(*t, TransferState::Final, dr_index, cr_index);
         } else {
             let pending = t.has(TransferFlags::PENDING);
@@ -199,7 +199,8 @@ impl StateMachine {
             let state = if pending { TransferState::Pending } else { TransferState::Final };
             let index = self.push_transfer(*t, state, dr_index, cr_index);
             if pending && t.timeout > 0 {
-                self.expiries.push(Reverse((expires_at_ns(t), index)));
+                debug_assert_eq!(self.transfers[index as usize].id, t.id);
+                self.expiries.push(Reverse((expires_at_ns(t), t.id)));
             }
         }
         Ok(BalancePair {

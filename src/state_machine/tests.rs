@@ -938,9 +938,11 @@ fn verify_finds_a_broken_state() {
     // An index that points elsewhere.
     h.sm.accounts.swap(0, 1);
     h.sm.account_ext.swap(0, 1);
+    h.sm.account_keys.swap(0, 1);
     assert!(h.sm.verify().unwrap_err().contains("is not found at its index"));
     h.sm.accounts.swap(0, 1);
     h.sm.account_ext.swap(0, 1);
+    h.sm.account_keys.swap(0, 1);
     assert_eq!(h.sm.verify(), Ok(()));
     // A change that leaves every rule true but did not go through the state hash.
     h.sm.transfers[0].user_data_64 ^= 1;
@@ -957,4 +959,60 @@ fn a_broken_limit_after_a_balance_change_panics() {
     h.sm.accounts[0].debits_posted = 10;
     h.sm.accounts[1].credits_posted = 10;
     h.sm.assert_balances_hold(0);
+}
+
+#[test]
+fn eviction_keeps_pending_transfers_and_needs_cold_hits_for_the_rest() {
+    let mut h = with_accounts();
+    assert_eq!(h.accounts(&[acct_flags(4, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)]), []);
+    assert_eq!(h.transfers(&[xfer(10, 1, 2, 5), xfer(11, 2, 3, 1), pending(12, 1, 3, 7, 0)]), []);
+    // A transient failure: remembered.
+    assert_eq!(single(h.transfers(&[xfer(13, 4, 1, 5)])), R::ExceedsCredits);
+    let hash = h.sm.state_hash();
+    let counts = h.sm.counts();
+    assert_eq!(h.sm.in_memory(), (3, 1));
+
+    // An index that holds everything up to now: all but the pending transfer may go.
+    let evicted = h.sm.evict(h.sm.clock_ns(), usize::MAX);
+    assert_eq!(evicted, 4, "three creations and one failed id");
+    assert_eq!(h.sm.in_memory(), (1, 0));
+    assert_eq!(h.sm.state_hash(), hash, "eviction is not a change of the ledger");
+    assert_eq!(h.sm.counts(), counts);
+    assert_eq!(h.sm.verify(), Ok(()));
+    assert!(h.sm.transfer_by_id(10).is_none());
+
+    // Without what the index holds, an evicted id would look new; with it, the answers are
+    // the same as if it were in memory.
+    let retry = [xfer(10, 1, 2, 5), xfer(11, 2, 3, 2), xfer(13, 4, 1, 5)];
+    let hits = h.sm.cold_hits();
+    hits.clear();
+    for id in [10, 11] {
+        let (t, state) = h.replica.transfer_anywhere(id).unwrap();
+        hits.add_transfer(t, state);
+    }
+    hits.add_failed(13);
+    assert_eq!(
+        h.transfers(&retry),
+        [(0, R::Exists), (1, R::ExistsWithDifferentAmount), (2, R::IdAlreadyFailed)]
+    );
+    // The pending transfer stayed in memory: it can still be posted.
+    assert_eq!(h.transfers(&[post(14, 12, 0)]), []);
+    assert_eq!(h.sm.transfer_state(12), Some(TransferState::Posted));
+    // Once the index holds the post too, the pending transfer goes as well.
+    h.sm.cold_hits().clear();
+    h.sm.evict(h.sm.clock_ns(), usize::MAX);
+    assert_eq!(h.sm.in_memory(), (0, 0));
+    // A second post finds the pending transfer on disk, already posted.
+    let (p, state) = h.replica.transfer_anywhere(12).unwrap();
+    h.sm.cold_hits().add_transfer(p, state);
+    assert_eq!(single(h.transfers(&[post(15, 12, 0)])), R::PendingTransferAlreadyPosted);
+
+    // A snapshot of the evicted state loads to the same hash and counts.
+    let mut image = Default::default();
+    h.sm.write_image(&mut image);
+    let back = StateMachine::from_image(&image).unwrap();
+    assert_eq!(back.state_hash(), h.sm.state_hash());
+    assert_eq!(back.counts(), h.sm.counts());
+    assert_eq!(back.in_memory(), h.sm.in_memory());
+    assert_eq!(back.verify(), Ok(()));
 }
