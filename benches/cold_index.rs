@@ -170,6 +170,55 @@ fn main() {
     println!("cold.query_us_p50: {:.1}", h.value_at_quantile(0.5) as f64 / 1e3);
     println!("cold.query_us_p99: {:.1}", h.value_at_quantile(0.99) as f64 / 1e3);
     println!("cold.index_disk_mb: {:.1}", dir_bytes(&dir.path().join("index")) as f64 / 1e6);
+    drop(index);
+    layout_with_records(&sm, transfers, probes, &mut rng);
+}
+
+/// The other layout of `account_transfers`: the record itself as the value (a page is one
+/// range scan, no point reads), measured with fjall alone on the same transfers.
+fn layout_with_records(sm: &StateMachine, transfers: u64, probes: usize, rng: &mut common::Rng) {
+    let dir = common::data_dir();
+    let db = fjall::Database::builder(dir.path()).worker_threads(1).open().expect("open");
+    let ks = db.keyspace("account_records", fjall::KeyspaceCreateOptions::default).expect("ks");
+    let key = |account: u128, ts: u64| {
+        let mut k = [0u8; 24];
+        k[..16].copy_from_slice(&account.to_be_bytes());
+        k[16..].copy_from_slice(&ts.to_be_bytes());
+        k
+    };
+    let started = Instant::now();
+    let mut batch = db.batch();
+    for i in 0..transfers {
+        let t = sm.transfer_by_id(FIRST_TRANSFER_ID + u128::from(i)).expect("created");
+        for (account, side) in [(t.debit_account_id, 1u8), (t.credit_account_id, 2u8)] {
+            let mut value = [0u8; Transfer::SIZE + 1];
+            t.write_to(&mut value[..Transfer::SIZE]);
+            value[Transfer::SIZE] = side;
+            batch.insert(&ks, key(account, t.timestamp).as_slice(), value.as_slice());
+        }
+        if batch.len() >= 2 * 65_536 {
+            std::mem::replace(&mut batch, db.batch()).commit().expect("commit");
+        }
+    }
+    batch.commit().expect("commit");
+    let secs = started.elapsed().as_secs_f64();
+    println!("cold.layout_records.key_writes_per_s: {:.0}", 2.0 * transfers as f64 / secs);
+    let mut h = histogram();
+    let mut out: Vec<Transfer> = Vec::new();
+    for _ in 0..probes / 10 {
+        let account = u128::from(1 + rng.below(ACCOUNTS));
+        let started = Instant::now();
+        out.clear();
+        for guard in ks.range(key(account, 0)..=key(account, u64::MAX)).take(100) {
+            let (_, value) = guard.into_inner().expect("read");
+            out.push(Transfer::read_from(&value[..Transfer::SIZE]));
+        }
+        h.record(started.elapsed().as_nanos() as u64).unwrap();
+        black_box(&out);
+    }
+    println!("cold.layout_records.query_us_p50: {:.1}", h.value_at_quantile(0.5) as f64 / 1e3);
+    println!("cold.layout_records.query_us_p99: {:.1}", h.value_at_quantile(0.99) as f64 / 1e3);
+    println!("cold.layout_records.disk_mb: {:.1}", dir_bytes(dir.path()) as f64 / 1e6);
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {

@@ -278,6 +278,7 @@ impl ColdIndex {
             staged: foldhash::HashMap::default(),
             records: 0,
             transfers: 0,
+            broken: false,
         }
     }
 
@@ -638,6 +639,8 @@ pub struct ColdBatch<'a> {
     staged: foldhash::HashMap<u128, [u8; TRANSFER_VALUE_SIZE]>,
     records: usize,
     transfers: usize,
+    /// An `add` failed part way: the batch holds part of a record and must not be committed.
+    broken: bool,
 }
 
 impl ColdBatch<'_> {
@@ -697,7 +700,18 @@ impl ColdBatch<'_> {
 
     /// Adds journal record `seq` (the one after the last added or indexed), in the order
     /// replay applies an event: expired, accounts, transfers, failed ids.
+    /// After an error the batch can only be dropped: [`ColdBatch::commit`] refuses it.
     pub fn add(&mut self, seq: u64, event: &ArchivedEvent) -> Result<(), ColdError> {
+        if self.broken {
+            return Err(ColdError::Corrupt("a batch is used after an error".into()));
+        }
+        self.broken = true;
+        self.add_record(seq, event)?;
+        self.broken = false;
+        Ok(())
+    }
+
+    fn add_record(&mut self, seq: u64, event: &ArchivedEvent) -> Result<(), ColdError> {
         let expected = self.watermark.sequence + 1;
         if seq != expected {
             return Err(ColdError::Sequence { expected, found: seq });
@@ -779,6 +793,9 @@ impl ColdBatch<'_> {
     /// Writes the batch and its watermark atomically, then makes them visible through
     /// [`ColdIndex::watermark`]. Returns the new watermark.
     pub fn commit(mut self) -> Result<Watermark, ColdError> {
+        if self.broken {
+            return Err(ColdError::Corrupt("a batch is committed after an error".into()));
+        }
         if self.records == 0 {
             return Ok(self.watermark);
         }
