@@ -8,6 +8,8 @@
 //! - [`event`]: the rkyv-archived change events the state machine emits and replays.
 //! - [`journal`]: segment files of checksummed, chained records; knows bytes and sequence
 //!   numbers, not accounts.
+//! - [`cold`]: the cold index, history on disk (fjall) derived from durable journal records
+//!   by its own thread; rebuildable from the journal at any time.
 //! - [`snapshot`] and [`recovery`]: consistent images of the state, and restart =
 //!   newest valid snapshot + journal tail.
 //! - `net`, `pipeline`, `daemon`: the daemon's moving parts. The Rust client lives in its own
@@ -17,6 +19,7 @@
 //!   the daemon itself never uses it.
 
 pub mod change_events;
+pub mod cold;
 pub mod config;
 pub mod daemon;
 pub mod event;

@@ -11,6 +11,7 @@
 //! refuses appends and flushes until it is reopened, which rescans what is on disk.
 
 mod fault;
+mod follow;
 pub mod format;
 mod reader;
 mod scan;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use memmap2::{MmapMut, MmapOptions};
 
 pub use fault::FaultPlan;
+pub use follow::JournalFollower;
 pub use reader::{End, JournalReader, Problem, Record, Records, VerifyReport};
 pub use segment::{private_dir, private_file, segment_path, DIR_MODE, FILE_MODE, JOURNAL_DIR};
 

@@ -1,0 +1,239 @@
+//! Cold index benchmark: one thread indexing transfers (requests of 8189 transfers over 100k
+//! accounts, 1 in 10 with `history`), then point reads of old ids, negative lookups through the
+//! id filter and `account_transfers` pages of 100. Prints `name: value` lines.
+//!
+//! `LEDGERD_COLD_TRANSFERS` sets how many transfers are indexed (default 2M). Under
+//! `cargo test` (or with `LEDGERD_BENCH_SMOKE=1`) a smoke run of about a second.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ledgerd::cold::{ColdConfig, ColdIndex};
+use ledgerd::event::{self, Event};
+use ledgerd::state_machine::StateMachine;
+use ledgerd::types::{Account, AccountFilter, AccountFilterFlags, AccountFlags, Transfer};
+
+const ACCOUNTS: u64 = 100_000;
+const TRANSFERS_PER_REQUEST: usize = 8189;
+/// Records per fjall batch: about 64k transfers, as the indexer groups them.
+const RECORDS_PER_BATCH: usize = 8;
+const FIRST_TRANSFER_ID: u128 = 1 << 64;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+}
+
+fn main() {
+    let full = common::full_run();
+    common::announce("cold_index", full);
+    let transfers: u64 = if full {
+        std::env::var("LEDGERD_COLD_TRANSFERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000_000)
+    } else {
+        20_000
+    };
+    let probes = if full { 20_000 } else { 1_000 };
+    let dir = common::data_dir();
+    println!("cold.transfers: {transfers}");
+    let config =
+        ColdConfig { transfers_max: transfers, failed_ids_max: 1 << 16, ..ColdConfig::default() };
+    let index = ColdIndex::open(dir.path(), &config).expect("open the index");
+
+    // Events come from the real state machine; only the index's work is timed.
+    let mut sm = StateMachine::with_capacity(ACCOUNTS as usize, transfers as usize);
+    let mut rng = common::Rng(0x5eed);
+    let mut results = Vec::new();
+    let mut ev = Event::default();
+    let mut bytes = rkyv::util::AlignedVec::<16>::new();
+    let mut now = 1_000_000_000_000u64;
+    let mut seq = 0u64;
+    let mut records = Vec::new();
+    for first in (1..=ACCOUNTS).step_by(8189) {
+        let accounts: Vec<Account> = (first..(first + 8189).min(ACCOUNTS + 1))
+            .map(|id| Account {
+                id: u128::from(id),
+                ledger: 1,
+                code: 1,
+                flags: if id % 10 == 0 { AccountFlags::HISTORY } else { 0 },
+                ..Default::default()
+            })
+            .collect();
+        sm.create_accounts(now, &accounts, &mut results, &mut ev);
+        assert!(results.is_empty());
+        event::encode(&ev, &mut bytes);
+        records.push(bytes.clone());
+    }
+    let mut created = 0u64;
+    let mut index_time = Duration::ZERO;
+    let mut key_writes = 0u64;
+    let mut batch_records: Vec<rkyv::util::AlignedVec<16>> = std::mem::take(&mut records);
+    let flush = |batch_records: &mut Vec<rkyv::util::AlignedVec<16>>,
+                 seq: &mut u64,
+                 index_time: &mut Duration| {
+        let started = Instant::now();
+        let mut batch = index.batch();
+        for body in batch_records.drain(..) {
+            *seq += 1;
+            let archived = event::access(&body).expect("an event");
+            batch.add(*seq, archived).expect("index a record");
+        }
+        batch.commit().expect("commit a batch");
+        *index_time += started.elapsed();
+    };
+    flush(&mut batch_records, &mut seq, &mut index_time);
+    while created < transfers {
+        now += 1_000_000;
+        let n = TRANSFERS_PER_REQUEST.min((transfers - created) as usize);
+        let request: Vec<Transfer> = (0..n)
+            .map(|i| {
+                let dr = 1 + rng.below(ACCOUNTS);
+                let cr = 1 + (dr + rng.below(ACCOUNTS - 1)) % ACCOUNTS;
+                common::transfer(
+                    FIRST_TRANSFER_ID + u128::from(created) + i as u128,
+                    u128::from(dr),
+                    u128::from(cr),
+                    1,
+                )
+            })
+            .collect();
+        sm.create_transfers(now, &request, &mut results, &mut ev);
+        assert!(results.is_empty(), "{:?}", &results[..1]);
+        created += n as u64;
+        // A transfer writes its record and two account-list entries; history rows besides.
+        key_writes += 3 * n as u64
+            + request
+                .iter()
+                .map(|t| {
+                    u64::from(t.debit_account_id % 10 == 0)
+                        + u64::from(t.credit_account_id % 10 == 0)
+                })
+                .sum::<u64>();
+        event::encode(&ev, &mut bytes);
+        batch_records.push(bytes.clone());
+        if batch_records.len() == RECORDS_PER_BATCH {
+            flush(&mut batch_records, &mut seq, &mut index_time);
+        }
+    }
+    flush(&mut batch_records, &mut seq, &mut index_time);
+    assert_eq!(index.watermark().transfers, transfers);
+    let secs = index_time.as_secs_f64();
+    println!("cold.index_s: {secs:.2}");
+    println!("cold.inserts_per_s: {:.0}", transfers as f64 / secs);
+    println!("cold.key_writes_per_s: {:.0}", key_writes as f64 / secs);
+
+    // Point reads of random ids in the older half.
+    let mut h = histogram();
+    for _ in 0..probes {
+        let id = FIRST_TRANSFER_ID + u128::from(rng.below((transfers / 2).max(1)));
+        let started = Instant::now();
+        let found = index.transfer(id).expect("read");
+        h.record(started.elapsed().as_nanos() as u64).unwrap();
+        assert!(found.is_some());
+    }
+    println!("cold.get_us_p50: {:.2}", h.value_at_quantile(0.5) as f64 / 1e3);
+    println!("cold.get_us_p99: {:.2}", h.value_at_quantile(0.99) as f64 / 1e3);
+
+    // Negative lookups: ids never created, answered by the filter.
+    let absent: Vec<u128> = (0..probes * 10).map(|i| (i as u128) << 96 | 7).collect();
+    let started = Instant::now();
+    let mut maybe = 0usize;
+    for id in &absent {
+        maybe += usize::from(index.may_contain_transfer(black_box(*id)));
+    }
+    let elapsed = started.elapsed();
+    println!("cold.filter_ns: {:.1}", elapsed.as_nanos() as f64 / absent.len() as f64);
+    println!("cold.filter_false_positive_rate: {:.4}", maybe as f64 / absent.len() as f64);
+
+    // Pages of 100 of random accounts' transfers, oldest first.
+    let mut h = histogram();
+    let mut out = Vec::new();
+    let mut returned = 0usize;
+    for _ in 0..probes / 10 {
+        let filter = AccountFilter {
+            account_id: u128::from(1 + rng.below(ACCOUNTS)),
+            limit: 100,
+            flags: AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        index.account_transfers(&filter, &mut out).expect("query");
+        h.record(started.elapsed().as_nanos() as u64).unwrap();
+        returned += out.len();
+    }
+    println!("cold.query_transfers_per_page: {:.1}", returned as f64 / (probes / 10) as f64);
+    println!("cold.query_us_p50: {:.1}", h.value_at_quantile(0.5) as f64 / 1e3);
+    println!("cold.query_us_p99: {:.1}", h.value_at_quantile(0.99) as f64 / 1e3);
+    println!("cold.index_disk_mb: {:.1}", dir_bytes(&dir.path().join("index")) as f64 / 1e6);
+    drop(index);
+    layout_with_records(&sm, transfers, probes, &mut rng);
+}
+
+/// The other layout of `account_transfers`: the record itself as the value (a page is one
+/// range scan, no point reads), measured with fjall alone on the same transfers.
+fn layout_with_records(sm: &StateMachine, transfers: u64, probes: usize, rng: &mut common::Rng) {
+    let dir = common::data_dir();
+    let db = fjall::Database::builder(dir.path()).worker_threads(1).open().expect("open");
+    let ks = db.keyspace("account_records", fjall::KeyspaceCreateOptions::default).expect("ks");
+    let key = |account: u128, ts: u64| {
+        let mut k = [0u8; 24];
+        k[..16].copy_from_slice(&account.to_be_bytes());
+        k[16..].copy_from_slice(&ts.to_be_bytes());
+        k
+    };
+    let started = Instant::now();
+    let mut batch = db.batch();
+    for i in 0..transfers {
+        let t = sm.transfer_by_id(FIRST_TRANSFER_ID + u128::from(i)).expect("created");
+        for (account, side) in [(t.debit_account_id, 1u8), (t.credit_account_id, 2u8)] {
+            let mut value = [0u8; Transfer::SIZE + 1];
+            t.write_to(&mut value[..Transfer::SIZE]);
+            value[Transfer::SIZE] = side;
+            batch.insert(&ks, key(account, t.timestamp).as_slice(), value.as_slice());
+        }
+        if batch.len() >= 2 * 65_536 {
+            std::mem::replace(&mut batch, db.batch()).commit().expect("commit");
+        }
+    }
+    batch.commit().expect("commit");
+    let secs = started.elapsed().as_secs_f64();
+    println!("cold.layout_records.key_writes_per_s: {:.0}", 2.0 * transfers as f64 / secs);
+    let mut h = histogram();
+    let mut out: Vec<Transfer> = Vec::new();
+    for _ in 0..probes / 10 {
+        let account = u128::from(1 + rng.below(ACCOUNTS));
+        let started = Instant::now();
+        out.clear();
+        for guard in ks.range(key(account, 0)..=key(account, u64::MAX)).take(100) {
+            let (_, value) = guard.into_inner().expect("read");
+            out.push(Transfer::read_from(&value[..Transfer::SIZE]));
+        }
+        h.record(started.elapsed().as_nanos() as u64).unwrap();
+        black_box(&out);
+    }
+    println!("cold.layout_records.query_us_p50: {:.1}", h.value_at_quantile(0.5) as f64 / 1e3);
+    println!("cold.layout_records.query_us_p99: {:.1}", h.value_at_quantile(0.99) as f64 / 1e3);
+    println!("cold.layout_records.disk_mb: {:.1}", dir_bytes(dir.path()) as f64 / 1e6);
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            total += if path.is_dir() {
+                dir_bytes(&path)
+            } else {
+                // Allocated blocks: fjall preallocates its journal files.
+                entry.metadata().map_or(0, |m| m.blocks() * 512)
+            };
+        }
+    }
+    total
+}

@@ -1,0 +1,125 @@
+//! The indexer thread: follows the journal up to its durable sequence and applies records to
+//! the cold index in bounded batches.
+//!
+//! It reads only records the business thread has published as durable (`durable`), so it
+//! never indexes anything a crash could take back. It must not block the business thread: it
+//! shares nothing with it but that counter. I/O errors are logged and retried from the
+//! index's watermark; a durable record that does not decode is a bug and panics.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{ColdError, ColdIndex};
+use crate::journal::JournalFollower;
+
+/// Most transfers in one fjall batch.
+pub const BATCH_TRANSFERS_MAX: usize = 64 << 10;
+/// Most time spent filling one batch before it is committed.
+pub const BATCH_TIME_MAX: Duration = Duration::from_millis(5);
+/// Longest sleep when caught up with the journal.
+const IDLE_SLEEP_MAX: Duration = Duration::from_millis(1);
+const IDLE_SLEEP_MIN: Duration = Duration::from_micros(50);
+/// Longest sleep between retries after an error.
+const ERROR_SLEEP_MAX: Duration = Duration::from_millis(100);
+/// The filter file is rewritten after this many new records (and when the indexer stops), so
+/// an open reads at most this many journal records to bring it up to date.
+const FILTER_SAVE_RECORDS: u64 = 4096;
+
+/// Spawns and runs the indexer thread.
+pub struct Indexer;
+
+impl Indexer {
+    /// Starts the thread: it indexes journal records of `data_dir` from the index's watermark
+    /// on, never past `durable`, until `stop` is set (then it saves the filter and returns).
+    pub fn spawn(
+        index: ColdIndex,
+        data_dir: PathBuf,
+        durable: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+    ) -> JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("cold-indexer".into())
+            .spawn(move || run(&index, &data_dir, &durable, &stop))
+            .expect("spawning the cold indexer thread")
+    }
+}
+
+fn run(index: &ColdIndex, data_dir: &std::path::Path, durable: &AtomicU64, stop: &AtomicBool) {
+    let mut follower: Option<JournalFollower> = None;
+    let mut idle = IDLE_SLEEP_MIN;
+    let mut error_sleep = IDLE_SLEEP_MAX;
+    let mut saved_at = index.watermark().sequence;
+    while !stop.load(Ordering::Acquire) {
+        match step(index, data_dir, durable, &mut follower) {
+            Ok(0) => {
+                error_sleep = IDLE_SLEEP_MAX;
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(IDLE_SLEEP_MAX);
+            }
+            Ok(_) => {
+                error_sleep = IDLE_SLEEP_MAX;
+                idle = IDLE_SLEEP_MIN;
+                let at = index.watermark().sequence;
+                if at - saved_at >= FILTER_SAVE_RECORDS {
+                    match index.save_filter() {
+                        Ok(()) => saved_at = at,
+                        Err(e) => tracing::error!("cold index: saving the filter: {e}"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!("cold index: {e}; retrying from the watermark");
+                // The follower may be past what was committed: restart it at the watermark.
+                follower = None;
+                std::thread::sleep(error_sleep);
+                error_sleep = (error_sleep * 2).min(ERROR_SLEEP_MAX);
+            }
+        }
+    }
+    if index.watermark().sequence != saved_at {
+        if let Err(e) = index.save_filter() {
+            tracing::error!("cold index: saving the filter: {e}");
+        }
+    }
+}
+
+/// Indexes one batch; returns the records indexed (0 when caught up).
+fn step(
+    index: &ColdIndex,
+    data_dir: &std::path::Path,
+    durable: &AtomicU64,
+    follower: &mut Option<JournalFollower>,
+) -> Result<usize, ColdError> {
+    let up_to = durable.load(Ordering::Acquire);
+    let next = index.watermark().sequence + 1;
+    if next > up_to {
+        return Ok(0);
+    }
+    let follower = match follower {
+        Some(f) => f,
+        None => follower.insert(JournalFollower::open(data_dir, next)?),
+    };
+    debug_assert_eq!(follower.next_sequence(), next);
+    let started = Instant::now();
+    let mut batch = index.batch();
+    while batch.transfers() < BATCH_TRANSFERS_MAX && started.elapsed() < BATCH_TIME_MAX {
+        let Some(record) = follower.next_record(up_to) else {
+            break;
+        };
+        let record = record?;
+        let event = crate::event::access(record.body).unwrap_or_else(|e| {
+            panic!(
+                "journal record {} (segment {}, offset {}) passed its checksum but does not \
+                 decode as an event: {e}",
+                record.seq, record.segment, record.offset
+            )
+        });
+        batch.add(record.seq, event)?;
+    }
+    let records = batch.records();
+    batch.commit()?;
+    Ok(records)
+}

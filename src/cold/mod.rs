@@ -1,0 +1,818 @@
+//! The cold index: finished history on disk, derived from the journal.
+//!
+//! Owns `DATA/index/`: a fjall store (`DATA/index/store/`) and the saved id filters
+//! (`DATA/index/filter`). It holds what the business thread need not keep in memory: transfers
+//! with their state, per-account transfer lists, balance history rows of `history` accounts and
+//! remembered failed ids. It is maintained off the business thread by [`Indexer`] from durable
+//! journal records, and read from any thread. The journal stays the only source of truth: the
+//! index can be deleted at any time and is rebuilt from it.
+//!
+//! It must not: write the journal, decide anything the state machine decides (it copies the
+//! outcomes that journal events carry), or claim in its watermark a record whose changes are not
+//! all visible (the watermark is written in the same fjall batch as those changes).
+//!
+//! Keyspaces (integers big-endian, so byte order is numeric order):
+//! - `transfers`: id → 128 record bytes ([`Transfer::to_bytes`]) + 1 [`TransferState`] byte.
+//! - `account_transfers`: account id ‖ timestamp → transfer id + 1 side byte (1 debit, 2 credit).
+//! - `balances`: account id ‖ timestamp → 128 [`AccountBalance`] bytes + 1 side byte.
+//! - `accounts`: id → flags (u16), `history` accounts only.
+//! - `failed`: id → result code (u32).
+//! - `meta`: `version` (u32) and `watermark` (3 × u64).
+
+mod filter;
+mod indexer;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+
+use crate::event::{ArchivedBalancePair, ArchivedBalances, ArchivedEvent};
+use crate::journal::JournalFollower;
+use crate::state_machine::{TransferState, QUERY_RESULTS_MAX};
+use crate::types::{
+    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Transfer,
+    TransferFlags, ID_INVALID_MAX,
+};
+
+use filter::IdFilter;
+pub use indexer::Indexer;
+
+/// Name of the index directory inside the data directory.
+pub const INDEX_DIR: &str = "index";
+const STORE_DIR: &str = "store";
+const FILTER_FILE: &str = "filter";
+
+/// Version of the index layout, in `meta`: an index of another version is rebuilt.
+pub const FORMAT_VERSION: u32 = 1;
+
+const META_VERSION: &[u8] = b"version";
+const META_WATERMARK: &[u8] = b"watermark";
+
+/// Bytes of a `transfers` value: the record and its state.
+const TRANSFER_VALUE_SIZE: usize = Transfer::SIZE + 1;
+/// Bytes of an `account_transfers` value: the transfer id and the side.
+const ACCOUNT_TRANSFER_VALUE_SIZE: usize = 16 + 1;
+/// Bytes of a `balances` value: the row and the side.
+const BALANCE_VALUE_SIZE: usize = AccountBalance::SIZE + 1;
+/// Bytes of an account ‖ timestamp key.
+const ACCOUNT_KEY_SIZE: usize = 16 + 8;
+
+/// Side byte: the account was the debit account of the transfer.
+pub const SIDE_DEBIT: u8 = 1;
+/// Side byte: the account was the credit account of the transfer.
+pub const SIDE_CREDIT: u8 = 2;
+
+/// How far the index goes: everything of journal records `1..=sequence`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Watermark {
+    /// Last journal sequence fully indexed.
+    pub sequence: u64,
+    /// Transfers created in records `1..=sequence`: the next transfer's creation number.
+    pub transfers: u64,
+    /// Failed ids remembered in records `1..=sequence`.
+    pub failed: u64,
+}
+
+const WATERMARK_SIZE: usize = 24;
+
+impl Watermark {
+    fn encode(&self) -> [u8; WATERMARK_SIZE] {
+        let mut b = [0u8; WATERMARK_SIZE];
+        b[0..8].copy_from_slice(&self.sequence.to_be_bytes());
+        b[8..16].copy_from_slice(&self.transfers.to_be_bytes());
+        b[16..24].copy_from_slice(&self.failed.to_be_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<Watermark> {
+        let b: &[u8; WATERMARK_SIZE] = b.try_into().ok()?;
+        let be = |at: usize| u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        Some(Watermark { sequence: be(0), transfers: be(8), failed: be(16) })
+    }
+}
+
+/// Sizes of the index.
+#[derive(Clone, Debug)]
+pub struct ColdConfig {
+    /// Transfers the id filter is sized for (about 1% false positives up to this many).
+    pub transfers_max: u64,
+    /// Failed ids the failed-id filter is sized for.
+    pub failed_ids_max: u64,
+    /// fjall block cache.
+    pub cache_bytes: u64,
+    /// fjall background threads (flushes and compactions).
+    pub worker_threads: usize,
+}
+
+impl Default for ColdConfig {
+    fn default() -> Self {
+        ColdConfig {
+            transfers_max: 1 << 20,
+            failed_ids_max: 1 << 16,
+            cache_bytes: 64 << 20,
+            worker_threads: 1,
+        }
+    }
+}
+
+/// Errors of the index.
+#[derive(Debug, thiserror::Error)]
+pub enum ColdError {
+    #[error("cold index store: {0}")]
+    Store(#[from] fjall::Error),
+    #[error("cold index I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The index holds something it cannot have written, or misses what it must hold.
+    #[error("cold index: {0}")]
+    Corrupt(String),
+    /// Records must be applied in journal order, each once.
+    #[error("cold index: record {found} applied where record {expected} was expected")]
+    Sequence { expected: u64, found: u64 },
+    #[error("cold index: reading the journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+/// The maps: `TransferState` has no public conversion from its byte.
+fn state_from_u8(n: u8) -> Option<TransferState> {
+    Some(match n {
+        0 => TransferState::Final,
+        1 => TransferState::Pending,
+        2 => TransferState::Posted,
+        3 => TransferState::Voided,
+        4 => TransferState::Expired,
+        _ => return None,
+    })
+}
+
+struct Keyspaces {
+    transfers: Keyspace,
+    account_transfers: Keyspace,
+    balances: Keyspace,
+    accounts: Keyspace,
+    failed: Keyspace,
+    meta: Keyspace,
+}
+
+/// What only the writer touches.
+struct Writer {
+    /// Ids of `history` accounts (persisted in `accounts`).
+    history: HashSet<u128>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    db: Database,
+    ks: Keyspaces,
+    /// What is indexed and visible to reads; moves only after a batch commits.
+    watermark: Mutex<Watermark>,
+    transfer_filter: IdFilter,
+    failed_filter: IdFilter,
+    writer: Mutex<Writer>,
+}
+
+/// The index: cheap to clone, shared by the indexer and any number of readers.
+#[derive(Clone)]
+pub struct ColdIndex {
+    inner: Arc<Inner>,
+}
+
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ColdIndex>();
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks leaves plain data in a consistent state.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ColdIndex {
+    /// Opens (or creates) `data_dir/index`. A damaged or unreadable index, or one of another
+    /// version, is removed and started empty (watermark 0): the indexer rebuilds it from the
+    /// journal. The id filters are loaded from their file and brought up to the watermark from
+    /// the journal, or rebuilt from the index keys when the file is missing or damaged.
+    pub fn open(data_dir: &Path, config: &ColdConfig) -> Result<ColdIndex, ColdError> {
+        let dir = data_dir.join(INDEX_DIR);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ColdError::Io { path, source }
+        };
+        crate::journal::private_dir(&dir).map_err(io(&dir))?;
+        let opened = match open_store(&dir, config) {
+            Ok(opened) => opened,
+            Err(reason) => {
+                tracing::warn!(
+                    index = %dir.display(),
+                    "cold index unusable ({reason}): removing it; it is rebuilt from the journal"
+                );
+                fs::remove_dir_all(&dir).map_err(io(&dir))?;
+                crate::journal::private_dir(&dir).map_err(io(&dir))?;
+                open_store(&dir, config).map_err(|reason| {
+                    ColdError::Corrupt(format!("a new index in {} fails: {reason}", dir.display()))
+                })?
+            }
+        };
+        let (db, ks, watermark, history) = opened;
+        let filter_path = dir.join(FILTER_FILE);
+        let (transfer_filter, failed_filter) = match load_filters(
+            &filter_path,
+            data_dir,
+            config,
+            watermark,
+        ) {
+            Ok(filters) => filters,
+            Err(reason) => {
+                if watermark.sequence > 0 {
+                    tracing::warn!(
+                        filter = %filter_path.display(),
+                        "cold index filter unusable ({reason}): rebuilding it from the index keys"
+                    );
+                }
+                rebuild_filters(&ks, config)?
+            }
+        };
+        Ok(ColdIndex {
+            inner: Arc::new(Inner {
+                dir,
+                db,
+                ks,
+                watermark: Mutex::new(watermark),
+                transfer_filter,
+                failed_filter,
+                writer: Mutex::new(Writer { history }),
+            }),
+        })
+    }
+
+    /// What is indexed and visible to reads.
+    pub fn watermark(&self) -> Watermark {
+        *lock(&self.inner.watermark)
+    }
+
+    /// Applies one journal record (the next one: `seq == watermark().sequence + 1`).
+    pub fn apply(&self, seq: u64, event: &ArchivedEvent) -> Result<(), ColdError> {
+        let mut batch = self.batch();
+        batch.add(seq, event)?;
+        batch.commit().map(|_| ())
+    }
+
+    /// A batch of records applied together: one fjall batch, one watermark move. Holds the
+    /// writer lock until it is committed or dropped (dropping discards it).
+    pub fn batch(&self) -> ColdBatch<'_> {
+        let writer = lock(&self.inner.writer);
+        let watermark = self.watermark();
+        ColdBatch {
+            index: self,
+            writer,
+            batch: self.inner.db.batch(),
+            watermark,
+            staged: foldhash::HashMap::default(),
+            records: 0,
+            transfers: 0,
+            broken: false,
+        }
+    }
+
+    /// The transfer and its state, if indexed.
+    pub fn transfer(&self, id: u128) -> Result<Option<(Transfer, TransferState)>, ColdError> {
+        let Some(value) = self.inner.ks.transfers.get(id.to_be_bytes())? else {
+            return Ok(None);
+        };
+        decode_transfer(id, &value).map(Some)
+    }
+
+    /// The result code a failed id was remembered with, if indexed.
+    pub fn failed(&self, id: u128) -> Result<Option<u32>, ColdError> {
+        let Some(value) = self.inner.ks.failed.get(id.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let code: [u8; 4] = (*value).try_into().map_err(|_| {
+            ColdError::Corrupt(format!("failed id {id}: value of {} bytes", value.len()))
+        })?;
+        Ok(Some(u32::from_be_bytes(code)))
+    }
+
+    /// False only when transfer `id` is certainly not in the index (no disk access).
+    pub fn may_contain_transfer(&self, id: u128) -> bool {
+        self.inner.transfer_filter.contains(id)
+    }
+
+    /// False only when failed id `id` is certainly not in the index (no disk access).
+    pub fn may_contain_failed(&self, id: u128) -> bool {
+        self.inner.failed_filter.contains(id)
+    }
+
+    /// As [`crate::state_machine::StateMachine::get_account_transfers`], from the index.
+    pub fn account_transfers(
+        &self,
+        filter: &AccountFilter,
+        out: &mut Vec<Transfer>,
+    ) -> Result<(), ColdError> {
+        out.clear();
+        let Some(scan) = Scan::of(filter) else {
+            return Ok(());
+        };
+        let (lo, hi) = scan.keys(filter.account_id);
+        let range = self.inner.ks.account_transfers.range(lo..=hi);
+        let mut visit = |guard: fjall::Guard| -> Result<bool, ColdError> {
+            let (key, value) = guard.into_inner()?;
+            let value: &[u8; ACCOUNT_TRANSFER_VALUE_SIZE] = (*value).try_into().map_err(|_| {
+                ColdError::Corrupt(format!(
+                    "account transfer {key:?}: value of {} bytes",
+                    value.len()
+                ))
+            })?;
+            if !scan.wants(value[16]) {
+                return Ok(true);
+            }
+            let id = u128::from_be_bytes(value[..16].try_into().expect("16 bytes"));
+            let (t, _) = self.transfer(id)?.ok_or_else(|| {
+                ColdError::Corrupt(format!("account list names transfer {id}, which is missing"))
+            })?;
+            out.push(t);
+            Ok(out.len() < scan.limit)
+        };
+        if scan.reversed {
+            for guard in range.rev() {
+                if !visit(guard)? {
+                    break;
+                }
+            }
+        } else {
+            for guard in range {
+                if !visit(guard)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// As [`crate::state_machine::StateMachine::get_account_balances`], from the index.
+    pub fn account_balances(
+        &self,
+        filter: &AccountFilter,
+        out: &mut Vec<AccountBalance>,
+    ) -> Result<(), ColdError> {
+        out.clear();
+        let Some(scan) = Scan::of(filter) else {
+            return Ok(());
+        };
+        let (lo, hi) = scan.keys(filter.account_id);
+        let range = self.inner.ks.balances.range(lo..=hi);
+        let mut visit = |guard: fjall::Guard| -> Result<bool, ColdError> {
+            let (key, value) = guard.into_inner()?;
+            if value.len() != BALANCE_VALUE_SIZE {
+                return Err(ColdError::Corrupt(format!(
+                    "balance row {key:?}: value of {} bytes",
+                    value.len()
+                )));
+            }
+            if scan.wants(value[AccountBalance::SIZE]) {
+                out.push(AccountBalance::read_from(&value[..AccountBalance::SIZE]));
+            }
+            Ok(out.len() < scan.limit)
+        };
+        if scan.reversed {
+            for guard in range.rev() {
+                if !visit(guard)? {
+                    break;
+                }
+            }
+        } else {
+            for guard in range {
+                if !visit(guard)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves the id filters with the watermark they cover (see `filter`), so that the next
+    /// open does not rebuild them. Called by the indexer.
+    pub fn save_filter(&self) -> Result<(), ColdError> {
+        // Ids are inserted before the watermark moves: the bits read after this read of the
+        // watermark hold every id it covers.
+        let watermark = self.watermark();
+        let path = self.inner.dir.join(FILTER_FILE);
+        filter::save(&path, watermark, &self.inner.transfer_filter, &self.inner.failed_filter)
+            .map_err(|source| ColdError::Io { path, source })
+    }
+
+    /// The index directory (`DATA/index`).
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+/// A validated filter (the same rules as the state machine's), with inclusive bounds.
+struct Scan {
+    min: u64,
+    max: u64,
+    debits: bool,
+    credits: bool,
+    reversed: bool,
+    limit: usize,
+}
+
+impl Scan {
+    fn of(f: &AccountFilter) -> Option<Scan> {
+        if f.account_id == 0 || f.account_id == ID_INVALID_MAX {
+            return None;
+        }
+        if f.flags & !AccountFilterFlags::ALL != 0 || f.reserved != [0; 24] || f.limit == 0 {
+            return None;
+        }
+        let debits = f.flags & AccountFilterFlags::DEBITS != 0;
+        let credits = f.flags & AccountFilterFlags::CREDITS != 0;
+        if !debits && !credits {
+            return None;
+        }
+        let max = if f.timestamp_max == 0 { u64::MAX } else { f.timestamp_max };
+        if f.timestamp_min > max {
+            return None;
+        }
+        Some(Scan {
+            min: f.timestamp_min,
+            max,
+            debits,
+            credits,
+            reversed: f.flags & AccountFilterFlags::REVERSED != 0,
+            limit: (f.limit as usize).min(QUERY_RESULTS_MAX),
+        })
+    }
+
+    fn keys(&self, account: u128) -> ([u8; ACCOUNT_KEY_SIZE], [u8; ACCOUNT_KEY_SIZE]) {
+        (account_key(account, self.min), account_key(account, self.max))
+    }
+
+    fn wants(&self, side: u8) -> bool {
+        (self.debits && side == SIDE_DEBIT) || (self.credits && side == SIDE_CREDIT)
+    }
+}
+
+fn account_key(account: u128, timestamp: u64) -> [u8; ACCOUNT_KEY_SIZE] {
+    let mut k = [0u8; ACCOUNT_KEY_SIZE];
+    k[..16].copy_from_slice(&account.to_be_bytes());
+    k[16..].copy_from_slice(&timestamp.to_be_bytes());
+    k
+}
+
+fn decode_transfer(id: u128, value: &[u8]) -> Result<(Transfer, TransferState), ColdError> {
+    if value.len() != TRANSFER_VALUE_SIZE {
+        return Err(ColdError::Corrupt(format!("transfer {id}: value of {} bytes", value.len())));
+    }
+    let state = state_from_u8(value[Transfer::SIZE]).ok_or_else(|| {
+        ColdError::Corrupt(format!("transfer {id}: unknown state {}", value[Transfer::SIZE]))
+    })?;
+    let t = Transfer::read_from(&value[..Transfer::SIZE]);
+    if t.id != id {
+        return Err(ColdError::Corrupt(format!("transfer key {id} holds transfer {}", t.id)));
+    }
+    Ok((t, state))
+}
+
+fn transfer_value(t: &Transfer, state: TransferState) -> [u8; TRANSFER_VALUE_SIZE] {
+    let mut v = [0u8; TRANSFER_VALUE_SIZE];
+    t.write_to(&mut v[..Transfer::SIZE]);
+    v[Transfer::SIZE] = state as u8;
+    v
+}
+
+fn balance_value(b: &ArchivedBalances, timestamp: u64, side: u8) -> [u8; BALANCE_VALUE_SIZE] {
+    let row = AccountBalance {
+        debits_pending: b.debits_pending.to_native(),
+        debits_posted: b.debits_posted.to_native(),
+        credits_pending: b.credits_pending.to_native(),
+        credits_posted: b.credits_posted.to_native(),
+        timestamp,
+        reserved: [0; 56],
+    };
+    let mut v = [0u8; BALANCE_VALUE_SIZE];
+    row.write_to(&mut v[..AccountBalance::SIZE]);
+    v[AccountBalance::SIZE] = side;
+    v
+}
+
+type Opened = (Database, Keyspaces, Watermark, HashSet<u128>);
+
+/// Opens the store and checks its version and watermark; `Err` says why it is unusable.
+fn open_store(dir: &Path, config: &ColdConfig) -> Result<Opened, String> {
+    let db = Database::builder(dir.join(STORE_DIR))
+        .cache_size(config.cache_bytes)
+        .worker_threads(config.worker_threads.max(1))
+        .open()
+        .map_err(|e| format!("opening the store: {e}"))?;
+    let keyspace = |name: &str| {
+        db.keyspace(name, KeyspaceCreateOptions::default)
+            .map_err(|e| format!("opening keyspace {name}: {e}"))
+    };
+    let ks = Keyspaces {
+        transfers: keyspace("transfers")?,
+        account_transfers: keyspace("account_transfers")?,
+        balances: keyspace("balances")?,
+        accounts: keyspace("accounts")?,
+        failed: keyspace("failed")?,
+        meta: keyspace("meta")?,
+    };
+    let read = |key: &[u8]| ks.meta.get(key).map_err(|e| format!("reading meta: {e}"));
+    let watermark = match (read(META_VERSION)?, read(META_WATERMARK)?) {
+        (None, None) => {
+            // A new index: nothing may be in it yet.
+            for (name, k) in [("transfers", &ks.transfers), ("failed", &ks.failed)] {
+                if k.first_key_value().is_some() {
+                    return Err(format!("keyspace {name} holds keys but meta holds no version"));
+                }
+            }
+            let mut batch = db.batch();
+            batch.insert(&ks.meta, META_VERSION, FORMAT_VERSION.to_be_bytes().as_slice());
+            batch.insert(&ks.meta, META_WATERMARK, Watermark::default().encode().as_slice());
+            batch.commit().map_err(|e| format!("writing meta: {e}"))?;
+            Watermark::default()
+        }
+        (Some(version), Some(watermark)) => {
+            let version = <[u8; 4]>::try_from(&*version).ok().map(u32::from_be_bytes);
+            if version != Some(FORMAT_VERSION) {
+                return Err(format!(
+                    "format version {version:?}, this ledgerd writes {FORMAT_VERSION}"
+                ));
+            }
+            Watermark::decode(&watermark).ok_or("a watermark of the wrong size")?
+        }
+        _ => return Err("meta holds a version or a watermark but not both".into()),
+    };
+    let mut history = HashSet::new();
+    for guard in ks.accounts.iter() {
+        let (key, _) = guard.into_inner().map_err(|e| format!("reading accounts: {e}"))?;
+        let id: [u8; 16] = (*key).try_into().map_err(|_| "an account key of the wrong size")?;
+        history.insert(u128::from_be_bytes(id));
+    }
+    Ok((db, ks, watermark, history))
+}
+
+/// The saved filters, brought up to `watermark` with the ids of the journal records after the
+/// watermark they were saved at. `Err` when there is no usable file or the journal cannot fill
+/// the gap.
+fn load_filters(
+    path: &Path,
+    data_dir: &Path,
+    config: &ColdConfig,
+    watermark: Watermark,
+) -> Result<(IdFilter, IdFilter), String> {
+    if watermark.sequence == 0 {
+        // Nothing indexed: empty filters, whatever an old file says.
+        return Ok((
+            IdFilter::with_capacity(config.transfers_max),
+            IdFilter::with_capacity(config.failed_ids_max),
+        ));
+    }
+    let (saved, transfers, failed) =
+        filter::load(path, config.transfers_max, config.failed_ids_max)?;
+    // A filter saved past the watermark (the store lost its last unsynced batches in a crash)
+    // holds more ids than needed: only false positives, which are allowed.
+    let mut seq = saved.sequence;
+    if seq < watermark.sequence {
+        let mut follower = JournalFollower::open(data_dir, seq + 1)
+            .map_err(|e| format!("reading the journal after the filter: {e}"))?;
+        while let Some(record) = follower.next_record(watermark.sequence) {
+            let record =
+                record.map_err(|e| format!("reading the journal after the filter: {e}"))?;
+            let event = crate::event::access(record.body).unwrap_or_else(|e| {
+                panic!("journal record {} passed its checksum but does not decode: {e}", record.seq)
+            });
+            for t in event.transfers.iter() {
+                transfers.insert(t.id.to_native());
+            }
+            for f in event.failed.iter() {
+                failed.insert(f.id.to_native());
+            }
+            seq = record.seq;
+        }
+        if seq != watermark.sequence {
+            return Err(format!(
+                "the journal ends at record {seq}, before the index watermark {}",
+                watermark.sequence
+            ));
+        }
+    }
+    Ok((transfers, failed))
+}
+
+/// Filters with every transfer and failed id key of the store.
+fn rebuild_filters(ks: &Keyspaces, config: &ColdConfig) -> Result<(IdFilter, IdFilter), ColdError> {
+    let fill = |keyspace: &Keyspace, filter: &IdFilter| -> Result<(), ColdError> {
+        for guard in keyspace.iter() {
+            let key = guard.key()?;
+            let id: [u8; 16] = (*key)
+                .try_into()
+                .map_err(|_| ColdError::Corrupt(format!("id key of {} bytes", key.len())))?;
+            filter.insert(u128::from_be_bytes(id));
+        }
+        Ok(())
+    };
+    let transfers = IdFilter::with_capacity(config.transfers_max);
+    let failed = IdFilter::with_capacity(config.failed_ids_max);
+    fill(&ks.transfers, &transfers)?;
+    fill(&ks.failed, &failed)?;
+    Ok((transfers, failed))
+}
+
+/// Records being applied as one fjall batch; see [`ColdIndex::batch`].
+pub struct ColdBatch<'a> {
+    index: &'a ColdIndex,
+    writer: MutexGuard<'a, Writer>,
+    batch: fjall::OwnedWriteBatch,
+    /// The watermark once this batch commits.
+    watermark: Watermark,
+    /// Transfers whose state may still change in this batch (created pending here, or
+    /// posted, voided or expired here), written at commit: a key is written once per batch.
+    staged: foldhash::HashMap<u128, [u8; TRANSFER_VALUE_SIZE]>,
+    records: usize,
+    transfers: usize,
+    /// An `add` failed part way: the batch holds part of a record and must not be committed.
+    broken: bool,
+}
+
+impl ColdBatch<'_> {
+    /// Records added.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Transfers created by the records added.
+    pub fn transfers(&self) -> usize {
+        self.transfers
+    }
+
+    /// The value of an indexed transfer, from this batch or the store.
+    fn load(&self, id: u128) -> Result<[u8; TRANSFER_VALUE_SIZE], ColdError> {
+        if let Some(v) = self.staged.get(&id) {
+            return Ok(*v);
+        }
+        let value = self.index.inner.ks.transfers.get(id.to_be_bytes())?.ok_or_else(|| {
+            ColdError::Corrupt(format!("pending transfer {id} is not in the index"))
+        })?;
+        decode_transfer(id, &value)?;
+        Ok((*value).try_into().expect("length checked by decode_transfer"))
+    }
+
+    /// Sets the state of pending transfer `id`; returns the transfer.
+    fn finish_pending(&mut self, id: u128, state: TransferState) -> Result<Transfer, ColdError> {
+        let mut value = self.load(id)?;
+        if value[Transfer::SIZE] != TransferState::Pending as u8 {
+            return Err(ColdError::Corrupt(format!(
+                "transfer {id} is finished twice (state {} then {state:?})",
+                value[Transfer::SIZE]
+            )));
+        }
+        value[Transfer::SIZE] = state as u8;
+        self.staged.insert(id, value);
+        Ok(Transfer::read_from(&value[..Transfer::SIZE]))
+    }
+
+    fn balance_rows(&mut self, t: &Transfer, timestamp: u64, pair: &ArchivedBalancePair) {
+        let index: &ColdIndex = self.index;
+        let ks = &index.inner.ks;
+        for (account, balances, side) in [
+            (t.debit_account_id, &pair.debit, SIDE_DEBIT),
+            (t.credit_account_id, &pair.credit, SIDE_CREDIT),
+        ] {
+            if self.writer.history.contains(&account) {
+                let value = balance_value(balances, timestamp, side);
+                self.batch.insert(
+                    &ks.balances,
+                    account_key(account, timestamp).as_slice(),
+                    value.as_slice(),
+                );
+            }
+        }
+    }
+
+    /// Adds journal record `seq` (the one after the last added or indexed), in the order
+    /// replay applies an event: expired, accounts, transfers, failed ids.
+    /// After an error the batch can only be dropped: [`ColdBatch::commit`] refuses it.
+    pub fn add(&mut self, seq: u64, event: &ArchivedEvent) -> Result<(), ColdError> {
+        if self.broken {
+            return Err(ColdError::Corrupt("a batch is used after an error".into()));
+        }
+        self.broken = true;
+        self.add_record(seq, event)?;
+        self.broken = false;
+        Ok(())
+    }
+
+    fn add_record(&mut self, seq: u64, event: &ArchivedEvent) -> Result<(), ColdError> {
+        let expected = self.watermark.sequence + 1;
+        if seq != expected {
+            return Err(ColdError::Sequence { expected, found: seq });
+        }
+        let index: &ColdIndex = self.index;
+        let inner = &index.inner;
+        for expiry in event.expired.iter() {
+            let p = self.finish_pending(expiry.pending_id.to_native(), TransferState::Expired)?;
+            self.balance_rows(&p, expiry.timestamp.to_native(), &expiry.balances);
+        }
+        for a in event.accounts.iter() {
+            let a = Account::from(a);
+            if a.has(AccountFlags::HISTORY) {
+                self.writer.history.insert(a.id);
+                self.batch.insert(
+                    &inner.ks.accounts,
+                    a.id.to_be_bytes().as_slice(),
+                    a.flags.to_be_bytes().as_slice(),
+                );
+            }
+        }
+        if event.transfers.len() != event.transfer_balances.len() {
+            return Err(ColdError::Corrupt(format!(
+                "record {seq}: {} transfers but {} balance pairs",
+                event.transfers.len(),
+                event.transfer_balances.len()
+            )));
+        }
+        for (t, pair) in event.transfers.iter().zip(event.transfer_balances.iter()) {
+            let t = Transfer::from(t);
+            let post = t.has(TransferFlags::POST_PENDING_TRANSFER);
+            if post || t.has(TransferFlags::VOID_PENDING_TRANSFER) {
+                let state = if post { TransferState::Posted } else { TransferState::Voided };
+                self.finish_pending(t.pending_id, state)?;
+            }
+            if t.has(TransferFlags::PENDING) {
+                self.staged.insert(t.id, transfer_value(&t, TransferState::Pending));
+            } else {
+                let value = transfer_value(&t, TransferState::Final);
+                self.batch.insert(
+                    &inner.ks.transfers,
+                    t.id.to_be_bytes().as_slice(),
+                    value.as_slice(),
+                );
+            }
+            for (account, side) in
+                [(t.debit_account_id, SIDE_DEBIT), (t.credit_account_id, SIDE_CREDIT)]
+            {
+                let mut value = [0u8; ACCOUNT_TRANSFER_VALUE_SIZE];
+                value[..16].copy_from_slice(&t.id.to_be_bytes());
+                value[16] = side;
+                self.batch.insert(
+                    &inner.ks.account_transfers,
+                    account_key(account, t.timestamp).as_slice(),
+                    value.as_slice(),
+                );
+            }
+            self.balance_rows(&t, t.timestamp, pair);
+            // Before the watermark moves: a visible transfer is always in the filter.
+            inner.transfer_filter.insert(t.id);
+            self.watermark.transfers += 1;
+            self.transfers += 1;
+        }
+        for f in event.failed.iter() {
+            let id = f.id.to_native();
+            self.batch.insert(
+                &inner.ks.failed,
+                id.to_be_bytes().as_slice(),
+                f.code.to_native().to_be_bytes().as_slice(),
+            );
+            inner.failed_filter.insert(id);
+            self.watermark.failed += 1;
+        }
+        self.watermark.sequence = seq;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Writes the batch and its watermark atomically, then makes them visible through
+    /// [`ColdIndex::watermark`]. Returns the new watermark.
+    pub fn commit(mut self) -> Result<Watermark, ColdError> {
+        if self.broken {
+            return Err(ColdError::Corrupt("a batch is committed after an error".into()));
+        }
+        if self.records == 0 {
+            return Ok(self.watermark);
+        }
+        let index: &ColdIndex = self.index;
+        let inner = &index.inner;
+        for (id, value) in self.staged.drain() {
+            self.batch.insert(&inner.ks.transfers, id.to_be_bytes().as_slice(), value.as_slice());
+        }
+        self.batch.insert(&inner.ks.meta, META_WATERMARK, self.watermark.encode().as_slice());
+        self.batch.commit()?;
+        let mut visible = lock(&inner.watermark);
+        assert_eq!(
+            visible.sequence + self.records as u64,
+            self.watermark.sequence,
+            "one writer at a time moves the watermark"
+        );
+        *visible = self.watermark;
+        Ok(self.watermark)
+    }
+}
