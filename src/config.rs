@@ -185,6 +185,18 @@ pub struct Settings {
     #[arg(long, hide = true)]
     #[serde(skip)]
     pub build_snapshot_up_to: Option<u64>,
+
+    /// Internal, with `--build-snapshot-up-to`: the disk index holds every event up to this
+    /// timestamp; the snapshot leaves those records out of memory.
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub evict_through_ns: Option<u64>,
+
+    /// Keep finished history in a disk index (`DATA/index`) maintained from the journal,
+    /// and only the hot state in memory: accounts, pending transfers and what the index does
+    /// not hold yet. [default: false]
+    #[arg(long, env = "LEDGERD_COLD_INDEX")]
+    pub cold_index: Option<bool>,
 }
 
 /// Settings with every default applied and every value checked.
@@ -212,6 +224,10 @@ pub struct DaemonConfig {
     pub repair_discard_after: Option<u64>,
     /// Full-state verification after every batch (tests and long runs).
     pub verify: bool,
+    /// History in the disk index, hot state in memory.
+    pub cold_index: bool,
+    /// The snapshot builder's eviction bound (`--evict-through-ns`; 0 otherwise).
+    pub evict_through_ns: u64,
     pub log_json: bool,
     pub log: String,
     /// Test-only fault injection (`--fault-file`).
@@ -268,6 +284,7 @@ impl Settings {
             snapshots_keep,
             repair,
             verify,
+            cold_index,
             log_format,
             log,
             insecure,
@@ -354,6 +371,8 @@ impl Settings {
             repair: self.repair.unwrap_or(false),
             repair_discard_after: self.repair_discard_after,
             verify: self.verify.unwrap_or(false),
+            cold_index: self.cold_index.unwrap_or(false),
+            evict_through_ns: self.evict_through_ns.unwrap_or(0),
             log_json,
             log: self.log.unwrap_or_else(|| "info".to_string()),
             fault_file: self.fault_file,
@@ -568,6 +587,7 @@ snapshot_every_events = 14
 snapshots_keep = 5
 repair = true
 verify = true
+cold_index = true
 log_format = "json"
 log = "debug"
 insecure = true
@@ -598,14 +618,14 @@ tls_client_ca = "/nonexistent/ca.pem"
             .collect();
         assert_eq!(
             unset,
-            ["repair_discard_after", "fault_file", "build_snapshot_up_to"],
+            ["repair_discard_after", "fault_file", "build_snapshot_up_to", "evict_through_ns"],
             "keys in the file that did not reach the settings: {debug}"
         );
         let c = Settings { auth_token_file: None, ..s }.resolve().unwrap();
         assert_eq!(c.snapshot_every_events, 14);
         assert_eq!(c.snapshot_every_records, 13);
         assert_eq!(c.connections_max, 77);
-        assert!(c.verify && c.repair && c.busy_spin && c.log_json);
+        assert!(c.verify && c.repair && c.busy_spin && c.log_json && c.cold_index);
         assert!(c.insecure && c.tls.is_some());
         assert_eq!(c.hello_timeout, Duration::from_secs(7));
         assert_eq!((c.pre_hello_connections_max, c.connections_per_address_max), (15, 16));

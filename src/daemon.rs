@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use disruptor::Producer as _;
 
+use crate::cold::{ColdConfig, ColdIndex, Indexer};
 use crate::config::DaemonConfig;
 use crate::journal::FaultPlan;
 use crate::metrics::Metrics;
 use crate::net::{self, NetConfig};
 use crate::pipeline::now_ns;
-use crate::pipeline::{self, Business, BusinessConfig, Doorbell, Producer};
+use crate::pipeline::resolve::{self, Resolutions};
+use crate::pipeline::{self, Business, BusinessConfig, ColdStage, Doorbell, Producer};
 use crate::recovery::{self, RecoveryConfig};
 
 /// Scheduling niceness of the snapshot process (0 is the daemon's; 19 the lowest priority).
@@ -109,6 +111,7 @@ pub fn recovery_config(config: &DaemonConfig) -> RecoveryConfig {
         flush_mode: config.flush_mode,
         discard_after: if config.repair { config.repair_discard_after } else { None },
         fault: None,
+        evict_through_ns: config.evict_through_ns,
     }
 }
 
@@ -167,12 +170,23 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
     let snapshot_sequence = recovered.report.snapshot_sequence.unwrap_or(0);
     metrics.snapshot_sequence.store(snapshot_sequence, Relaxed);
 
+    // History on disk: nothing is decided before the index holds what memory left out.
+    let cold = match config.cold_index {
+        true => Some(start_cold(&config, &recovered)?),
+        false => None,
+    };
+
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding the client address {}", config.listen))?;
     let (polls, shared) = net::prepare(config.net_threads)?;
-    let (producer, poller) = pipeline::build_ring(config.ring_slots);
     metrics.ring_capacity.store(config.ring_slots as u64, Relaxed);
+    // Producers ring the first stage's doorbell: the resolve stage's when history is on disk
+    // (it rings the business thread's), else the business thread's.
     let doorbell = Arc::new(Doorbell::new());
+    let business_doorbell = match cold {
+        Some(_) => Arc::new(Doorbell::new()),
+        None => Arc::clone(&doorbell),
+    };
     let next_expiry_ns =
         Arc::new(AtomicU64::new(recovered.state.next_expiry_ns().unwrap_or(u64::MAX)));
 
@@ -190,11 +204,35 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
         Arc::clone(&metrics),
         shared.iter().map(|s| Arc::clone(&s.sink)).collect(),
     );
-    let business_thread = {
-        let doorbell = Arc::clone(&doorbell);
-        std::thread::Builder::new()
-            .name("ledgerd-business".into())
-            .spawn(move || business.run(poller, doorbell))?
+    let business_thread = std::thread::Builder::new().name("ledgerd-business".into());
+    let (producer, business_thread, resolve_thread) = match &cold {
+        None => {
+            let (producer, poller) = pipeline::build_ring(config.ring_slots);
+            let doorbell = Arc::clone(&business_doorbell);
+            (producer, business_thread.spawn(move || business.run(poller, doorbell))?, None)
+        }
+        Some(cold) => {
+            let (producer, resolve_poller, poller) =
+                pipeline::build_ring_with_resolve(config.ring_slots);
+            let resolutions = Arc::new(Resolutions::new(config.ring_slots));
+            let business = business.with_cold_stage(ColdStage {
+                resolutions: Arc::clone(&resolutions),
+                durable: Arc::clone(&cold.durable),
+            });
+            let own = Arc::clone(&business_doorbell);
+            let business_thread = business_thread.spawn(move || business.run(poller, own))?;
+            let (doorbell, next, index, metrics) = (
+                Arc::clone(&doorbell),
+                Arc::clone(&business_doorbell),
+                cold.index.clone(),
+                Arc::clone(&metrics),
+            );
+            let resolve_thread =
+                std::thread::Builder::new().name("ledgerd-resolve".into()).spawn(move || {
+                    resolve::run(resolve_poller, doorbell, next, index, resolutions, metrics)
+                })?;
+            (producer, business_thread, Some(resolve_thread))
+        }
     };
 
     let net_shutdown = Arc::new(AtomicBool::new(false));
@@ -234,6 +272,7 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
             last_snapshot_events: 0,
             child: None,
             faults,
+            cold_index: cold.as_ref().map(|c| c.index.clone()),
         };
         std::thread::Builder::new().name("ledgerd-timer".into()).spawn(move || timer.run())?
     };
@@ -255,9 +294,18 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
     }
     timer_shutdown.store(true, Relaxed);
     let _ = timer.join();
-    // Every producer is gone: the business thread drains the ring, flushes and stops.
+    // Every producer is gone: the stages drain the ring, the business thread flushes and
+    // they stop.
     doorbell.wake();
+    if let Some(thread) = resolve_thread {
+        thread.join().map_err(|_| anyhow::anyhow!("the resolve stage panicked"))?;
+    }
+    business_doorbell.wake();
     business_thread.join().map_err(|_| anyhow::anyhow!("the business thread panicked"))?;
+    if let Some(cold) = cold {
+        cold.stop.store(true, std::sync::atomic::Ordering::Release);
+        cold.indexer.join().map_err(|_| anyhow::anyhow!("the cold indexer panicked"))?;
+    }
     http_shutdown.store(true, Relaxed);
     let _ = http.join();
     tracing::info!("stopped");
@@ -317,6 +365,8 @@ struct Timer {
     last_snapshot_events: u64,
     child: Option<(Child, u64)>,
     faults: Option<FaultFile>,
+    /// History on disk: snapshots leave out what the index holds.
+    cold_index: Option<ColdIndex>,
 }
 
 /// Test-only fault injection: a file whose one line says which journal operation fails with
@@ -419,7 +469,8 @@ impl Timer {
         // Counted from the start, not from the end, of the snapshot: a failed one is not
         // retried before another interval of changes.
         self.last_snapshot_events = events;
-        match spawn_snapshot(&self.config, sequence) {
+        let evict_through_ns = self.cold_index.as_ref().map_or(0, |i| i.watermark().timestamp);
+        match spawn_snapshot(&self.config, sequence, evict_through_ns) {
             Ok(child) => self.child = Some((child, sequence)),
             Err(e) => {
                 tracing::warn!(error = %e, "could not start the snapshot process");
@@ -434,7 +485,11 @@ impl Timer {
 /// The child gets everything it needs on its command line and none of the daemon's
 /// `LEDGERD_*` environment: it must not depend on files the daemon read at start (a settings
 /// file or an auth token file moved since then would stop every snapshot).
-fn spawn_snapshot(config: &DaemonConfig, sequence: u64) -> std::io::Result<Child> {
+fn spawn_snapshot(
+    config: &DaemonConfig,
+    sequence: u64,
+    evict_through_ns: u64,
+) -> std::io::Result<Child> {
     let exe = std::env::current_exe()?;
     let mut command = Command::new(exe);
     for (name, _) in std::env::vars_os() {
@@ -457,6 +512,8 @@ fn spawn_snapshot(config: &DaemonConfig, sequence: u64) -> std::io::Result<Child
         .arg(config.snapshots_keep.to_string())
         .arg("--build-snapshot-up-to")
         .arg(sequence.to_string())
+        .arg("--evict-through-ns")
+        .arg(evict_through_ns.to_string())
         .stdin(std::process::Stdio::null())
         .pre_exec_die_with_parent()
         .spawn()
@@ -508,4 +565,78 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         anyhow::bail!("{} is locked: another ledgerd is using this data directory", dir.display());
     }
     Ok(file)
+}
+
+/// The disk index of history and the thread that maintains it.
+struct Cold {
+    index: ColdIndex,
+    /// The journal's durable sequence, which the business thread publishes.
+    durable: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    indexer: std::thread::JoinHandle<()>,
+}
+
+/// How often the start-up wait for the index logs its progress.
+const COLD_CATCH_UP_LOG_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Opens the index, starts the indexer and waits until the index holds every record the
+/// recovered state left out of memory (a snapshot taken with eviction): until then a retry of
+/// an evicted id would look new.
+fn start_cold(config: &DaemonConfig, recovered: &recovery::Recovered) -> anyhow::Result<Cold> {
+    let cold_config = ColdConfig {
+        transfers_max: config.capacity.transfers,
+        failed_ids_max: config.capacity.failed_ids,
+        ..ColdConfig::default()
+    };
+    let mut index =
+        ColdIndex::open(&config.data_dir, &cold_config).context("opening the cold index")?;
+    let last = recovered.journal.last_sequence();
+    if index.watermark().sequence > last {
+        // A confirmed repair cut the journal after the index read it: what the index holds
+        // past the cut is no longer true. It is derived data: start it again.
+        tracing::warn!(
+            index_sequence = index.watermark().sequence,
+            journal_sequence = last,
+            "the cold index is ahead of the journal; rebuilding it from the journal"
+        );
+        let dir = index.dir().to_path_buf();
+        drop(index);
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("removing the cold index {}", dir.display()))?;
+        index =
+            ColdIndex::open(&config.data_dir, &cold_config).context("opening the cold index")?;
+    }
+    let durable = Arc::new(AtomicU64::new(last));
+    let stop = Arc::new(AtomicBool::new(false));
+    let indexer = Indexer::spawn(
+        index.clone(),
+        config.data_dir.clone(),
+        Arc::clone(&durable),
+        Arc::clone(&stop),
+    );
+    let needed_ns = recovered.state.evicted_through_ns();
+    let started = Instant::now();
+    let mut logged = started;
+    loop {
+        let watermark = index.watermark();
+        if watermark.timestamp >= needed_ns || watermark.sequence >= last {
+            tracing::info!(
+                sequence = watermark.sequence,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "cold index ready"
+            );
+            break;
+        }
+        anyhow::ensure!(!indexer.is_finished(), "the cold indexer stopped while catching up");
+        if logged.elapsed() >= COLD_CATCH_UP_LOG_INTERVAL {
+            logged = Instant::now();
+            tracing::info!(
+                sequence = watermark.sequence,
+                journal_sequence = last,
+                "the cold index is catching up with the journal before serving"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(Cold { index, durable, stop, indexer })
 }

@@ -102,6 +102,11 @@ pub struct Metrics {
     pub ring_published: AtomicU64,
     pub ring_consumed: AtomicU64,
     pub ring_capacity: AtomicU64,
+    /// History in the disk index: records dropped from memory, index reads that failed,
+    /// and the newest event timestamp the index holds.
+    pub evicted_records: AtomicU64,
+    pub cold_read_errors: AtomicU64,
+    pub cold_watermark_sequence: AtomicU64,
     pub snapshots_taken: AtomicU64,
     /// Journal sequence of the newest snapshot on disk (0: none).
     pub snapshot_sequence: AtomicU64,
@@ -196,6 +201,9 @@ impl Metrics {
             rejections: std::array::from_fn(|_| AtomicU64::new(0)),
             ring_published: AtomicU64::new(0),
             ring_consumed: AtomicU64::new(0),
+            evicted_records: AtomicU64::new(0),
+            cold_read_errors: AtomicU64::new(0),
+            cold_watermark_sequence: AtomicU64::new(0),
             ring_capacity: AtomicU64::new(0),
             snapshots_taken: AtomicU64::new(0),
             recovery_ms: AtomicU64::new(0),
@@ -329,7 +337,7 @@ impl Metrics {
             "Latency of one journal flush (group commit).",
             6,
         );
-        let gauges: [(&str, &str, u64); 14] = [
+        let gauges: [(&str, &str, u64); 17] = [
             (
                 "ledgerd_journal_sequence",
                 "Last durable journal sequence.",
@@ -365,6 +373,21 @@ impl Metrics {
                 "ledgerd_ring_consumed_total",
                 "Ring entries consumed by the business thread.",
                 self.ring_consumed.load(Relaxed),
+            ),
+            (
+                "ledgerd_evicted_records_total",
+                "Transfers, their list entries and failed ids dropped from memory (the disk index holds them).",
+                self.evicted_records.load(Relaxed),
+            ),
+            (
+                "ledgerd_cold_read_errors_total",
+                "Reads of the disk index that failed (retried; a request is refused after three).",
+                self.cold_read_errors.load(Relaxed),
+            ),
+            (
+                "ledgerd_cold_index_sequence",
+                "Last journal sequence the disk index holds (0: none, or no index).",
+                self.cold_watermark_sequence.load(Relaxed),
             ),
             ("ledgerd_snapshots_total", "Snapshots written.", self.snapshots_taken.load(Relaxed)),
             (

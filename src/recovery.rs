@@ -32,6 +32,10 @@ pub struct RecoveryConfig {
     pub discard_after: Option<u64>,
     /// Test fault injection, handed to every journal recovery opens.
     pub fault: Option<Arc<FaultPlan>>,
+    /// The snapshot builder evicts from memory what the disk index held up to this event
+    /// timestamp when the daemon started it (0: nothing), so that snapshots hold the hot
+    /// state only (see `state_machine::evict`).
+    pub evict_through_ns: u64,
 }
 
 impl RecoveryConfig {
@@ -43,6 +47,7 @@ impl RecoveryConfig {
             flush_mode: journal.flush_mode,
             discard_after: None,
             fault: None,
+            evict_through_ns: 0,
         }
     }
 
@@ -160,7 +165,7 @@ pub fn recover(config: &RecoveryConfig) -> Result<Recovered, RecoveryError> {
     for (path, reason) in &report.skipped_snapshots {
         tracing::error!(snapshot = %path.display(), %reason, "skip: snapshot not used");
     }
-    let state = replay_into(state, &config.data_dir, from, last, &mut report, &mut |_| {})?;
+    let state = replay_into(state, &config.data_dir, from, last, 0, &mut report, &mut |_| {})?;
     report.elapsed = started.elapsed();
     report.replay = report.elapsed - report.journal_open - report.snapshot_load;
     Ok(Recovered { state, journal, report })
@@ -354,6 +359,20 @@ pub fn rebuild(
     use_snapshots: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(StateMachine, u64, RecoveryReport), RecoveryError> {
+    rebuild_evicting(data_dir, up_to, use_snapshots, 0, progress)
+}
+
+/// [`rebuild`], evicting from memory while it replays what is at or before
+/// `evict_through_ns` (see `state_machine::evict`): the state hash and counts are the same,
+/// memory holds the hot state. `u64::MAX` keeps only what deciding needs (replay never looks
+/// anything else up), for tools that replay a long journal.
+pub fn rebuild_evicting(
+    data_dir: &Path,
+    up_to: Option<u64>,
+    use_snapshots: bool,
+    evict_through_ns: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(StateMachine, u64, RecoveryReport), RecoveryError> {
     let started = Instant::now();
     let reader = JournalReader::open(data_dir)?;
     let verified = reader.verify();
@@ -367,7 +386,7 @@ pub fn rebuild(
     } else {
         (StateMachine::new(), 1)
     };
-    let state = replay_into(state, data_dir, from, last, &mut report, progress)?;
+    let state = replay_into(state, data_dir, from, last, evict_through_ns, &mut report, progress)?;
     report.elapsed = started.elapsed();
     Ok((state, last, report))
 }
@@ -387,7 +406,8 @@ pub fn build_snapshot(
     up_to: Option<u64>,
     keep: usize,
 ) -> Result<Option<SnapshotWritten>, RecoveryError> {
-    let (state, sequence, _) = rebuild(&config.data_dir, up_to, true, &mut |_| {})?;
+    let (state, sequence, _) =
+        rebuild_evicting(&config.data_dir, up_to, true, config.evict_through_ns, &mut |_| {})?;
     if sequence == 0 {
         return Ok(None);
     }
@@ -456,6 +476,7 @@ fn replay_into(
     data_dir: &Path,
     from: u64,
     last: u64,
+    evict_through_ns: u64,
     report: &mut RecoveryReport,
     progress: &mut dyn FnMut(u64),
 ) -> Result<StateMachine, RecoveryError> {
@@ -484,6 +505,12 @@ fn replay_into(
         state
             .apply_event(archived)
             .map_err(|e| RecoveryError::Replay { sequence: record.seq, reason: e.to_string() })?;
+        if evict_through_ns > 0 {
+            // Bounded per record, and more than a record creates: memory stays at the hot
+            // state plus what is newer than `evict_through_ns`.
+            let budget = 2 * (archived.transfers.len() + archived.failed.len()) + 64;
+            state.evict(evict_through_ns.min(archived.timestamp.to_native()), budget);
+        }
         report.replayed_records += 1;
         report.replayed_events += archived.changes() as u64;
         if report.replayed_records.is_multiple_of(65_536) {

@@ -684,6 +684,9 @@ struct Eviction {
 struct Run {
     sm: StateMachine,
     replica: StateMachine,
+    /// Replays the events too, evicting everything it may after each (as the snapshot
+    /// builder and the replay tool do).
+    evicting_replica: StateMachine,
     evict: Option<Eviction>,
     /// The ledger clock after each step (the watermarks an index would have reached).
     clocks: Vec<u64>,
@@ -699,6 +702,7 @@ impl Run {
         Run {
             sm: StateMachine::new(),
             replica: StateMachine::new(),
+            evicting_replica: StateMachine::new(),
             evict,
             clocks: Vec::new(),
             model: Model::default(),
@@ -873,6 +877,14 @@ impl Run {
         let archived = event::access(&self.bytes).expect("event validates");
         self.replica.apply_event(archived).expect("event replays");
         assert_eq!(self.replica.state_hash(), self.sm.state_hash(), "replay diverged");
+        if self.evict.is_some() {
+            let r = &mut self.evicting_replica;
+            r.apply_event(archived).expect("event replays with eviction");
+            r.evict(u64::MAX, usize::MAX);
+            assert_eq!(r.state_hash(), self.sm.state_hash(), "evicting replay diverged");
+            assert_eq!(r.counts(), self.sm.counts());
+            r.verify().expect("the evicting replica verifies");
+        }
     }
 }
 

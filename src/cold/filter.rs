@@ -123,7 +123,9 @@ pub(super) fn load(
     if body[..8] != MAGIC || le32(8) != VERSION || le32(12) != HASHES {
         return Err(format!("{}: unknown magic, version or hash count", path.display()));
     }
-    let watermark = Watermark { sequence: le64(16), transfers: le64(24), failed: le64(32) };
+    // The file does not keep the watermark's timestamp: only its sequence is compared.
+    let watermark =
+        Watermark { sequence: le64(16), transfers: le64(24), failed: le64(32), timestamp: 0 };
     let (t_words, f_words) = (le64(40) as usize, le64(48) as usize);
     let expected = (
         IdFilter::with_capacity(transfers_max).words,
@@ -164,7 +166,7 @@ mod tests {
             t.insert(id * 7 + 3);
         }
         f.insert(u128::MAX - 1);
-        let wm = Watermark { sequence: 9, transfers: 5_000, failed: 1 };
+        let wm = Watermark { sequence: 9, transfers: 5_000, failed: 1, timestamp: 0 };
         save(&path, wm, &t, &f).unwrap();
         let (wm2, t2, f2) = load(&path, 10_000, 100).unwrap();
         assert_eq!(wm2, wm);

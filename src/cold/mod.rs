@@ -17,7 +17,8 @@
 //! - `balances`: account id ‖ timestamp → 128 [`AccountBalance`] bytes + 1 side byte.
 //! - `accounts`: id → flags (u16), `history` accounts only.
 //! - `failed`: id → result code (u32).
-//! - `meta`: `version` (u32) and `watermark` (3 × u64).
+//! - `meta`: `version` (u32) and `watermark` (4 × u64: sequence, transfers, failed ids,
+//!   timestamp).
 
 mod filter;
 mod indexer;
@@ -76,9 +77,12 @@ pub struct Watermark {
     pub transfers: u64,
     /// Failed ids remembered in records `1..=sequence`.
     pub failed: u64,
+    /// The timestamp of record `sequence`'s event (0 for none): every record of the ledger up
+    /// to this timestamp is in the index, which is what eviction from memory goes by.
+    pub timestamp: u64,
 }
 
-const WATERMARK_SIZE: usize = 24;
+const WATERMARK_SIZE: usize = 32;
 
 impl Watermark {
     fn encode(&self) -> [u8; WATERMARK_SIZE] {
@@ -86,13 +90,14 @@ impl Watermark {
         b[0..8].copy_from_slice(&self.sequence.to_be_bytes());
         b[8..16].copy_from_slice(&self.transfers.to_be_bytes());
         b[16..24].copy_from_slice(&self.failed.to_be_bytes());
+        b[24..32].copy_from_slice(&self.timestamp.to_be_bytes());
         b
     }
 
     fn decode(b: &[u8]) -> Option<Watermark> {
         let b: &[u8; WATERMARK_SIZE] = b.try_into().ok()?;
         let be = |at: usize| u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-        Some(Watermark { sequence: be(0), transfers: be(8), failed: be(16) })
+        Some(Watermark { sequence: be(0), transfers: be(8), failed: be(16), timestamp: be(24) })
     }
 }
 
@@ -786,6 +791,7 @@ impl ColdBatch<'_> {
             self.watermark.failed += 1;
         }
         self.watermark.sequence = seq;
+        self.watermark.timestamp = event.timestamp.to_native();
         self.records += 1;
         Ok(())
     }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use disruptor::Polling;
 use rkyv::util::AlignedVec;
 
-use super::{Doorbell, Poller, ReplyBatch, ReplyEntry, ReplySink, Slot, SlotKind};
+use super::resolve::Resolutions;
+use super::{Doorbell, ReplyBatch, ReplyEntry, ReplySink, Slot, SlotKind, SlotPoller};
 use super::{BATCH_EVENTS_MAX, BATCH_REQUESTS_MAX};
 use crate::event::{self, Event};
 use crate::journal::Journal;
@@ -77,6 +78,20 @@ pub struct BusinessConfig {
     pub capacity: Capacity,
 }
 
+/// Records evicted from memory before each slot, at least (more for large requests: see
+/// [`Business::resolved`]).
+const EVICT_PER_SLOT_MIN: usize = 64;
+
+/// What the business thread shares with the resolve stage and the indexer when history lives
+/// in the disk index.
+pub struct ColdStage {
+    /// What the resolve stage found for each slot.
+    pub resolutions: Arc<Resolutions>,
+    /// The journal's durable sequence, published after every flush: the indexer reads no
+    /// further.
+    pub durable: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// Where a buffered reply goes, kept until the flush so that a journal error can turn it
 /// into an error reply.
 #[derive(Clone, Copy)]
@@ -129,6 +144,9 @@ pub struct Business {
     ids: Vec<u128>,
     balances: Vec<AccountBalance>,
     body: Vec<u8>,
+    /// History in the disk index: the resolve stage's results and the slots consumed so far.
+    cold: Option<ColdStage>,
+    ordinal: u64,
 }
 
 impl Business {
@@ -168,11 +186,46 @@ impl Business {
             ids: Vec::new(),
             balances: Vec::new(),
             body: Vec::new(),
+            cold: None,
+            ordinal: 0,
         }
     }
 
+    /// Takes history from the disk index: slots come through the resolve stage, and records
+    /// the index holds are evicted from memory.
+    pub fn with_cold_stage(mut self, stage: ColdStage) -> Self {
+        if let Some(journal) = &self.journal {
+            stage.durable.store(journal.durable_sequence(), std::sync::atomic::Ordering::Release);
+        }
+        self.cold = Some(stage);
+        self
+    }
+
+    /// With a cold stage: evicts what the index held when slot `slot` was resolved and hands
+    /// the state machine what was found; false if the slot could not be resolved.
+    fn resolved(&mut self, slot: &Slot) -> bool {
+        let Some(cold) = &self.cold else {
+            return true;
+        };
+        let cell = cold.resolutions.cell(self.ordinal);
+        assert_eq!(
+            cell.ordinal, self.ordinal,
+            "the resolve stage and the business thread agree on slots"
+        );
+        self.ordinal += 1;
+        if cell.unresolved {
+            return false;
+        }
+        // Keep up with what a request can create, whatever its size.
+        let budget = EVICT_PER_SLOT_MIN + 2 * (slot.body.len() / Transfer::SIZE);
+        let evicted = self.state.evict(cell.watermark_ns, budget);
+        self.metrics.evicted_records.fetch_add(evicted as u64, Relaxed);
+        cell.fill(self.state.cold_hits());
+        true
+    }
+
     /// Consumes the ring until every producer is gone and the ring is drained.
-    pub fn run(mut self, mut poller: Poller, doorbell: Arc<Doorbell>) {
+    pub fn run(mut self, mut poller: impl SlotPoller, doorbell: Arc<Doorbell>) {
         if let Some(core) = self.config.pin_core {
             if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
                 tracing::warn!(core, "could not pin the business thread; running unpinned");
@@ -180,17 +233,13 @@ impl Business {
         }
         doorbell.register_current();
         loop {
-            let idle = match poller.take(BATCH_REQUESTS_MAX) {
-                Ok(mut guard) => {
-                    let mut handled = 0u64;
-                    for slot in &mut guard {
-                        self.handle(slot);
-                        handled += 1;
-                        if self.events_since_flush >= BATCH_EVENTS_MAX {
-                            self.commit();
-                        }
-                    }
-                    drop(guard);
+            let idle = match poller.take_each(BATCH_REQUESTS_MAX, &mut |slot| {
+                self.handle(slot);
+                if self.events_since_flush >= BATCH_EVENTS_MAX {
+                    self.commit();
+                }
+            }) {
+                Ok(handled) => {
                     self.metrics.ring_consumed.fetch_add(handled, Relaxed);
                     self.metrics.batch_requests.observe(handled);
                     self.commit();
@@ -225,7 +274,7 @@ impl Business {
         }
     }
 
-    fn idle(&mut self, poller: &Poller, doorbell: &Doorbell) {
+    fn idle(&mut self, poller: &impl SlotPoller, doorbell: &Doorbell) {
         let spin_until = Instant::now() + IDLE_SPIN_DEFAULT;
         let seal_at = Instant::now() + SEAL_IDLE_DELAY;
         let mut seal_pending = self.journal.as_ref().is_some_and(|j| j.seal_pending());
@@ -264,6 +313,14 @@ impl Business {
             if fault.panic_requested() {
                 panic!("injected panic in the business thread (test-only fault file)");
             }
+        }
+        if !self.resolved(slot) {
+            // The disk index could not be read: nothing is decided without it.
+            if matches!(slot.kind, SlotKind::Request | SlotKind::Reject) {
+                self.body.clear();
+                self.reply(slot, Status::JournalUnavailable);
+            }
+            return;
         }
         match slot.kind {
             SlotKind::Request => self.request(slot),
@@ -511,6 +568,9 @@ impl Business {
                     );
                     self.metrics.journal_sequence.store(sequence, Relaxed);
                     self.committed_sequence = sequence;
+                    if let Some(cold) = &self.cold {
+                        cold.durable.store(sequence, std::sync::atomic::Ordering::Release);
+                    }
                     self.writes_succeed();
                 }
                 Err(error) => self.journal_failed(&error),

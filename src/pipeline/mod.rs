@@ -13,8 +13,9 @@
 
 mod business;
 mod replies;
+pub mod resolve;
 
-pub use business::{now_ns, Business, BusinessConfig};
+pub use business::{now_ns, Business, BusinessConfig, ColdStage};
 pub use replies::{ReplyBatch, ReplyEntry, ReplySink};
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -161,6 +162,9 @@ pub type Producer = disruptor::MultiProducer<Slot, disruptor::SingleConsumerBarr
 /// The consumer side.
 pub type Poller = disruptor::EventPoller<Slot, disruptor::MultiProducerBarrier>;
 
+/// The business thread's poller when the resolve stage runs before it.
+pub type AfterResolvePoller = disruptor::EventPoller<Slot, disruptor::SingleConsumerBarrier>;
+
 /// Builds the ring: returns the first producer (clone it once per publishing thread) and the
 /// poller the business thread consumes.
 pub fn build_ring(slots: usize) -> (Producer, Poller) {
@@ -169,3 +173,54 @@ pub fn build_ring(slots: usize) -> (Producer, Poller) {
     let (poller, builder) = builder.new_event_poller();
     (builder.build(), poller)
 }
+
+/// Builds the ring with the resolve stage first: the producer, the resolve stage's poller and
+/// the business thread's, which sees a slot only after the resolve stage released it.
+pub fn build_ring_with_resolve(
+    slots: usize,
+) -> (Producer, resolve::ResolvePoller, AfterResolvePoller) {
+    assert!(slots.is_power_of_two() && slots >= 64, "ring slots must be a power of two >= 64");
+    let builder = disruptor::build_multi_producer(slots, Slot::default, disruptor::BusySpin);
+    let (resolve, builder) = builder.new_event_poller();
+    let (business, builder) = builder.and_then().new_event_poller();
+    (builder.build(), resolve, business)
+}
+
+/// What the business thread needs of its poller, whichever stage it follows.
+pub trait SlotPoller {
+    /// Hands at most `limit` available slots to `each`, in order, then releases them; returns
+    /// how many.
+    fn take_each(
+        &mut self,
+        limit: u64,
+        each: &mut dyn FnMut(&Slot),
+    ) -> Result<u64, disruptor::Polling>;
+    fn has_available(&self) -> bool;
+}
+
+macro_rules! slot_poller {
+    ($barrier:ty) => {
+        impl SlotPoller for disruptor::EventPoller<Slot, $barrier> {
+            fn take_each(
+                &mut self,
+                limit: u64,
+                each: &mut dyn FnMut(&Slot),
+            ) -> Result<u64, disruptor::Polling> {
+                let mut guard = self.take(limit)?;
+                let mut taken = 0u64;
+                for slot in &mut guard {
+                    each(slot);
+                    taken += 1;
+                }
+                Ok(taken)
+            }
+
+            fn has_available(&self) -> bool {
+                disruptor::EventPoller::has_available(self)
+            }
+        }
+    };
+}
+
+slot_poller!(disruptor::MultiProducerBarrier);
+slot_poller!(disruptor::SingleConsumerBarrier);

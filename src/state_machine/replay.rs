@@ -151,7 +151,7 @@ impl StateMachine {
         if dr_index == cr_index {
             return Err(ReplayError::SameAccount { transfer: t.id });
         }
-        let claimed = self.transfer_index.claim(t.id, self.transfers.len() as u32, &self.transfers);
+        let claimed = self.transfer_index.claim(t.id, self.next_slot(), &self.transfers);
         debug_assert!(claimed.is_ok());
         let post = t.has(TransferFlags::POST_PENDING_TRANSFER);
         if post || t.has(TransferFlags::VOID_PENDING_TRANSFER) {

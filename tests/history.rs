@@ -1,0 +1,223 @@
+//! History on disk (`--cold-index true`): the daemon evicts from memory what the disk index
+//! holds, and every answer must stay what a daemon keeping everything in memory gives.
+//!
+//! Two real daemons get the same requests: one with the cold index (which evicts as soon as
+//! the index holds a record, so that idempotency checks, posts and voids, lookups and queries
+//! of old records all go through the disk), one without. Their answers are compared with the
+//! timestamps blanked (each daemon assigns its own). Then the cold daemon is SIGKILLed and
+//! restarted from its hot-only snapshots, and started again with its index deleted (rebuilt
+//! from the journal): the answers stay the same, and its state hash equals the replay tool's.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{account, transfer, TestDaemon};
+use ledgerd::types::{
+    AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, CreateResult, Transfer,
+    TransferFlags,
+};
+use ledgerd_client::Client;
+
+/// Accounts 1..=5 on ledger 1 (1 and 2 keep balance history); 6 may not go below zero.
+const ACCOUNTS: u128 = 6;
+const WALLET: u128 = 6;
+
+fn cold_daemon(dir: &std::path::Path) -> TestDaemon {
+    TestDaemon::start_with(dir, &["--cold-index", "true", "--snapshot-every-records", "4"])
+}
+
+fn blank(t: &Transfer) -> Transfer {
+    Transfer { timestamp: 0, ..*t }
+}
+
+fn blank_row(r: &AccountBalance) -> AccountBalance {
+    AccountBalance { timestamp: 0, ..*r }
+}
+
+/// The requests of the first round: plain transfers, pending ones (some posted or voided,
+/// some expiring after a second), and transfers from the wallet that fail transiently.
+fn first_round(rng: &mut fastrand::Rng) -> Vec<Vec<Transfer>> {
+    let mut batches = Vec::new();
+    let plain: Vec<Transfer> = (0..300u128)
+        .map(|i| {
+            let dr = rng.u128(1..=5);
+            let cr = if dr == 5 { 1 } else { dr + 1 };
+            Transfer { user_data_64: i as u64, ..transfer(1_000 + i, dr, cr, rng.u128(1..=50)) }
+        })
+        .collect();
+    batches.extend(plain.chunks(37).map(<[Transfer]>::to_vec));
+    let pending: Vec<Transfer> = (0..30u128)
+        .map(|i| Transfer {
+            flags: TransferFlags::PENDING,
+            timeout: if i % 5 == 0 { 1 } else { 0 },
+            ..transfer(2_000 + i, 1 + i % 4, 2 + i % 4, 10)
+        })
+        .collect();
+    batches.push(pending);
+    let settle: Vec<Transfer> = (0..30u128)
+        .filter(|i| i % 5 != 0 && i % 3 != 0)
+        .map(|i| Transfer {
+            id: 3_000 + i,
+            pending_id: 2_000 + i,
+            flags: if i % 2 == 0 {
+                TransferFlags::POST_PENDING_TRANSFER
+            } else {
+                TransferFlags::VOID_PENDING_TRANSFER
+            },
+            ..Default::default()
+        })
+        .collect();
+    batches.push(settle);
+    let failing: Vec<Transfer> = (0..10u128).map(|i| transfer(4_000 + i, WALLET, 1, 5)).collect();
+    batches.push(failing);
+    batches
+}
+
+/// Sends the same request to both daemons and requires the same answer.
+struct Twins {
+    cold: Client,
+    warm: Client,
+}
+
+impl Twins {
+    fn transfers(&mut self, batch: &[Transfer]) -> Vec<CreateResult> {
+        let cold = self.cold.create_transfers(batch).expect("cold create_transfers");
+        let warm = self.warm.create_transfers(batch).expect("warm create_transfers");
+        assert_eq!(cold, warm, "create_transfers results differ");
+        cold
+    }
+
+    fn lookups(&mut self, ids: &[u128]) {
+        let cold = self.cold.lookup_transfers(ids).expect("cold lookup");
+        let warm = self.warm.lookup_transfers(ids).expect("warm lookup");
+        assert_eq!(cold.len(), warm.len(), "lookup_transfers found different transfers");
+        for (c, w) in cold.iter().zip(&warm) {
+            assert_eq!(blank(c), blank(w), "lookup_transfers");
+        }
+    }
+
+    fn pages(&mut self) {
+        for account_id in 1..=ACCOUNTS {
+            for flags in [
+                AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS,
+                AccountFilterFlags::DEBITS,
+                AccountFilterFlags::CREDITS | AccountFilterFlags::REVERSED,
+            ] {
+                for limit in [1, 7, 8190] {
+                    let filter = AccountFilter {
+                        account_id,
+                        flags,
+                        limit,
+                        timestamp_min: 0,
+                        timestamp_max: 0,
+                        reserved: [0; 24],
+                    };
+                    let cold = self.cold.get_account_transfers(&filter).expect("cold page");
+                    let warm = self.warm.get_account_transfers(&filter).expect("warm page");
+                    let cold: Vec<Transfer> = cold.iter().map(blank).collect();
+                    let warm: Vec<Transfer> = warm.iter().map(blank).collect();
+                    assert_eq!(cold, warm, "get_account_transfers {filter:?}");
+                    let cold = self.cold.get_account_balances(&filter).expect("cold rows");
+                    let warm = self.warm.get_account_balances(&filter).expect("warm rows");
+                    let cold: Vec<AccountBalance> = cold.iter().map(blank_row).collect();
+                    let warm: Vec<AccountBalance> = warm.iter().map(blank_row).collect();
+                    assert_eq!(cold, warm, "get_account_balances {filter:?}");
+                }
+            }
+        }
+    }
+
+    /// Retries of everything old, changed retries, and settlements of settled pendings.
+    fn old_ids(&mut self, first: &[Vec<Transfer>]) {
+        for batch in first {
+            let results = self.transfers(batch);
+            assert!(!results.is_empty(), "a retry of an old request applied something new");
+        }
+        let changed: Vec<Transfer> =
+            first[0].iter().map(|t| Transfer { amount: t.amount + 1, ..*t }).collect();
+        self.transfers(&changed);
+        let again: Vec<Transfer> = (0..30u128)
+            .map(|i| Transfer {
+                id: 5_000 + i,
+                pending_id: 2_000 + i,
+                flags: TransferFlags::POST_PENDING_TRANSFER,
+                ..Default::default()
+            })
+            .collect();
+        // New ids: each is answered exactly once, then they exist in both daemons.
+        self.transfers(&again);
+        let ids: Vec<u128> = first.iter().flatten().map(|t| t.id).chain(5_000..5_030).collect();
+        self.lookups(&ids);
+        self.pages();
+    }
+}
+
+/// Sends cheap requests until the cold daemon has evicted at least `records` (each request
+/// lets it evict a bounded number).
+fn wait_for_eviction(daemon: &TestDaemon, client: &mut Client, records: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let evicted = daemon.metric("ledgerd_evicted_records_total");
+        if evicted >= records {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {evicted} of {records} records evicted");
+        client.lookup_accounts(&[1]).expect("lookup");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn with_history_on_disk_old_ids_pages_and_restarts_answer_as_if_all_were_in_memory() {
+    let cold_dir = tempfile::tempdir().unwrap();
+    let warm_dir = tempfile::tempdir().unwrap();
+    let mut cold_daemon_ = cold_daemon(cold_dir.path());
+    let warm_daemon = TestDaemon::start(warm_dir.path());
+    let mut twins = Twins { cold: cold_daemon_.client(), warm: warm_daemon.client() };
+
+    let accounts: Vec<_> = (1..=ACCOUNTS)
+        .map(|id| match id {
+            1 | 2 => account(id, 1, AccountFlags::HISTORY),
+            WALLET => account(id, 1, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
+            _ => account(id, 1, 0),
+        })
+        .collect();
+    assert_eq!(twins.cold.create_accounts(&accounts).unwrap(), []);
+    assert_eq!(twins.warm.create_accounts(&accounts).unwrap(), []);
+
+    let mut rng = fastrand::Rng::with_seed(9);
+    let first = first_round(&mut rng);
+    for batch in &first {
+        twins.transfers(batch);
+    }
+    // The pending transfers with a one-second timeout expire in both.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let created: u64 = 300 + 30 + 20;
+    wait_for_eviction(&cold_daemon_, &mut twins.cold, created);
+    let in_memory = twins.cold.status().unwrap();
+    assert_eq!(in_memory.transfers, twins.warm.status().unwrap().transfers);
+
+    twins.old_ids(&first);
+    let hash = twins.cold.status().unwrap().state_hash;
+
+    // SIGKILL: the restart loads a snapshot that holds the hot state only.
+    cold_daemon_.kill();
+    cold_daemon_.restart();
+    twins.cold = cold_daemon_.client();
+    assert_eq!(twins.cold.status().unwrap().state_hash, hash, "hash after SIGKILL and restart");
+    wait_for_eviction(&cold_daemon_, &mut twins.cold, 1);
+    twins.old_ids(&first);
+    let hash = twins.cold.status().unwrap().state_hash;
+
+    // The index is derived data: deleted, it is rebuilt from the journal before serving.
+    cold_daemon_.stop();
+    std::fs::remove_dir_all(cold_dir.path().join("index")).unwrap();
+    cold_daemon_.restart();
+    twins.cold = cold_daemon_.client();
+    assert_eq!(twins.cold.status().unwrap().state_hash, hash, "hash after the index was rebuilt");
+    twins.old_ids(&first);
+    let hash = twins.cold.status().unwrap().state_hash;
+    cold_daemon_.stop();
+    assert_eq!(common::replay_hash(cold_dir.path()), format!("{hash:032x}"));
+}
