@@ -77,6 +77,9 @@ struct Plan {
     retries: usize,
     queries: usize,
     rss_stop_mb: f64,
+    /// History in the disk index (`--cold-index true`; `LEDGERD_HISTORY_COLD=0` keeps
+    /// everything in memory, as before it).
+    cold: bool,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -90,6 +93,7 @@ impl Plan {
         let accounts =
             env_u64("LEDGERD_HISTORY_ACCOUNTS").unwrap_or(if full { 10_000 } else { 1000 });
         let rss_stop_mb = env_u64("LEDGERD_HISTORY_RSS_STOP_MB").unwrap_or(14_000) as f64;
+        let cold = env_u64("LEDGERD_HISTORY_COLD").unwrap_or(1) != 0;
         if full {
             let transfers = env_u64("LEDGERD_HISTORY_TRANSFERS").unwrap_or(100_000_000);
             let window_requests = 10_000_000u64.div_ceil(BATCH as u64);
@@ -101,6 +105,7 @@ impl Plan {
                 retries: 10_000,
                 queries: 10_000,
                 rss_stop_mb,
+                cold,
             }
         } else {
             Plan {
@@ -111,7 +116,17 @@ impl Plan {
                 retries: 100,
                 queries: 100,
                 rss_stop_mb,
+                cold,
             }
+        }
+    }
+
+    /// Disk per transfer before anything is measured: the index adds its own copy.
+    fn disk_bytes_per_transfer(&self) -> u64 {
+        if self.cold {
+            2 * DISK_BYTES_PER_TRANSFER
+        } else {
+            DISK_BYTES_PER_TRANSFER
         }
     }
 }
@@ -173,14 +188,15 @@ fn main() {
 
     // 1. Disk.
     let free = free_bytes(data.path());
-    let need = plan.requests * BATCH as u64 * DISK_BYTES_PER_TRANSFER;
+    let disk_per_transfer = plan.disk_bytes_per_transfer();
+    let need = plan.requests * BATCH as u64 * disk_per_transfer;
     println!("history.disk_free_gb: {:.1}", free as f64 / 1e9);
     println!(
-        "history.disk_needed_gb: {:.1} (~{DISK_BYTES_PER_TRANSFER} bytes per transfer of journal and snapshots)",
+        "history.disk_needed_gb: {:.1} (~{disk_per_transfer} bytes per transfer of journal, snapshots and index)",
         need as f64 / 1e9
     );
     if need + DISK_RESERVE > free {
-        let fits = free.saturating_sub(DISK_RESERVE) / DISK_BYTES_PER_TRANSFER / BATCH as u64;
+        let fits = free.saturating_sub(DISK_RESERVE) / disk_per_transfer / BATCH as u64;
         assert!(fits > 0, "no room on the data directory's filesystem for even one request");
         println!(
             "history.note: NOT ENOUGH DISK: {:.1} GB free, {:.1} GB needed for {} transfers; \
@@ -195,10 +211,16 @@ fn main() {
     println!("history.accounts: {}", plan.accounts);
     println!("history.transfers_target: {}", plan.requests * BATCH as u64);
     println!("history.window_transfers: {}", plan.window_requests * BATCH as u64);
-    println!("history.daemon_flags: --snapshot-every-records 1");
+    let transfers_max = (plan.requests * BATCH as u64).max(1 << 20).to_string();
+    let mut flags = vec!["--snapshot-every-records", "1"];
+    if plan.cold {
+        // History in the disk index; the id filter sized for the whole run.
+        flags.extend(["--cold-index", "true", "--transfers-max", transfers_max.as_str()]);
+    }
+    println!("history.daemon_flags: {}", flags.join(" "));
 
     // 2. The daemon and its accounts.
-    let mut daemon = Daemon::start(data.path(), &["--snapshot-every-records", "1"]);
+    let mut daemon = Daemon::start(data.path(), &flags);
     let mut client = daemon.client();
     common::create_accounts(&mut client, 1, plan.accounts, 0);
     let watch = Arc::new(Watch::default());
@@ -244,7 +266,7 @@ fn main() {
             ));
             break;
         }
-        if let Some(reason) = disk_short(data.path(), acknowledged, window_requests) {
+        if let Some(reason) = disk_short(&plan, data.path(), acknowledged, window_requests) {
             println!("history.note: NOT ENOUGH DISK for the next window: {reason}");
             stopped = Some(format!("rss_mb={rss_now:.0} at transfers={acknowledged} ({reason})"));
             break;
@@ -527,10 +549,10 @@ fn memory_short(
 }
 
 /// Why the next window must not be sent: the disk would fill.
-fn disk_short(data: &Path, transfers: u64, requests: u64) -> Option<String> {
+fn disk_short(plan: &Plan, data: &Path, transfers: u64, requests: u64) -> Option<String> {
     let used = dir_bytes(data);
     let per = used.checked_div(transfers).unwrap_or(0);
-    let per = per.max(DISK_BYTES_PER_TRANSFER);
+    let per = per.max(plan.disk_bytes_per_transfer());
     let newest = ledgerd::snapshot::list_snapshots(data)
         .ok()
         .and_then(|l| l.first().and_then(|(_, p)| std::fs::metadata(p).ok()))
