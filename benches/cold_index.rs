@@ -209,7 +209,7 @@ fn layout_with_records(sm: &StateMachine, transfers: u64, probes: usize, rng: &m
     // Batches of 64k transfers, written in key order like the index's.
     let started = Instant::now();
     let mut rows: Vec<([u8; 24], [u8; Transfer::SIZE + 1])> = Vec::new();
-    let mut write = |rows: &mut Vec<([u8; 24], [u8; Transfer::SIZE + 1])>| {
+    let write = |rows: &mut Vec<([u8; 24], [u8; Transfer::SIZE + 1])>| {
         rows.sort_unstable_by_key(|(k, _)| *k);
         let mut batch = db.batch();
         for (k, v) in rows.drain(..) {
