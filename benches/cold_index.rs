@@ -192,6 +192,89 @@ fn main() {
     println!("cold.index_disk_mb: {:.1}", dir_bytes(&dir.path().join("index")) as f64 / 1e6);
     drop(index);
     layout_with_records(&sm, transfers, probes, &mut rng);
+    redb_candidate(&sm, transfers, probes, &mut rng);
+}
+
+/// The same transfers and account lists (no balance rows) in redb: one write transaction per
+/// 64k transfers without fsync (`Durability::None`, like fjall's unsynced batches), writes in
+/// key order; a read transaction per lookup and per page.
+fn redb_candidate(sm: &StateMachine, transfers: u64, probes: usize, rng: &mut common::Rng) {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    const TRANSFERS: TableDefinition<u128, &[u8]> = TableDefinition::new("transfers");
+    const ACCOUNT_TRANSFERS: TableDefinition<(u128, u64), &[u8]> =
+        TableDefinition::new("account_transfers");
+    let dir = common::data_dir();
+    let db = redb::Database::create(dir.path().join("index.redb")).expect("create redb");
+    let started = Instant::now();
+    let mut rows_t: Vec<(u128, [u8; Transfer::SIZE + 1])> = Vec::new();
+    let mut rows_a: Vec<((u128, u64), [u8; 17])> = Vec::new();
+    for first in (0..transfers).step_by(65_536) {
+        for i in first..(first + 65_536).min(transfers) {
+            let t = sm.transfer_by_id(FIRST_TRANSFER_ID + u128::from(i)).expect("created");
+            let mut value = [0u8; Transfer::SIZE + 1];
+            t.write_to(&mut value[..Transfer::SIZE]);
+            rows_t.push((t.id, value));
+            for (account, side) in [(t.debit_account_id, 1u8), (t.credit_account_id, 2u8)] {
+                let mut v = [0u8; 17];
+                v[..16].copy_from_slice(&t.id.to_be_bytes());
+                v[16] = side;
+                rows_a.push(((account, t.timestamp), v));
+            }
+        }
+        rows_t.sort_unstable_by_key(|(k, _)| *k);
+        rows_a.sort_unstable_by_key(|(k, _)| *k);
+        let mut txn = db.begin_write().expect("write transaction");
+        txn.set_durability(redb::Durability::None).expect("durability");
+        {
+            let mut table = txn.open_table(TRANSFERS).expect("table");
+            for (k, v) in rows_t.drain(..) {
+                table.insert(k, v.as_slice()).expect("insert");
+            }
+            let mut table = txn.open_table(ACCOUNT_TRANSFERS).expect("table");
+            for (k, v) in rows_a.drain(..) {
+                table.insert(k, v.as_slice()).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("cold.redb.inserts_per_s: {:.0}", transfers as f64 / secs);
+    println!("cold.redb.key_writes_per_s: {:.0}", 3.0 * transfers as f64 / secs);
+
+    let mut h = histogram();
+    for _ in 0..probes {
+        let id = FIRST_TRANSFER_ID + u128::from(rng.below((transfers / 2).max(1)));
+        let started = Instant::now();
+        let txn = db.begin_read().expect("read transaction");
+        let table = txn.open_table(TRANSFERS).expect("table");
+        let found = table.get(id).expect("get").map(|v| Transfer::read_from(&v.value()[..128]));
+        h.record(started.elapsed().as_nanos() as u64).unwrap();
+        assert!(found.is_some());
+    }
+    println!("cold.redb.get_us_p50: {:.2}", h.value_at_quantile(0.5) as f64 / 1e3);
+    println!("cold.redb.get_us_p99: {:.2}", h.value_at_quantile(0.99) as f64 / 1e3);
+
+    let mut h = histogram();
+    let mut out: Vec<Transfer> = Vec::new();
+    for _ in 0..probes / 10 {
+        let account = u128::from(1 + rng.below(ACCOUNTS));
+        let started = Instant::now();
+        let txn = db.begin_read().expect("read transaction");
+        let lists = txn.open_table(ACCOUNT_TRANSFERS).expect("table");
+        let records = txn.open_table(TRANSFERS).expect("table");
+        out.clear();
+        for entry in lists.range((account, 0)..=(account, u64::MAX)).expect("range").take(100) {
+            let (_, v) = entry.expect("entry");
+            let id = u128::from_be_bytes(v.value()[..16].try_into().expect("16 bytes"));
+            let record = records.get(id).expect("get").expect("listed transfer exists");
+            out.push(Transfer::read_from(&record.value()[..128]));
+        }
+        h.record(started.elapsed().as_nanos() as u64).unwrap();
+        black_box(&out);
+    }
+    println!("cold.redb.query_us_p50: {:.1}", h.value_at_quantile(0.5) as f64 / 1e3);
+    println!("cold.redb.query_us_p99: {:.1}", h.value_at_quantile(0.99) as f64 / 1e3);
+    println!("cold.redb.disk_mb: {:.1}", dir_bytes(dir.path()) as f64 / 1e6);
 }
 
 /// The other layout of `account_transfers`: the record itself as the value (a page is one
