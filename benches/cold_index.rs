@@ -170,23 +170,36 @@ fn main() {
     println!("cold.filter_ns: {:.1}", elapsed.as_nanos() as f64 / absent.len() as f64);
     println!("cold.filter_false_positive_rate: {:.4}", maybe as f64 / absent.len() as f64);
 
-    // Pages of 100 of random accounts' transfers, oldest first.
-    let mut h = histogram();
+    // Pages of 100 of random accounts' transfers, oldest first: while fjall still flushes and
+    // compacts what was just written, and again once it is done.
     let mut out = Vec::new();
-    let mut returned = 0usize;
-    for _ in 0..probes / 10 {
-        let filter = AccountFilter {
-            account_id: u128::from(1 + rng.below(ACCOUNTS)),
-            limit: 100,
-            flags: AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS,
-            ..Default::default()
-        };
-        let started = Instant::now();
-        index.account_transfers(&filter, &mut out).expect("query");
-        h.record(started.elapsed().as_nanos() as u64).unwrap();
-        returned += out.len();
+    let pages = |index: &ColdIndex, rng: &mut common::Rng, out: &mut Vec<Transfer>| {
+        let mut h = histogram();
+        let mut returned = 0usize;
+        for _ in 0..probes / 10 {
+            let filter = AccountFilter {
+                account_id: u128::from(1 + rng.below(ACCOUNTS)),
+                limit: 100,
+                flags: AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS,
+                ..Default::default()
+            };
+            let started = Instant::now();
+            index.account_transfers(&filter, out).expect("query");
+            h.record(started.elapsed().as_nanos() as u64).unwrap();
+            returned += out.len();
+        }
+        (h, returned as f64 / (probes / 10) as f64)
+    };
+    let (busy, _) = pages(&index, &mut rng, &mut out);
+    let settle = Instant::now();
+    while index.background_work() != (0, 0) && settle.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(10));
     }
-    println!("cold.query_transfers_per_page: {:.1}", returned as f64 / (probes / 10) as f64);
+    println!("cold.settle_s: {:.1}", settle.elapsed().as_secs_f64());
+    println!("cold.query_busy_us_p50: {:.1}", busy.value_at_quantile(0.5) as f64 / 1e3);
+    println!("cold.query_busy_us_p99: {:.1}", busy.value_at_quantile(0.99) as f64 / 1e3);
+    let (h, per_page) = pages(&index, &mut rng, &mut out);
+    println!("cold.query_transfers_per_page: {per_page:.1}");
     println!("cold.query_us_p50: {:.1}", h.value_at_quantile(0.5) as f64 / 1e3);
     println!("cold.query_us_p99: {:.1}", h.value_at_quantile(0.99) as f64 / 1e3);
     println!("cold.index_disk_mb: {:.1}", dir_bytes(&dir.path().join("index")) as f64 / 1e6);

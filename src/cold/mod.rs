@@ -415,6 +415,12 @@ impl ColdIndex {
             .map_err(|source| ColdError::Io { path, source })
     }
 
+    /// fjall's background work in progress: memtables waiting to be flushed and compactions
+    /// running (for benchmarks and metrics: reads are slower while it runs).
+    pub fn background_work(&self) -> (usize, usize) {
+        (self.inner.db.outstanding_flushes(), self.inner.db.active_compactions())
+    }
+
     /// The index directory (`DATA/index`).
     pub fn dir(&self) -> &Path {
         &self.inner.dir
