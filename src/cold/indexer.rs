@@ -24,9 +24,12 @@ const IDLE_SLEEP_MAX: Duration = Duration::from_millis(1);
 const IDLE_SLEEP_MIN: Duration = Duration::from_micros(50);
 /// Longest sleep between retries after an error.
 const ERROR_SLEEP_MAX: Duration = Duration::from_millis(100);
-/// The filter file is rewritten after this many new records (and when the indexer stops), so
-/// an open reads at most this many journal records to bring it up to date.
-const FILTER_SAVE_RECORDS: u64 = 4096;
+/// The filter file (the whole filter: about 1.2 bytes per id of capacity) is rewritten after
+/// this many new ids or records, at most once per `FILTER_SAVE_INTERVAL_MIN`, and when the
+/// indexer stops; an open reads the journal records after it to bring it up to date.
+const FILTER_SAVE_IDS: u64 = 4 << 20;
+const FILTER_SAVE_RECORDS: u64 = 256 << 10;
+const FILTER_SAVE_INTERVAL_MIN: Duration = Duration::from_secs(10);
 
 /// Spawns and runs the indexer thread.
 pub struct Indexer;
@@ -51,7 +54,8 @@ fn run(index: &ColdIndex, data_dir: &std::path::Path, durable: &AtomicU64, stop:
     let mut follower: Option<JournalFollower> = None;
     let mut idle = IDLE_SLEEP_MIN;
     let mut error_sleep = IDLE_SLEEP_MAX;
-    let mut saved_at = index.watermark().sequence;
+    let mut saved = index.watermark();
+    let mut saved_time = Instant::now();
     while !stop.load(Ordering::Acquire) {
         match step(index, data_dir, durable, &mut follower) {
             Ok(0) => {
@@ -62,10 +66,14 @@ fn run(index: &ColdIndex, data_dir: &std::path::Path, durable: &AtomicU64, stop:
             Ok(_) => {
                 error_sleep = IDLE_SLEEP_MAX;
                 idle = IDLE_SLEEP_MIN;
-                let at = index.watermark().sequence;
-                if at - saved_at >= FILTER_SAVE_RECORDS {
+                let at = index.watermark();
+                let ids = (at.transfers + at.failed) - (saved.transfers + saved.failed);
+                if (ids >= FILTER_SAVE_IDS || at.sequence - saved.sequence >= FILTER_SAVE_RECORDS)
+                    && saved_time.elapsed() >= FILTER_SAVE_INTERVAL_MIN
+                {
+                    saved_time = Instant::now();
                     match index.save_filter() {
-                        Ok(()) => saved_at = at,
+                        Ok(()) => saved = at,
                         Err(e) => tracing::error!("cold index: saving the filter: {e}"),
                     }
                 }
@@ -79,7 +87,7 @@ fn run(index: &ColdIndex, data_dir: &std::path::Path, durable: &AtomicU64, stop:
             }
         }
     }
-    if index.watermark().sequence != saved_at {
+    if index.watermark().sequence != saved.sequence {
         if let Err(e) = index.save_filter() {
             tracing::error!("cold index: saving the filter: {e}");
         }
