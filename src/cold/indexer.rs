@@ -24,12 +24,11 @@ const IDLE_SLEEP_MAX: Duration = Duration::from_millis(1);
 const IDLE_SLEEP_MIN: Duration = Duration::from_micros(50);
 /// Longest sleep between retries after an error.
 const ERROR_SLEEP_MAX: Duration = Duration::from_millis(100);
-/// The filter file is rewritten after this many new transfers or records, or this long after
-/// the last save when anything was indexed since (and when the indexer stops): an open after
-/// a crash reads at most about that much journal to bring it up to date.
-const FILTER_SAVE_TRANSFERS: u64 = 1 << 20;
-const FILTER_SAVE_RECORDS: u64 = 4096;
-const FILTER_SAVE_INTERVAL: Duration = Duration::from_secs(2);
+/// The filter file (the whole filter: about 1.2 bytes per id of capacity) is rewritten at most
+/// once per `FILTER_SAVE_INTERVAL_MIN` when ids were added since, and when the indexer stops;
+/// an open after a crash reads the journal records after it (at most that interval of
+/// history) to bring it up to date.
+const FILTER_SAVE_INTERVAL_MIN: Duration = Duration::from_secs(5);
 
 /// Spawns and runs the indexer thread.
 pub struct Indexer;
@@ -54,8 +53,8 @@ fn run(index: &ColdIndex, data_dir: &std::path::Path, durable: &AtomicU64, stop:
     let mut follower: Option<JournalFollower> = None;
     let mut idle = IDLE_SLEEP_MIN;
     let mut error_sleep = IDLE_SLEEP_MAX;
-    let mut saved_at = index.watermark();
-    let mut saved_when = Instant::now();
+    let mut saved = index.watermark();
+    let mut saved_time = Instant::now();
     while !stop.load(Ordering::Acquire) {
         match step(index, data_dir, durable, &mut follower) {
             Ok(0) => {
@@ -67,13 +66,11 @@ fn run(index: &ColdIndex, data_dir: &std::path::Path, durable: &AtomicU64, stop:
                 error_sleep = IDLE_SLEEP_MAX;
                 idle = IDLE_SLEEP_MIN;
                 let at = index.watermark();
-                let due = at.sequence - saved_at.sequence >= FILTER_SAVE_RECORDS
-                    || at.transfers - saved_at.transfers >= FILTER_SAVE_TRANSFERS
-                    || saved_when.elapsed() >= FILTER_SAVE_INTERVAL;
-                if due {
-                    saved_when = Instant::now();
+                let ids = (at.transfers + at.failed) - (saved.transfers + saved.failed);
+                if ids > 0 && saved_time.elapsed() >= FILTER_SAVE_INTERVAL_MIN {
+                    saved_time = Instant::now();
                     match index.save_filter() {
-                        Ok(()) => saved_at = at,
+                        Ok(()) => saved = at,
                         Err(e) => tracing::error!("cold index: saving the filter: {e}"),
                     }
                 }
@@ -87,7 +84,7 @@ fn run(index: &ColdIndex, data_dir: &std::path::Path, durable: &AtomicU64, stop:
             }
         }
     }
-    if index.watermark().sequence != saved_at.sequence {
+    if index.watermark().sequence != saved.sequence {
         if let Err(e) = index.save_filter() {
             tracing::error!("cold index: saving the filter: {e}");
         }

@@ -550,3 +550,45 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// While the indexer works, a reader that reads the watermark finds every transfer and failed
+/// id it covers, in the filter and in the store (creation order = journal order).
+#[test]
+fn readers_see_everything_under_the_watermark_while_the_indexer_works() {
+    let l = built(9, 400);
+    let last = l.journal.last_sequence();
+    let index = ColdIndex::open(l.data_dir(), &config()).unwrap();
+    let reader = {
+        let index = index.clone();
+        let (transfer_ids, failed) = (l.transfer_ids.clone(), l.failed.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + CATCH_UP_DEADLINE;
+            let mut rounds = 0u64;
+            loop {
+                let wm = index.watermark();
+                let (t, f) = (wm.transfers as usize, wm.failed as usize);
+                // The newest ones (most likely to race) and a stride through the rest.
+                let newest = t.saturating_sub(64)..t;
+                for i in newest.chain((0..t).step_by(97)) {
+                    let id = transfer_ids[i];
+                    assert!(index.may_contain_transfer(id), "transfer {id} under {wm:?}");
+                    assert!(index.transfer(id).unwrap().is_some(), "transfer {id} under {wm:?}");
+                }
+                for (id, code) in &failed[f.saturating_sub(64)..f] {
+                    assert!(index.may_contain_failed(*id));
+                    assert_eq!(index.failed(*id).unwrap(), Some(*code));
+                }
+                rounds += 1;
+                if wm.sequence == last {
+                    return rounds;
+                }
+                assert!(Instant::now() < deadline, "the indexer never reached {last}");
+            }
+        })
+    };
+    let running = Running::start(&index, l.data_dir(), last);
+    let rounds = reader.join().expect("the reader's checks hold");
+    running.stop();
+    assert!(rounds > 1, "the reader ran while the indexer worked ({rounds} rounds)");
+    check(&index, &l);
+}

@@ -108,7 +108,7 @@ pub enum TransferState {
 }
 
 impl TransferState {
-    fn from_u8(n: u8) -> Option<Self> {
+    pub fn from_u8(n: u8) -> Option<Self> {
         Some(match n {
             0 => TransferState::Final,
             1 => TransferState::Pending,
