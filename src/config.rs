@@ -158,8 +158,10 @@ pub struct Settings {
     #[arg(long, env = "LEDGERD_ACCOUNTS_MAX")]
     pub accounts_max: Option<u64>,
 
-    /// Most transfers the ledger holds (as --accounts-max). [default: 3/10 of physical memory
-    /// at 192 bytes each]
+    /// Most transfers the ledger holds (as --accounts-max). With --cold-index: most transfers
+    /// in memory (those the disk index does not hold yet, and pending ones); past it creates
+    /// are answered `busy` until the index catches up. [default: 3/10 of physical memory at
+    /// 192 bytes each; with --cold-index 2,097,152]
     #[arg(long, env = "LEDGERD_TRANSFERS_MAX")]
     pub transfers_max: Option<u64>,
 
@@ -197,6 +199,12 @@ pub struct Settings {
     /// not hold yet. [default: false]
     #[arg(long, env = "LEDGERD_COLD_INDEX")]
     pub cold_index: Option<bool>,
+
+    /// With --cold-index: transfers the index's in-memory id filter is sized for (about 1.2
+    /// bytes each; about 1% of new ids are read from disk up to this many transfers, more
+    /// past it: correct, slower). [default: 100,000,000]
+    #[arg(long, env = "LEDGERD_COLD_INDEX_TRANSFERS")]
+    pub cold_index_transfers: Option<u64>,
 }
 
 /// Settings with every default applied and every value checked.
@@ -226,6 +234,8 @@ pub struct DaemonConfig {
     pub verify: bool,
     /// History in the disk index, hot state in memory.
     pub cold_index: bool,
+    /// What the index's id filter is sized for.
+    pub cold_index_transfers: u64,
     /// The snapshot builder's eviction bound (`--evict-through-ns`; 0 otherwise).
     pub evict_through_ns: u64,
     pub log_json: bool,
@@ -249,6 +259,10 @@ pub struct DaemonConfig {
 
 /// Longest accepted auth token.
 pub const AUTH_TOKEN_MAX_BYTES: usize = 256;
+
+/// With --cold-index, the default of --transfers-max and --failed-ids-max: the records kept in
+/// memory while the index catches up (about 400 MB of transfers).
+pub const COLD_TRANSFERS_IN_MEMORY_DEFAULT: u64 = 1 << 21;
 
 macro_rules! merge {
     ($cli:ident, $file:ident, $($field:ident),*) => { $( if $cli.$field.is_none() { $cli.$field = $file.$field.take(); } )* };
@@ -285,6 +299,7 @@ impl Settings {
             repair,
             verify,
             cold_index,
+            cold_index_transfers,
             log_format,
             log,
             insecure,
@@ -372,6 +387,7 @@ impl Settings {
             repair_discard_after: self.repair_discard_after,
             verify: self.verify.unwrap_or(false),
             cold_index: self.cold_index.unwrap_or(false),
+            cold_index_transfers: self.cold_index_transfers.unwrap_or(100_000_000).max(1),
             evict_through_ns: self.evict_through_ns.unwrap_or(0),
             log_json,
             log: self.log.unwrap_or_else(|| "info".to_string()),
@@ -392,7 +408,12 @@ impl Settings {
     /// limits and TLS files.
     /// The record limits: flags where given, else the defaults for this machine's memory.
     fn resolve_capacity(&self) -> anyhow::Result<Capacity> {
-        let defaults = Capacity::for_memory(physical_memory_bytes());
+        let mut defaults = Capacity::for_memory(physical_memory_bytes());
+        if self.cold_index == Some(true) {
+            // Memory holds the hot state only: a window the index must catch up with.
+            defaults.transfers = defaults.transfers.min(COLD_TRANSFERS_IN_MEMORY_DEFAULT);
+            defaults.failed_ids = defaults.failed_ids.min(COLD_TRANSFERS_IN_MEMORY_DEFAULT);
+        }
         let pick = |flag: &str, value: Option<u64>, default: u64| -> anyhow::Result<u64> {
             let n = value.unwrap_or(default);
             anyhow::ensure!(
@@ -588,6 +609,7 @@ snapshots_keep = 5
 repair = true
 verify = true
 cold_index = true
+cold_index_transfers = 21
 log_format = "json"
 log = "debug"
 insecure = true

@@ -584,8 +584,8 @@ const COLD_CATCH_UP_LOG_INTERVAL: Duration = Duration::from_secs(2);
 /// an evicted id would look new.
 fn start_cold(config: &DaemonConfig, recovered: &recovery::Recovered) -> anyhow::Result<Cold> {
     let cold_config = ColdConfig {
-        transfers_max: config.capacity.transfers,
-        failed_ids_max: config.capacity.failed_ids,
+        transfers_max: config.cold_index_transfers,
+        failed_ids_max: config.capacity.failed_ids.max(config.cold_index_transfers / 16),
         ..ColdConfig::default()
     };
     let mut index =

@@ -257,13 +257,10 @@ fn replay(dir: &Path, use_snapshots: bool, up_to: Option<u64>) -> anyhow::Result
     // Replay never looks a finished record up again: it keeps only the hot state in memory
     // (accounts, pending transfers), whatever the length of the journal. Counts, totals and
     // the state hash include what left memory.
-    let (state, sequence, report) = recovery::rebuild_evicting(
-        dir,
-        up_to,
-        use_snapshots,
-        u64::MAX,
-        &mut |seq| bar.set_position(seq),
-    )?;
+    let (state, sequence, report) =
+        recovery::rebuild_evicting(dir, up_to, use_snapshots, u64::MAX, &mut |seq| {
+            bar.set_position(seq)
+        })?;
     bar.finish_and_clear();
     let counts = state.counts();
     println!("sequence: {sequence}");

@@ -393,7 +393,13 @@ impl Business {
             Operation::CreateTransfers => {
                 decode_records(body, Transfer::SIZE, &mut self.transfers, Transfer::read_from);
                 if !self.state.transfers_fit(&self.config.capacity, self.transfers.len()) {
-                    return Err(Status::LedgerFull);
+                    // With history on disk the limit is on memory: the index is behind and
+                    // catches up by itself, so the client retries later.
+                    return Err(if self.cold.is_some() {
+                        Status::Busy
+                    } else {
+                        Status::LedgerFull
+                    });
                 }
                 self.state.create_transfers(
                     now,
