@@ -15,10 +15,13 @@ use crate::protocol::{
 use crate::state_machine::StateMachine;
 use crate::types::{Account, AccountLimit, Transfer, TransferFlags};
 
-/// Writes the reply body for `request` into `body` (cleared first).
+/// Writes the reply body for `request` into `body` (cleared first). `evicted` finds a
+/// transfer no longer in memory (history on disk); an expiry's change names the expired
+/// pending transfer, which the journal record does not carry.
 pub fn collect(
     journal: &Journal,
     state: &StateMachine,
+    evicted: &dyn Fn(u128) -> Option<Transfer>,
     request: &ChangeEventsRequest,
     body: &mut Vec<u8>,
 ) -> Result<(), Status> {
@@ -50,7 +53,7 @@ pub fn collect(
             count += 1;
             true
         };
-        if !for_each_change(archived, state, &mut push) {
+        if !for_each_change(archived, state, evicted, &mut push)? {
             next_sequence = sequence;
             next_index = index - 1;
             break 'records;
@@ -68,11 +71,17 @@ pub fn collect(
 fn for_each_change(
     event: &ArchivedEvent,
     state: &StateMachine,
+    evicted: &dyn Fn(u128) -> Option<Transfer>,
     push: &mut dyn FnMut(ChangeEvent) -> bool,
-) -> bool {
+) -> Result<bool, Status> {
     for expiry in event.expired.iter() {
         let pending_id = expiry.pending_id.to_native();
-        let transfer = state.transfer_by_id(pending_id).copied().unwrap_or_default();
+        // Not in memory and not found in the disk index: the index could not be read.
+        let transfer = state
+            .transfer_by_id(pending_id)
+            .copied()
+            .or_else(|| evicted(pending_id))
+            .ok_or(Status::JournalUnavailable)?;
         let change = ChangeEvent {
             kind: ChangeEventKind::TransferExpired,
             timestamp: expiry.timestamp.to_native(),
@@ -86,7 +95,7 @@ fn for_each_change(
             ..Default::default()
         };
         if !push(change) {
-            return false;
+            return Ok(false);
         }
     }
     for account in event.accounts.iter() {
@@ -98,7 +107,7 @@ fn for_each_change(
             ..Default::default()
         };
         if !push(change) {
-            return false;
+            return Ok(false);
         }
     }
     for (transfer, balances) in event.transfers.iter().zip(event.transfer_balances.iter()) {
@@ -121,7 +130,7 @@ fn for_each_change(
             ..Default::default()
         };
         if !push(change) {
-            return false;
+            return Ok(false);
         }
     }
     for limit in event.limits.iter() {
@@ -134,10 +143,10 @@ fn for_each_change(
             ..Default::default()
         };
         if !push(change) {
-            return false;
+            return Ok(false);
         }
     }
-    true
+    Ok(true)
 }
 
 /// The account's record with the balances an event recorded.

@@ -218,6 +218,7 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
             let business = business.with_cold_stage(ColdStage {
                 resolutions: Arc::clone(&resolutions),
                 durable: Arc::clone(&cold.durable),
+                index: cold.index.clone(),
             });
             let own = Arc::clone(&business_doorbell);
             let business_thread = business_thread.spawn(move || business.run(poller, own))?;

@@ -7,9 +7,10 @@
 
 use std::process::Command;
 
-fn crash_loop(kills: u32, seed: u64) {
+fn crash_loop(kills: u32, seed: u64, extra: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_ledger-chaos"))
         .args(["crash-loop", "--kills", &kills.to_string(), "--seed", &seed.to_string()])
+        .args(extra)
         .args(["--ledgerd", env!("CARGO_BIN_EXE_ledgerd")])
         .args(["--ledger-replay", env!("CARGO_BIN_EXE_ledger-replay")])
         .output()
@@ -39,5 +40,11 @@ fn crash_loop(kills: u32, seed: u64) {
 #[test]
 fn crash_loop_loses_nothing() {
     let long = std::env::var_os("LEDGERD_TORTURE_LONG").is_some();
-    crash_loop(if long { 100 } else { 4 }, 20_240_601);
+    crash_loop(if long { 100 } else { 4 }, 20_240_601, &[]);
+}
+
+#[test]
+fn crash_loop_with_history_on_disk_loses_nothing() {
+    let long = std::env::var_os("LEDGERD_TORTURE_LONG").is_some();
+    crash_loop(if long { 100 } else { 4 }, 20_261_203, &["--cold-index"]);
 }

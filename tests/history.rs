@@ -13,6 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{account, transfer, TestDaemon};
+use ledgerd::protocol::{ChangeEventKind, ChangeEventsRequest};
 use ledgerd::types::{
     AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, CreateResult, Transfer,
     TransferFlags,
@@ -150,6 +151,36 @@ impl Twins {
         let ids: Vec<u128> = first.iter().flatten().map(|t| t.id).chain(5_000..5_030).collect();
         self.lookups(&ids);
         self.pages();
+        self.expiries_in_the_feed();
+    }
+
+    /// The change feed from the start: an expiry's change names the expired pending transfer,
+    /// which the cold daemon reads back from the index.
+    fn expiries_in_the_feed(&mut self) {
+        let expired = |client: &mut Client| -> Vec<Transfer> {
+            let mut found = Vec::new();
+            let mut request = ChangeEventsRequest { from_sequence: 1, limit: 1_000, from_index: 0 };
+            for _ in 0..1_000 {
+                let reply = client.change_events(&request).expect("change_events");
+                found.extend(
+                    reply
+                        .events
+                        .iter()
+                        .filter(|e| e.kind == ChangeEventKind::TransferExpired)
+                        .map(|e| blank(&e.transfer)),
+                );
+                if reply.events.is_empty() {
+                    return found;
+                }
+                request.from_sequence = reply.next_sequence;
+                request.from_index = reply.next_index;
+            }
+            panic!("the change feed did not end");
+        };
+        let cold = expired(&mut self.cold);
+        assert_eq!(cold.len(), 6, "the six pending transfers with a timeout expired");
+        assert!(cold.iter().all(|t| (2_000..2_030).contains(&t.id) && t.debit_account_id != 0));
+        assert_eq!(cold, expired(&mut self.warm));
     }
 }
 

@@ -67,6 +67,11 @@ enum Cmd {
         /// Keep the data directory (its path is printed) instead of deleting it.
         #[arg(long)]
         keep: bool,
+        /// Run the daemon with history in the disk index (`--cold-index true`): kills land
+        /// during indexing, eviction and hot-state snapshots, and the retries after restarts
+        /// go through the index.
+        #[arg(long)]
+        cold_index: bool,
     },
 }
 
@@ -88,7 +93,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::CrashLoop { kills, seed, clients, max_run_ms, ledgerd, ledger_replay, keep } => {
+        Cmd::CrashLoop {
+            kills,
+            seed,
+            clients,
+            max_run_ms,
+            ledgerd,
+            ledger_replay,
+            keep,
+            cold_index,
+        } => {
             let seed = seed.unwrap_or_else(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -102,6 +116,7 @@ fn main() -> ExitCode {
                 ledgerd: ledgerd.unwrap_or_else(|| sibling("ledgerd")),
                 ledger_replay: ledger_replay.unwrap_or_else(|| sibling("ledger-replay")),
                 keep,
+                cold_index,
             };
             match crash_loop(&options) {
                 Ok(totals) => {
@@ -142,6 +157,7 @@ struct Options {
     ledgerd: PathBuf,
     ledger_replay: PathBuf,
     keep: bool,
+    cold_index: bool,
 }
 
 #[derive(Default)]
@@ -216,10 +232,11 @@ impl Record {
 }
 
 /// A daemon on a free loopback port: the library's harness with the crash loop's settings.
-fn start_daemon(binary: &Path, dir: &Path) -> anyhow::Result<Daemon> {
+fn start_daemon(binary: &Path, dir: &Path, cold_index: bool) -> anyhow::Result<Daemon> {
     let daemon = Daemon::builder(binary, dir)
         .args(["--business-core", "none", "--segment-size-mib", "8"])
         .args(["--snapshot-every-records", "300"])
+        .args(["--cold-index", if cold_index { "true" } else { "false" }])
         // The whole state is checked after every batch: a broken invariant aborts the
         // daemon, which the crash loop reports.
         .args(["--verify", "true"])
@@ -241,7 +258,7 @@ fn crash_loop(options: &Options) -> anyhow::Result<Totals> {
     let temp = tempfile::Builder::new().prefix("ledger-chaos-").tempdir()?;
     let dir = temp.path().join("data");
     eprintln!("ledger-chaos: seed {} data {}", options.seed, dir.display());
-    let mut daemon = start_daemon(&options.ledgerd, &dir)?;
+    let mut daemon = start_daemon(&options.ledgerd, &dir, options.cold_index)?;
     let mut record = Record::default();
     setup(&mut daemon.client()?, &mut record)?;
     let record = Arc::new(Mutex::new(record));

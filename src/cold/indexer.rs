@@ -54,7 +54,9 @@ fn run(index: &ColdIndex, data_dir: &std::path::Path, durable: &AtomicU64, stop:
     let mut idle = IDLE_SLEEP_MIN;
     let mut error_sleep = IDLE_SLEEP_MAX;
     let mut saved = index.watermark();
-    let mut saved_time = Instant::now();
+    // The first batch saves the filter at once: a crash soon after a start finds a file.
+    let mut saved_time =
+        Instant::now().checked_sub(FILTER_SAVE_INTERVAL_MIN).unwrap_or_else(Instant::now);
     while !stop.load(Ordering::Acquire) {
         match step(index, data_dir, durable, &mut follower) {
             Ok(0) => {

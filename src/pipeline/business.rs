@@ -90,6 +90,8 @@ pub struct ColdStage {
     /// The journal's durable sequence, published after every flush: the indexer reads no
     /// further.
     pub durable: Arc<std::sync::atomic::AtomicU64>,
+    /// The index itself, for the change-event feed's rare reads of evicted transfers.
+    pub index: crate::cold::ColdIndex,
 }
 
 /// Where a buffered reply goes, kept until the flush so that a journal error can turn it
@@ -467,7 +469,24 @@ impl Business {
                 // changes made earlier in this batch are included.
                 self.commit();
                 let journal = self.journal.as_ref().ok_or(Status::JournalUnavailable)?;
-                crate::change_events::collect(journal, &self.state, &request, &mut self.body)?;
+                // With history on disk, an old expiry's pending transfer is read from the
+                // index: a rare disk read on this thread, like the old journal pages the feed
+                // reads anyway.
+                let index = self.cold.as_ref().map(|c| &c.index);
+                let evicted = |id: u128| -> Option<Transfer> {
+                    let found = index?.transfer(id).unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "reading an expired transfer from the cold index");
+                        None
+                    });
+                    found.map(|(t, _)| t)
+                };
+                crate::change_events::collect(
+                    journal,
+                    &self.state,
+                    &evicted,
+                    &request,
+                    &mut self.body,
+                )?;
             }
             Operation::Status => {
                 let counts = self.state.counts();
