@@ -1,21 +1,26 @@
 //! The deterministic state machine of SPEC §3: `(state, batch, now_ns) -> (results, event)`.
 //!
 //! It owns every account, transfer, pending status, limit, balance history row and remembered
-//! failed id, in memory. It does no I/O and reads no clock: the caller passes `now_ns`, and
-//! replay ([`StateMachine::apply_event`]) needs no clock at all because every change event
-//! carries its final records and timestamps.
+//! failed id in memory, except what the caller evicted because a disk index holds it (`evict`:
+//! finished history); a request then brings back what it needs ([`ColdHits`]). It does no
+//! I/O and reads no clock: the caller passes `now_ns`, and replay
+//! ([`StateMachine::apply_event`]) needs no clock at all because every change event carries
+//! its final records and timestamps.
 //!
-//! Layout: records live in append-only vectors (`accounts`, `transfers`) indexed by `u32`, with
-//! foldhash maps from id to index. Insertion order is timestamp order, so it is canonical:
-//! replay and snapshot images reproduce it exactly, and [`StateMachine::state_hash`] hashes it.
+//! Layout: accounts live in a vector indexed by `u32`; transfers and failed ids in vectors of
+//! reusable `u32` slots (a freed slot has id 0), with queues that keep their creation order.
+//! Open-addressing id indexes map ids to slots (`index`). Creation order is timestamp order,
+//! so images and queries are canonical whatever slot a record landed in; the state hash
+//! (`digest`) is a sum over the set of records, kept current by every change.
 //!
 //! Linked chains are all-or-nothing: each event is fully validated before it mutates anything,
 //! and while a chain is open every mutation pushes an [`Undo`] record into a reused log, so a
 //! failing event rolls the chain back in reverse order. Pending expiries reached by a chain are
 //! only pushed into the expiry heap when the chain commits.
 //!
-//! Submodules: `image` (snapshot images and the state hash), `query` (lookups and filters),
-//! `replay` (applying journaled events).
+//! Submodules: `digest` (the state hash), `evict` (what leaves memory, what comes back),
+//! `image` (snapshot images), `index` (id indexes), `query` (lookups and filters), `replay`
+//! (applying journaled events).
 
 mod digest;
 mod evict;
