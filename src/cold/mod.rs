@@ -34,11 +34,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use crate::event::{ArchivedBalancePair, ArchivedBalances, ArchivedEvent};
 use crate::journal::JournalFollower;
-use crate::state_machine::{TransferState, QUERY_RESULTS_MAX};
-use crate::types::{
-    Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, Transfer,
-    TransferFlags, ID_INVALID_MAX,
-};
+use crate::state_machine::{FilterScan, TransferState};
+use crate::types::{Account, AccountBalance, AccountFilter, AccountFlags, Transfer, TransferFlags};
 
 use filter::IdFilter;
 pub use indexer::Indexer;
@@ -328,7 +325,7 @@ impl ColdIndex {
         out: &mut Vec<Transfer>,
     ) -> Result<(), ColdError> {
         out.clear();
-        let Some(scan) = Scan::of(filter) else {
+        let Some(scan) = FilterScan::of(filter) else {
             return Ok(());
         };
         let (lo, hi) = scan.keys(filter.account_id);
@@ -374,7 +371,7 @@ impl ColdIndex {
         out: &mut Vec<AccountBalance>,
     ) -> Result<(), ColdError> {
         out.clear();
-        let Some(scan) = Scan::of(filter) else {
+        let Some(scan) = FilterScan::of(filter) else {
             return Ok(());
         };
         let (lo, hi) = scan.keys(filter.account_id);
@@ -431,43 +428,15 @@ impl ColdIndex {
     }
 }
 
-/// A validated filter (the same rules as the state machine's), with inclusive bounds.
-struct Scan {
-    min: u64,
-    max: u64,
-    debits: bool,
-    credits: bool,
-    reversed: bool,
-    limit: usize,
+/// The index's side of a validated filter (the state machine's rules, [`FilterScan`]).
+trait ScanKeys {
+    /// The first and last keys of the account's range.
+    fn keys(&self, account: u128) -> ([u8; ACCOUNT_KEY_SIZE], [u8; ACCOUNT_KEY_SIZE]);
+    /// Whether an entry on `side` is wanted.
+    fn wants(&self, side: u8) -> bool;
 }
 
-impl Scan {
-    fn of(f: &AccountFilter) -> Option<Scan> {
-        if f.account_id == 0 || f.account_id == ID_INVALID_MAX {
-            return None;
-        }
-        if f.flags & !AccountFilterFlags::ALL != 0 || f.reserved != [0; 24] || f.limit == 0 {
-            return None;
-        }
-        let debits = f.flags & AccountFilterFlags::DEBITS != 0;
-        let credits = f.flags & AccountFilterFlags::CREDITS != 0;
-        if !debits && !credits {
-            return None;
-        }
-        let max = if f.timestamp_max == 0 { u64::MAX } else { f.timestamp_max };
-        if f.timestamp_min > max {
-            return None;
-        }
-        Some(Scan {
-            min: f.timestamp_min,
-            max,
-            debits,
-            credits,
-            reversed: f.flags & AccountFilterFlags::REVERSED != 0,
-            limit: (f.limit as usize).min(QUERY_RESULTS_MAX),
-        })
-    }
-
+impl ScanKeys for FilterScan {
     fn keys(&self, account: u128) -> ([u8; ACCOUNT_KEY_SIZE], [u8; ACCOUNT_KEY_SIZE]) {
         (account_key(account, self.min), account_key(account, self.max))
     }

@@ -12,7 +12,7 @@ use super::*;
 use crate::event::{self, Event};
 use crate::journal::{Journal, JournalConfig};
 use crate::state_machine::{StateMachine, NS_PER_S};
-use crate::types::CreateResult;
+use crate::types::{AccountFilterFlags, CreateResult};
 
 /// Longest wait for the indexer to reach a sequence.
 const CATCH_UP_DEADLINE: Duration = Duration::from_secs(20);

@@ -44,6 +44,7 @@ use crate::types::{
 
 pub use evict::ColdHits;
 pub use image::{ImageError, IMAGE_VERSION};
+pub use query::FilterScan;
 pub use replay::ReplayError;
 
 /// Nanoseconds per second, for pending transfer timeouts (given in seconds).

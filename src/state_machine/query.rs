@@ -8,15 +8,46 @@ use crate::types::{
     Transfer, ID_INVALID_MAX,
 };
 
-/// A validated filter: inclusive timestamp bounds, sides, order and the effective limit.
-struct Scan {
-    account: u32,
-    min: u64,
-    max: u64,
-    debits: bool,
-    credits: bool,
-    reversed: bool,
-    limit: usize,
+/// A validated account filter: inclusive timestamp bounds, sides, order and the effective
+/// limit. The one place the filter rules live: the disk index applies them too, so that a page
+/// merged from memory and disk is the page memory alone would give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilterScan {
+    pub min: u64,
+    pub max: u64,
+    pub debits: bool,
+    pub credits: bool,
+    pub reversed: bool,
+    pub limit: usize,
+}
+
+impl FilterScan {
+    /// `None` for an invalid filter (which gives nothing).
+    pub fn of(f: &AccountFilter) -> Option<FilterScan> {
+        if f.account_id == 0 || f.account_id == ID_INVALID_MAX {
+            return None;
+        }
+        if f.flags & !AccountFilterFlags::ALL != 0 || f.reserved != [0; 24] || f.limit == 0 {
+            return None;
+        }
+        let debits = f.flags & AccountFilterFlags::DEBITS != 0;
+        let credits = f.flags & AccountFilterFlags::CREDITS != 0;
+        if !debits && !credits {
+            return None;
+        }
+        let max = if f.timestamp_max == 0 { u64::MAX } else { f.timestamp_max };
+        if f.timestamp_min > max {
+            return None;
+        }
+        Some(FilterScan {
+            min: f.timestamp_min,
+            max,
+            debits,
+            credits,
+            reversed: f.flags & AccountFilterFlags::REVERSED != 0,
+            limit: (f.limit as usize).min(QUERY_RESULTS_MAX),
+        })
+    }
 }
 
 impl StateMachine {
@@ -54,10 +85,10 @@ impl StateMachine {
     /// [`QUERY_RESULTS_MAX`]). An invalid filter or an unknown account gives nothing.
     pub fn get_account_transfers(&self, filter: &AccountFilter, out: &mut Vec<Transfer>) {
         out.clear();
-        let Some(scan) = self.scan(filter) else {
+        let Some((account, scan)) = self.scan(filter) else {
             return;
         };
-        let list = &self.account_ext[scan.account as usize].transfers;
+        let list = &self.account_ext[account as usize].transfers;
         let ts = |i: &u32| self.transfers[*i as usize].timestamp;
         let lo = list.partition_point(|i| ts(i) < scan.min);
         let hi = list.partition_point(|i| ts(i) <= scan.max);
@@ -81,13 +112,13 @@ impl StateMachine {
     /// [`StateMachine::get_account_transfers`]. Other accounts give nothing.
     pub fn get_account_balances(&self, filter: &AccountFilter, out: &mut Vec<AccountBalance>) {
         out.clear();
-        let Some(scan) = self.scan(filter) else {
+        let Some((account, scan)) = self.scan(filter) else {
             return;
         };
-        if !self.accounts[scan.account as usize].has(AccountFlags::HISTORY) {
+        if !self.accounts[account as usize].has(AccountFlags::HISTORY) {
             return;
         }
-        let ext = &self.account_ext[scan.account as usize];
+        let ext = &self.account_ext[account as usize];
         let lo = ext.history.partition_point(|row| row.timestamp < scan.min);
         let hi = ext.history.partition_point(|row| row.timestamp <= scan.max);
         let wanted = |i: &usize| {
@@ -104,39 +135,17 @@ impl StateMachine {
         merge_cold(out, &self.cold.account_balances, |row| row.timestamp, &scan);
     }
 
-    fn scan(&self, f: &AccountFilter) -> Option<Scan> {
-        if f.account_id == 0 || f.account_id == ID_INVALID_MAX {
-            return None;
-        }
-        if f.flags & !AccountFilterFlags::ALL != 0 || f.reserved != [0; 24] || f.limit == 0 {
-            return None;
-        }
-        let debits = f.flags & AccountFilterFlags::DEBITS != 0;
-        let credits = f.flags & AccountFilterFlags::CREDITS != 0;
-        if !debits && !credits {
-            return None;
-        }
-        let max = if f.timestamp_max == 0 { u64::MAX } else { f.timestamp_max };
-        if f.timestamp_min > max {
-            return None;
-        }
-        let account = self.account_index.get(f.account_id, &self.accounts)?;
-        Some(Scan {
-            account,
-            min: f.timestamp_min,
-            max,
-            debits,
-            credits,
-            reversed: f.flags & AccountFilterFlags::REVERSED != 0,
-            limit: (f.limit as usize).min(QUERY_RESULTS_MAX),
-        })
+    /// The validated filter and the account's index, if it exists.
+    fn scan(&self, f: &AccountFilter) -> Option<(u32, FilterScan)> {
+        let scan = FilterScan::of(f)?;
+        Some((self.account_index.get(f.account_id, &self.accounts)?, scan))
     }
 }
 
 /// Merges a filter's page from memory (`out`) with its page from the disk index (`cold`), both
 /// in the filter's order: the first `limit` records of the union, one per timestamp (a record
 /// can be in both while it waits for eviction). Allocates only when there is a cold page.
-fn merge_cold<T: Copy>(out: &mut Vec<T>, cold: &[T], ts: impl Fn(&T) -> u64, scan: &Scan) {
+fn merge_cold<T: Copy>(out: &mut Vec<T>, cold: &[T], ts: impl Fn(&T) -> u64, scan: &FilterScan) {
     if cold.is_empty() {
         return;
     }
