@@ -348,20 +348,7 @@ impl ColdIndex {
             out.push(t);
             Ok(out.len() < scan.limit)
         };
-        if scan.reversed {
-            for guard in range.rev() {
-                if !visit(guard)? {
-                    break;
-                }
-            }
-        } else {
-            for guard in range {
-                if !visit(guard)? {
-                    break;
-                }
-            }
-        }
-        Ok(())
+        walk(range, scan.reversed, &mut visit)
     }
 
     /// As [`crate::state_machine::StateMachine::get_account_balances`], from the index.
@@ -389,20 +376,7 @@ impl ColdIndex {
             }
             Ok(out.len() < scan.limit)
         };
-        if scan.reversed {
-            for guard in range.rev() {
-                if !visit(guard)? {
-                    break;
-                }
-            }
-        } else {
-            for guard in range {
-                if !visit(guard)? {
-                    break;
-                }
-            }
-        }
-        Ok(())
+        walk(range, scan.reversed, &mut visit)
     }
 
     /// Saves the id filters with the watermark they cover (see `filter`), so that the next
@@ -426,6 +400,28 @@ impl ColdIndex {
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
+}
+
+/// Visits the entries of a key range in the filter's order until `visit` says stop.
+fn walk<G>(
+    range: impl DoubleEndedIterator<Item = G>,
+    reversed: bool,
+    visit: &mut dyn FnMut(G) -> Result<bool, ColdError>,
+) -> Result<(), ColdError> {
+    if reversed {
+        for guard in range.rev() {
+            if !visit(guard)? {
+                break;
+            }
+        }
+    } else {
+        for guard in range {
+            if !visit(guard)? {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The index's side of a validated filter (the state machine's rules, [`FilterScan`]).
