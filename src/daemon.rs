@@ -170,6 +170,14 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
     let snapshot_sequence = recovered.report.snapshot_sequence.unwrap_or(0);
     metrics.snapshot_sequence.store(snapshot_sequence, Relaxed);
 
+    // A state whose snapshot left history to the disk index cannot decide retries without it.
+    anyhow::ensure!(
+        config.cold_index || recovered.state.evicted_through_ns() == 0,
+        "this ledger keeps its history in the disk index (its snapshot holds the hot state \
+         only): start it with --cold-index true. To run it with everything in memory instead, \
+         move {}/snapshots aside: the state is then rebuilt from the journal",
+        config.data_dir.display()
+    );
     // History on disk: nothing is decided before the index holds what memory left out.
     let cold = match config.cold_index {
         true => Some(start_cold(&config, &recovered)?),

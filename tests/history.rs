@@ -251,4 +251,12 @@ fn with_history_on_disk_old_ids_pages_and_restarts_answer_as_if_all_were_in_memo
     let hash = twins.cold.status().unwrap().state_hash;
     cold_daemon_.stop();
     assert_eq!(common::replay_hash(cold_dir.path()), format!("{hash:032x}"));
+
+    // Started without the index, the hot-only snapshot would make old ids look new: refused.
+    let refused = common::builder(cold_dir.path(), &["--cold-index", "false"])
+        .run_to_exit(Duration::from_secs(60))
+        .expect("run ledgerd to its exit");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "started without its index: {stderr}");
+    assert!(stderr.contains("start it with --cold-index true"), "{stderr}");
 }
