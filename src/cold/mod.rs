@@ -173,6 +173,8 @@ struct Inner {
     transfer_filter: IdFilter,
     failed_filter: IdFilter,
     writer: Mutex<Writer>,
+    /// One save of the filter file at a time (they share its temporary file).
+    filter_save: Mutex<()>,
 }
 
 /// The index: cheap to clone, shared by the indexer and any number of readers.
@@ -253,6 +255,7 @@ impl ColdIndex {
                 transfer_filter,
                 failed_filter,
                 writer: Mutex::new(Writer { history }),
+                filter_save: Mutex::new(()),
             }),
         })
     }
@@ -382,6 +385,7 @@ impl ColdIndex {
     /// Saves the id filters with the watermark they cover (see `filter`), so that the next
     /// open does not rebuild them. Called by the indexer.
     pub fn save_filter(&self) -> Result<(), ColdError> {
+        let _one_at_a_time = lock(&self.inner.filter_save);
         // Ids are inserted before the watermark moves: the bits read after this read of the
         // watermark hold every id it covers.
         let watermark = self.watermark();
