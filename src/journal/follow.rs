@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::format::{
-    parse_record, SegmentHeader, Slot, RECORDS_OFFSET, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
-};
+use super::format::{parse_record, SegmentHeader, Slot, RECORDS_OFFSET, SEGMENT_HEADER_SIZE};
 use super::reader::Record;
 use super::segment::{list_segments, segment_path, JOURNAL_DIR};
 use super::JournalError;
@@ -143,15 +141,7 @@ impl JournalFollower {
                         continue;
                     }
                     let s = self.segment.as_ref().expect("checked above");
-                    let start = off + RECORD_HEADER_SIZE;
-                    return Some(Ok(Record {
-                        seq: h.sequence,
-                        segment: s.index,
-                        offset: off as u64,
-                        checksum: h.checksum,
-                        chain: h.chain,
-                        body: &s.map[start..start + h.body_len as usize],
-                    }));
+                    return Some(Ok(Record::parsed(s.index, &s.map, off, &h)));
                 }
                 Slot::Zero => {
                     // `next_seq` is durable, so the writer rolled over to the next segment.

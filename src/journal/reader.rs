@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::format::{parse_record, SegmentHeader, Slot, RECORDS_OFFSET, RECORD_HEADER_SIZE};
+use super::format::{
+    parse_record, RecordHeader, SegmentHeader, Slot, RECORDS_OFFSET, RECORD_HEADER_SIZE,
+};
 use super::scan::{self, SegView, Tail};
 use super::segment::{list_segments, JOURNAL_DIR};
 use super::superblock::{self, Superblock};
@@ -43,6 +45,21 @@ pub struct Record<'a> {
     /// Checksum of the previous record.
     pub chain: u128,
     pub body: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// The record whose verified header `h` is at `offset` of segment `segment`'s bytes.
+    pub(super) fn parsed(segment: u64, map: &'a [u8], offset: usize, h: &RecordHeader) -> Self {
+        let start = offset + RECORD_HEADER_SIZE;
+        Record {
+            seq: h.sequence,
+            segment,
+            offset: offset as u64,
+            checksum: h.checksum,
+            chain: h.chain,
+            body: &map[start..start + h.body_len as usize],
+        }
+    }
 }
 
 /// How the journal ends, as `verify` sees it.
@@ -300,15 +317,7 @@ impl<'a> Records<'a> {
                     if h.sequence < self.from {
                         continue;
                     }
-                    let start = off + RECORD_HEADER_SIZE;
-                    return Some(Ok(Record {
-                        seq: h.sequence,
-                        segment: s.index,
-                        offset: off as u64,
-                        checksum: h.checksum,
-                        chain: h.chain,
-                        body: &s.map[start..start + h.body_len as usize],
-                    }));
+                    return Some(Ok(Record::parsed(s.index, &s.map, off, &h)));
                 }
                 Slot::Zero => {
                     // End of this segment's data: a valid record later in it is corruption.
