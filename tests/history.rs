@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::{account, transfer, TestDaemon};
 use ledgerd::protocol::{ChangeEventKind, ChangeEventsRequest};
 use ledgerd::types::{
-    AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, CreateResult, Transfer,
-    TransferFlags,
+    AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, CreateResult, ResultCode,
+    Transfer, TransferFlags,
 };
 use ledgerd_client::Client;
 
@@ -66,6 +66,8 @@ fn first_round(rng: &mut fastrand::Rng) -> Vec<Vec<Transfer>> {
             } else {
                 TransferFlags::VOID_PENDING_TRANSFER
             },
+            // Some posts take part of the pending amount.
+            amount: if i % 4 == 0 { 4 } else { 0 },
             ..Default::default()
         })
         .collect();
@@ -138,6 +140,20 @@ impl Twins {
         let changed: Vec<Transfer> =
             first[0].iter().map(|t| Transfer { amount: t.amount + 1, ..*t }).collect();
         self.transfers(&changed);
+        // Settlements retried for the full amount of another pending transfer: the answer
+        // compares against the pending transfer the stored settlement took its amount from.
+        let elsewhere: Vec<Transfer> = first
+            .iter()
+            .flatten()
+            .filter(|t| t.pending_id != 0)
+            .map(|t| Transfer { amount: 0, pending_id: t.pending_id + 1, ..*t })
+            .collect();
+        assert!(!elsewhere.is_empty());
+        let results = self.transfers(&elsewhere);
+        assert!(
+            results.iter().any(|r| r.result == ResultCode::ExistsWithDifferentAmount),
+            "no partial post was retried for the full amount: {results:?}"
+        );
         let again: Vec<Transfer> = (0..30u128)
             .map(|i| Transfer {
                 id: 5_000 + i,

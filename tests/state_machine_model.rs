@@ -727,6 +727,10 @@ impl Run {
         for &id in ids {
             if let Some((t, state)) = replica.transfer_anywhere(id) {
                 hits.add_transfer(t, state);
+                // As the resolve stage does: the pending transfer a stored post or void settled.
+                if let Some((p, state)) = replica.transfer_anywhere(t.pending_id) {
+                    hits.add_transfer(p, state);
+                }
             }
             if replica.is_failed(id) {
                 hits.add_failed(id);

@@ -219,7 +219,15 @@ fn read(
     for &id in ids.iter() {
         if index.may_contain_transfer(id) {
             if let Some(found) = index.transfer(id)? {
+                // A retried post or void of the full amount compares against the pending
+                // transfer the stored one settled, which the request need not name.
+                let settled = found.0.pending_id;
                 out.transfers.push(found);
+                if settled != 0 {
+                    if let Some(pending) = index.transfer(settled)? {
+                        out.transfers.push(pending);
+                    }
+                }
             }
         }
         if index.may_contain_failed(id) && index.failed(id)?.is_some() {
