@@ -12,6 +12,8 @@
 //!   by its own thread; rebuildable from the journal at any time.
 //! - [`snapshot`] and [`recovery`]: consistent images of the state, and restart =
 //!   newest valid snapshot + journal tail.
+//! - [`replication`]: the events as the log of a Raft group (raft-rs), applied in the same
+//!   order on every replica.
 //! - `net`, `pipeline`, `daemon`: the daemon's moving parts. The Rust client lives in its own
 //!   crate (`clients/rust`, `ledgerd-client`), which does not depend on this one.
 //! - [`harness`]: starting and stopping a `ledgerd` process (free loopback ports, readiness,
@@ -30,6 +32,7 @@ pub mod metrics;
 pub mod net;
 pub mod pipeline;
 pub mod recovery;
+pub mod replication;
 pub mod snapshot;
 pub mod state_machine;
 

@@ -1,0 +1,620 @@
+//! A deterministic simulation of a three-replica ledger: the real [`Replica`] (raft-rs and the
+//! state machine) driven in one thread, with a simulated network (delay, reordering, loss,
+//! duplication, partitions), crashes that lose everything not persisted, clocks that disagree,
+//! and clients that retry with the same ids. Everything comes from one seed, so a failing seed
+//! replays exactly:
+//!
+//! ```text
+//! LEDGERD_SIM_SEED=1234 cargo test --release --test cluster_sim      # one seed, verbose
+//! LEDGERD_SIM_SEEDS=5000 cargo test --release --test cluster_sim     # the long version
+//! ```
+//!
+//! After the faults, the cluster heals and every check runs: each client's accepted answer
+//! matches what every replica holds (acknowledged transfers present with their fields,
+//! refused ones absent), the replicas' committed logs agree, their state hashes are equal, and
+//! the state's own invariants hold.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use ledgerd::replication::{Replica, Reply, Request};
+use ledgerd::types::{Account, AccountFlags, CreateResult, ResultCode, Transfer, TransferFlags};
+use raft::prelude::Message;
+use raft::storage::MemStorage;
+use raft::{StateRole, Storage};
+
+const REPLICAS: u64 = 3;
+const ACCOUNTS: u128 = 8;
+const CLIENTS: usize = 6;
+/// One step is a millisecond of simulated time; replicas tick every `TICK_STEPS`.
+const TICK_STEPS: u64 = 10;
+const FAULT_STEPS: u64 = 12_000;
+/// After the faults stop: at most this many steps for every client to finish and the
+/// replicas to agree.
+const HEAL_STEPS_MAX: u64 = 30_000;
+const CLIENT_TIMEOUT_STEPS: u64 = 300;
+const REQUESTS_PER_CLIENT: usize = 50;
+/// Most steps a client waits between an answer and its next request.
+const THINK_STEPS_MAX: u64 = 400;
+const NS_PER_STEP: u64 = 1_000_000;
+
+enum Delivery {
+    Raft(Message),
+    Request { token: u64, request: Request },
+    Reply { client: usize, token: u64, reply: Answer },
+}
+
+#[derive(Clone, Debug)]
+enum Answer {
+    Reply(Reply),
+    NotLeader(Option<u64>),
+}
+
+struct Node {
+    disk: MemStorage,
+    replica: Option<Replica>,
+    restart_at: u64,
+    clock_skew_ns: u64,
+}
+
+struct Client {
+    requests: VecDeque<Request>,
+    /// The request in flight: its token, the replica it went to, when it was sent.
+    current: Option<(Request, u64, u64, u64)>,
+    target: u64,
+    retry_at: u64,
+}
+
+struct Faults {
+    drop_per_mille: u32,
+    duplicate_per_mille: u32,
+    delay_max: u64,
+    crash_per_mille: u32,
+    partition_per_mille: u32,
+}
+
+struct Sim {
+    seed: u64,
+    rng: fastrand::Rng,
+    step: u64,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    wire: BinaryHeap<Reverse<(u64, u64, u64)>>,
+    in_flight: BTreeMap<u64, (u64, Delivery)>,
+    wire_seq: u64,
+    /// Replica isolated from the others until the step given.
+    isolated: Option<(u64, u64)>,
+    next_token: u64,
+    /// token -> client, for requests whose reply is still awaited.
+    tokens: BTreeMap<u64, usize>,
+    /// Every transfer a client sent, with the answer the client accepted.
+    sent: BTreeMap<u128, Transfer>,
+    accepted: BTreeMap<u128, ResultCode>,
+    accounts_acked: bool,
+    faults: Faults,
+    verbose: bool,
+}
+
+impl Sim {
+    fn new(seed: u64, verbose: bool) -> Sim {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let voters: Vec<u64> = (1..=REPLICAS).collect();
+        let nodes = (1..=REPLICAS)
+            .map(|id| {
+                let disk = Replica::initial_storage(&voters);
+                Node {
+                    replica: Some(Replica::start(id, disk.clone())),
+                    disk,
+                    restart_at: 0,
+                    clock_skew_ns: rng.u64(0..50) * NS_PER_STEP,
+                }
+            })
+            .collect();
+        let faults = Faults {
+            drop_per_mille: rng.u32(0..60),
+            duplicate_per_mille: rng.u32(0..20),
+            delay_max: rng.u64(1..40),
+            crash_per_mille: rng.u32(1..4),
+            partition_per_mille: rng.u32(0..3),
+        };
+        let mut sim = Sim {
+            seed,
+            rng,
+            step: 0,
+            nodes,
+            clients: Vec::new(),
+            wire: BinaryHeap::new(),
+            in_flight: BTreeMap::new(),
+            wire_seq: 0,
+            isolated: None,
+            next_token: 1,
+            tokens: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            accepted: BTreeMap::new(),
+            accounts_acked: false,
+            faults,
+            verbose,
+        };
+        sim.clients = (0..CLIENTS).map(|c| sim.workload(c)).collect();
+        sim
+    }
+
+    /// Client 0 creates the accounts first; every client then sends transfers: plain ones,
+    /// pending ones with short timeouts, posts and voids of its own pending ones, and some
+    /// that fail (an account that may not go negative, a missing account).
+    fn workload(&mut self, c: usize) -> Client {
+        let mut requests = VecDeque::new();
+        if c == 0 {
+            let accounts = (1..=ACCOUNTS)
+                .map(|id| Account {
+                    id,
+                    ledger: 1,
+                    code: 1,
+                    flags: if id == ACCOUNTS {
+                        AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
+                    } else {
+                        0
+                    },
+                    ..Default::default()
+                })
+                .collect();
+            requests.push_back(Request::CreateAccounts(accounts));
+        }
+        let mut pending: Vec<u128> = Vec::new();
+        let mut next = 0u128;
+        for _ in 0..REQUESTS_PER_CLIENT {
+            let n = self.rng.usize(1..=4);
+            let batch: Vec<Transfer> = (0..n)
+                .map(|_| {
+                    next += 1;
+                    let id = (c as u128 + 1) * 1_000_000 + next;
+                    let dr = self.rng.u128(1..=ACCOUNTS + 1);
+                    let cr = if dr == 1 { 2 } else { 1 };
+                    let mut t = Transfer {
+                        id,
+                        debit_account_id: dr,
+                        credit_account_id: cr,
+                        amount: self.rng.u128(1..100),
+                        ledger: 1,
+                        code: 1,
+                        ..Default::default()
+                    };
+                    match self.rng.u32(0..10) {
+                        0 | 1 => {
+                            t.flags = TransferFlags::PENDING;
+                            t.timeout = self.rng.u32(0..3);
+                            pending.push(id);
+                        }
+                        2 if !pending.is_empty() => {
+                            let p = pending.swap_remove(self.rng.usize(0..pending.len()));
+                            t = Transfer {
+                                id,
+                                pending_id: p,
+                                flags: if self.rng.bool() {
+                                    TransferFlags::POST_PENDING_TRANSFER
+                                } else {
+                                    TransferFlags::VOID_PENDING_TRANSFER
+                                },
+                                ..Default::default()
+                            };
+                        }
+                        _ => {}
+                    }
+                    t
+                })
+                .collect();
+            for t in &batch {
+                self.sent.insert(t.id, *t);
+            }
+            requests.push_back(Request::CreateTransfers(batch));
+        }
+        Client { requests, current: None, target: 1, retry_at: 0 }
+    }
+
+    fn log(&self, what: impl FnOnce() -> String) {
+        if self.verbose {
+            eprintln!("[{:>6}] {}", self.step, what());
+        }
+    }
+
+    fn up(&self, id: u64) -> bool {
+        self.nodes[(id - 1) as usize].replica.is_some()
+    }
+
+    fn cut(&self, a: u64, b: u64) -> bool {
+        matches!(self.isolated, Some((n, until)) if self.step < until && (a == n) != (b == n))
+    }
+
+    /// Puts `delivery` on the wire from `from` to `to` (0 is the clients' side).
+    fn send(&mut self, from: u64, to: u64, delivery: Delivery, faulty: bool) {
+        if faulty && self.rng.u32(0..1000) < self.faults.drop_per_mille {
+            return;
+        }
+        if from != 0 && to != 0 && self.cut(from, to) {
+            return;
+        }
+        let delay = if faulty { self.rng.u64(1..=self.faults.delay_max) } else { 1 };
+        let duplicate = faulty
+            && matches!(delivery, Delivery::Raft(_))
+            && self.rng.u32(0..1000) < self.faults.duplicate_per_mille;
+        if duplicate {
+            if let Delivery::Raft(m) = &delivery {
+                let copy = Delivery::Raft(m.clone());
+                let at = self.step + self.rng.u64(1..=self.faults.delay_max);
+                self.enqueue(to, at, copy);
+            }
+        }
+        self.enqueue(to, self.step + delay, delivery);
+    }
+
+    fn enqueue(&mut self, to: u64, at: u64, delivery: Delivery) {
+        self.wire_seq += 1;
+        self.wire.push(Reverse((at, self.wire_seq, to)));
+        self.in_flight.insert(self.wire_seq, (to, delivery));
+    }
+
+    fn run(&mut self) {
+        let mut faulty = true;
+        let mut healed_at = None;
+        for _ in 0..FAULT_STEPS + HEAL_STEPS_MAX {
+            if faulty && self.step >= FAULT_STEPS {
+                faulty = false;
+                self.heal();
+                healed_at = Some(self.step);
+            }
+            if faulty {
+                self.inject_faults();
+            }
+            self.restart_due();
+            self.deliver(faulty);
+            self.drive_replicas(faulty);
+            self.drive_clients(faulty);
+            if !faulty && self.settled() {
+                self.log(|| "settled".into());
+                self.check();
+                return;
+            }
+            self.step += 1;
+        }
+        panic!(
+            "seed {}: no agreement {} steps after healing (clients left: {}, commit indexes {:?})",
+            self.seed,
+            self.step - healed_at.unwrap_or(0),
+            self.clients.iter().filter(|c| c.current.is_some() || !c.requests.is_empty()).count(),
+            self.nodes
+                .iter()
+                .map(|n| n.replica.as_ref().map(|r| (r.commit_index(), r.role())))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    fn inject_faults(&mut self) {
+        if self.rng.u32(0..1000) < self.faults.crash_per_mille {
+            // Half the crashes hit the leader, when there is one.
+            let leader = (1..=REPLICAS).find(|&id| {
+                self.nodes[(id - 1) as usize]
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| r.role() == StateRole::Leader)
+            });
+            let id = match leader {
+                Some(leader) if self.rng.bool() => leader,
+                _ => self.rng.u64(1..=REPLICAS),
+            };
+            let steps = self.rng.u64(20..2_000);
+            let node = &mut self.nodes[(id - 1) as usize];
+            if node.replica.take().is_some() {
+                node.restart_at = self.step + steps;
+                self.log(|| format!("crash replica {id} for {steps} steps"));
+            }
+        }
+        if self.rng.u32(0..1000) < self.faults.partition_per_mille && self.isolated.is_none() {
+            let id = self.rng.u64(1..=REPLICAS);
+            let until = self.step + self.rng.u64(50..3_000);
+            self.isolated = Some((id, until));
+            self.log(|| format!("isolate replica {id} until {until}"));
+        }
+        if matches!(self.isolated, Some((_, until)) if self.step >= until) {
+            self.isolated = None;
+        }
+    }
+
+    fn heal(&mut self) {
+        self.log(|| "heal".into());
+        self.isolated = None;
+        for node in &mut self.nodes {
+            if node.replica.is_none() {
+                node.restart_at = self.step;
+            }
+        }
+    }
+
+    fn restart_due(&mut self) {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if node.replica.is_none() && node.restart_at <= self.step {
+                node.replica = Some(Replica::start(i as u64 + 1, node.disk.clone()));
+                if self.verbose {
+                    eprintln!("[{:>6}] restart replica {}", self.step, i + 1);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, faulty: bool) {
+        while let Some(&Reverse((at, seq, to))) = self.wire.peek() {
+            if at > self.step {
+                break;
+            }
+            self.wire.pop();
+            let (_, delivery) = self.in_flight.remove(&seq).expect("in flight");
+            match delivery {
+                Delivery::Raft(m) => {
+                    if self.cut(m.from, to) {
+                        continue;
+                    }
+                    if let Some(r) = self.nodes[(to - 1) as usize].replica.as_mut() {
+                        r.step(m);
+                    }
+                }
+                Delivery::Request { token, request } => {
+                    let now = self.step * NS_PER_STEP + self.nodes[(to - 1) as usize].clock_skew_ns;
+                    let Some(r) = self.nodes[(to - 1) as usize].replica.as_mut() else {
+                        continue;
+                    };
+                    if let Err(e) = r.submit(now, token, &request) {
+                        let client = self.tokens[&token];
+                        let answer = Answer::NotLeader(e.leader_hint);
+                        self.send(to, 0, Delivery::Reply { client, token, reply: answer }, faulty);
+                    }
+                }
+                Delivery::Reply { client, token, reply } => self.answer(client, token, reply),
+            }
+        }
+    }
+
+    fn drive_replicas(&mut self, faulty: bool) {
+        for id in 1..=REPLICAS {
+            let now = self.step * NS_PER_STEP + self.nodes[(id - 1) as usize].clock_skew_ns;
+            let tick = self.step.is_multiple_of(TICK_STEPS);
+            let expire = self.step.is_multiple_of(100);
+            let Some(r) = self.nodes[(id - 1) as usize].replica.as_mut() else {
+                continue;
+            };
+            if tick {
+                r.tick();
+            }
+            if expire {
+                r.expire(now);
+            }
+            let out = r.ready();
+            for m in out.messages {
+                let to = m.to;
+                self.send(id, to, Delivery::Raft(m), faulty);
+            }
+            for (token, reply) in out.replies {
+                if let Some(&client) = self.tokens.get(&token) {
+                    self.send(
+                        id,
+                        0,
+                        Delivery::Reply { client, token, reply: Answer::Reply(reply) },
+                        faulty,
+                    );
+                }
+            }
+        }
+    }
+
+    fn drive_clients(&mut self, faulty: bool) {
+        for c in 0..self.clients.len() {
+            if c != 0 && !self.accounts_acked {
+                continue;
+            }
+            let client = &mut self.clients[c];
+            if let Some((_, token, _, sent_at)) = client.current {
+                if self.step < sent_at + CLIENT_TIMEOUT_STEPS {
+                    continue;
+                }
+                // No answer: the request or its reply was lost; send it again.
+                self.tokens.remove(&token);
+                let (request, _, target, _) = client.current.take().expect("current");
+                client.requests.push_front(request);
+                client.target = target % REPLICAS + 1;
+            }
+            if client.retry_at > self.step {
+                continue;
+            }
+            let Some(request) = client.requests.pop_front() else {
+                continue;
+            };
+            let token = self.next_token;
+            self.next_token += 1;
+            let target = client.target;
+            client.current = Some((request.clone(), token, target, self.step));
+            self.tokens.insert(token, c);
+            self.send(0, target, Delivery::Request { token, request }, faulty);
+        }
+    }
+
+    fn answer(&mut self, c: usize, token: u64, answer: Answer) {
+        let think = self.rng.u64(0..THINK_STEPS_MAX);
+        let client = &mut self.clients[c];
+        let Some((request, current, target, _)) = client.current.clone() else {
+            return;
+        };
+        if current != token {
+            return;
+        }
+        self.tokens.remove(&token);
+        client.current = None;
+        client.retry_at = self.step + think;
+        match answer {
+            Answer::Reply(Reply::Done(results)) => {
+                if let Request::CreateTransfers(batch) = &request {
+                    let mut results = results.iter().peekable();
+                    for (i, t) in batch.iter().enumerate() {
+                        let code = match results.peek() {
+                            Some(CreateResult { index, result }) if *index as usize == i => {
+                                results.next();
+                                *result
+                            }
+                            _ => ResultCode::Ok,
+                        };
+                        assert!(
+                            self.accepted.insert(t.id, code).is_none(),
+                            "seed {}: transfer {} answered twice",
+                            self.seed,
+                            t.id
+                        );
+                    }
+                } else {
+                    // A retry finds the accounts an earlier attempt created.
+                    assert!(
+                        results.iter().all(|r| r.result == ResultCode::Exists),
+                        "seed {}: accounts failed: {results:?}",
+                        self.seed
+                    );
+                    self.accounts_acked = true;
+                }
+            }
+            Answer::Reply(Reply::Retry) | Answer::NotLeader(None) => {
+                client.requests.push_front(request);
+                client.target = target % REPLICAS + 1;
+                client.retry_at = self.step + 20;
+            }
+            Answer::NotLeader(Some(leader)) => {
+                client.requests.push_front(request);
+                client.target = leader;
+                client.retry_at = self.step + 5;
+            }
+        }
+    }
+
+    fn settled(&self) -> bool {
+        let done = self.clients.iter().all(|c| c.current.is_none() && c.requests.is_empty());
+        if !done || !(1..=REPLICAS).all(|id| self.up(id)) {
+            return false;
+        }
+        let replicas: Vec<&Replica> =
+            self.nodes.iter().filter_map(|n| n.replica.as_ref()).collect();
+        let leaders = replicas.iter().filter(|r| r.role() == StateRole::Leader).count();
+        let last = replicas[0].commit_index();
+        leaders == 1 && replicas.iter().all(|r| r.commit_index() == last && r.last_index() == last)
+    }
+
+    fn check(&self) {
+        let replicas: Vec<&Replica> =
+            self.nodes.iter().filter_map(|n| n.replica.as_ref()).collect();
+        let hash = replicas[0].state().state_hash();
+        for r in &replicas {
+            r.state()
+                .verify()
+                .unwrap_or_else(|e| panic!("seed {}: replica {}: {e}", self.seed, r.id()));
+            assert_eq!(
+                r.state().state_hash(),
+                hash,
+                "seed {}: replica {} state differs from replica {}",
+                self.seed,
+                r.id(),
+                replicas[0].id()
+            );
+        }
+        // The committed logs agree entry by entry.
+        let commit = replicas[0].commit_index();
+        let logs: Vec<Vec<_>> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                n.disk
+                    .entries(1, commit + 1, u64::MAX, raft::GetEntriesContext::empty(false))
+                    .expect("committed entries")
+            })
+            .collect();
+        for log in &logs[1..] {
+            assert!(log == &logs[0], "seed {}: committed logs differ", self.seed);
+        }
+        assert_eq!(
+            self.accepted.len(),
+            self.sent.len(),
+            "seed {}: unanswered transfers",
+            self.seed
+        );
+        let state = replicas[0].state();
+        let mut created = 0;
+        for (id, code) in &self.accepted {
+            let sent = &self.sent[id];
+            let stored = state.transfer_anywhere(*id).map(|(t, _)| t);
+            match code {
+                ResultCode::Ok | ResultCode::Exists => {
+                    let t = stored.unwrap_or_else(|| {
+                        panic!(
+                            "seed {}: acknowledged transfer {id} ({code:?}) is missing",
+                            self.seed
+                        )
+                    });
+                    created += 1;
+                    let same = t.id == sent.id
+                        && t.flags == sent.flags
+                        && t.pending_id == sent.pending_id
+                        && (sent.amount == 0 || t.amount <= sent.amount);
+                    assert!(
+                        same,
+                        "seed {}: transfer {id} stored as {t:?}, sent {sent:?}",
+                        self.seed
+                    );
+                }
+                other => {
+                    assert!(
+                        stored.is_none(),
+                        "seed {}: transfer {id} answered {other:?} but is stored",
+                        self.seed
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            state.counts().transfers,
+            created as u64,
+            "seed {}: the ledger holds transfers no client was told about",
+            self.seed
+        );
+        self.log(|| {
+            format!(
+                "ok: {} transfers created of {}, commit {commit}, rebuilds {:?}",
+                created,
+                self.sent.len(),
+                replicas.iter().map(|r| r.rebuilds()).collect::<Vec<_>>()
+            )
+        });
+    }
+}
+
+struct SeedGuard(u64);
+
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "failing seed {0}: replay with LEDGERD_SIM_SEED={0} cargo test --release --test cluster_sim",
+                self.0
+            );
+        }
+    }
+}
+
+#[test]
+fn replicas_agree_and_lose_nothing_acknowledged_under_faults() {
+    if let Ok(seed) = std::env::var("LEDGERD_SIM_SEED") {
+        let seed: u64 = seed.parse().expect("LEDGERD_SIM_SEED is a number");
+        let _guard = SeedGuard(seed);
+        Sim::new(seed, true).run();
+        return;
+    }
+    let seeds: u64 =
+        std::env::var("LEDGERD_SIM_SEEDS").map_or(500, |s| s.parse().expect("a number"));
+    let base = fastrand::u64(..);
+    for i in 0..seeds {
+        let seed = base.wrapping_add(i);
+        let _guard = SeedGuard(seed);
+        Sim::new(seed, false).run();
+    }
+}
