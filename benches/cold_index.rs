@@ -19,7 +19,8 @@ use ledgerd::types::{Account, AccountFilter, AccountFilterFlags, AccountFlags, T
 
 const ACCOUNTS: u64 = 100_000;
 const TRANSFERS_PER_REQUEST: usize = 8189;
-/// Records per index batch: about 64k transfers, as the indexer groups them.
+/// Records per index batch: about 64k transfers, as the indexer groups them
+/// (`LEDGERD_COLD_BATCH_RECORDS` to change).
 const RECORDS_PER_BATCH: usize = 8;
 const FIRST_TRANSFER_ID: u128 = 1 << 64;
 
@@ -67,6 +68,11 @@ fn main() {
     println!("cold.memtable_mb: {}", config.memtable_bytes >> 20);
     println!("cold.worker_threads: {}", config.worker_threads);
     println!("cold.ingest_transfers_min: {}", config.ingest_transfers_min);
+    let records_per_batch = std::env::var("LEDGERD_COLD_BATCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RECORDS_PER_BATCH);
+    println!("cold.batch_records: {records_per_batch}");
     let index = ColdIndex::open(dir.path(), &config).expect("open the index");
 
     // Events come from the real state machine; only the index's work is timed.
@@ -142,7 +148,7 @@ fn main() {
                 .sum::<u64>();
         event::encode(&ev, &mut bytes);
         batch_records.push(bytes.clone());
-        if batch_records.len() == RECORDS_PER_BATCH {
+        if batch_records.len() == records_per_batch {
             flush(&mut batch_records, &mut seq, &mut index_time);
         }
     }
