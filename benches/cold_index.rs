@@ -19,7 +19,8 @@ use ledgerd::types::{Account, AccountFilter, AccountFilterFlags, AccountFlags, T
 
 const ACCOUNTS: u64 = 100_000;
 const TRANSFERS_PER_REQUEST: usize = 8189;
-/// Records per fjall batch: about 64k transfers, as the indexer groups them.
+/// Records per index batch: about 64k transfers, as the indexer groups them
+/// (`LEDGERD_COLD_BATCH_RECORDS` to change).
 const RECORDS_PER_BATCH: usize = 8;
 const FIRST_TRANSFER_ID: u128 = 1 << 64;
 
@@ -54,10 +55,24 @@ fn main() {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(ColdConfig::default().memtable_bytes, |mb| mb << 20),
+        // `LEDGERD_COLD_INGEST_MIN`: batches of at least this many transfers are ingested as
+        // a table (u64::MAX: never).
+        ingest_transfers_min: std::env::var("LEDGERD_COLD_INGEST_MIN")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(ColdConfig::default().ingest_transfers_min, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
         ..ColdConfig::default()
     };
     println!("cold.memtable_mb: {}", config.memtable_bytes >> 20);
     println!("cold.worker_threads: {}", config.worker_threads);
+    println!("cold.ingest_transfers_min: {}", config.ingest_transfers_min);
+    let records_per_batch = std::env::var("LEDGERD_COLD_BATCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RECORDS_PER_BATCH);
+    println!("cold.batch_records: {records_per_batch}");
     let index = ColdIndex::open(dir.path(), &config).expect("open the index");
 
     // Events come from the real state machine; only the index's work is timed.
@@ -133,7 +148,7 @@ fn main() {
                 .sum::<u64>();
         event::encode(&ev, &mut bytes);
         batch_records.push(bytes.clone());
-        if batch_records.len() == RECORDS_PER_BATCH {
+        if batch_records.len() == records_per_batch {
             flush(&mut batch_records, &mut seq, &mut index_time);
         }
     }
@@ -196,6 +211,17 @@ fn main() {
         std::thread::sleep(Duration::from_millis(10));
     }
     println!("cold.settle_s: {:.1}", settle.elapsed().as_secs_f64());
+    // Point reads again, once fjall has merged what the indexing left in level 0.
+    let mut h = histogram();
+    for _ in 0..probes {
+        let id = FIRST_TRANSFER_ID + u128::from(rng.below((transfers / 2).max(1)));
+        let started = Instant::now();
+        let found = index.transfer(id).expect("read");
+        h.record(started.elapsed().as_nanos() as u64).unwrap();
+        assert!(found.is_some());
+    }
+    println!("cold.get_settled_us_p50: {:.2}", h.value_at_quantile(0.5) as f64 / 1e3);
+    println!("cold.get_settled_us_p99: {:.2}", h.value_at_quantile(0.99) as f64 / 1e3);
     println!("cold.query_busy_us_p50: {:.1}", busy.value_at_quantile(0.5) as f64 / 1e3);
     println!("cold.query_busy_us_p99: {:.1}", busy.value_at_quantile(0.99) as f64 / 1e3);
     let (h, per_page) = pages(&index, &mut rng, &mut out);

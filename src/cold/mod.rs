@@ -9,23 +9,42 @@
 //!
 //! It must not: write the journal, decide anything the state machine decides (it copies the
 //! outcomes that journal events carry), or claim in its watermark a record whose changes are not
-//! all visible (the watermark is written in the same fjall batch as those changes).
+//! all visible, before or after a crash (the watermark is a key of the same atomic write as those
+//! changes: see "Crash consistency" below).
 //!
-//! Keyspaces (integers big-endian, so byte order is numeric order):
-//! - `transfers`: id → 128 record bytes ([`Transfer::to_bytes`]) + 1 [`TransferState`] byte.
-//! - `account_transfers`: account id ‖ timestamp → transfer id + 1 side byte (1 debit, 2 credit).
-//! - `balances`: account id ‖ timestamp → 128 [`AccountBalance`] bytes + 1 side byte.
-//! - `accounts`: id → flags (u16), `history` accounts only.
-//! - `failed`: id → result code (u32).
-//! - `meta`: `version` (u32) and `watermark` (4 × u64: sequence, transfers, failed ids,
-//!   timestamp).
+//! One fjall keyspace, `index`; the first key byte says what a key is (integers big-endian, so
+//! byte order is numeric order and each kind is one contiguous key range):
+//! - `0` meta: `0 ‖ "version"` → u32, `0 ‖ "watermark"` → 4 × u64 (sequence, transfers, failed
+//!   ids, timestamp).
+//! - `1` transfers: `1 ‖ id` → 128 record bytes ([`Transfer::to_bytes`]) + 1 [`TransferState`]
+//!   byte.
+//! - `2` account transfers: `2 ‖ account id ‖ timestamp` → transfer id + 1 side byte (1 debit,
+//!   2 credit).
+//! - `3` balances: `3 ‖ account id ‖ timestamp` → 128 [`AccountBalance`] bytes + 1 side byte.
+//! - `4` accounts: `4 ‖ id` → flags (u16), `history` accounts only.
+//! - `5` failed: `5 ‖ id` → result code (u32).
+//!
+//! Crash consistency. A batch of records is written as one unit that carries its watermark:
+//! either a fjall write batch (through fjall's journal, into the memtable) or, for a large
+//! batch, one sorted run ingested directly as a table (no journal, no memtable: see
+//! [`ColdConfig::ingest_transfers_min`]). Units survive a crash (SIGKILL or power loss) as a
+//! prefix of the order they were written in, and the newest surviving unit's watermark is the
+//! one read back (it has the highest fjall sequence number), so the watermark never claims a
+//! record whose changes were lost:
+//! - a write batch is atomic in fjall's journal, and journal recovery keeps a prefix of the
+//!   batches written after the newest table;
+//! - an ingestion first flushes the memtable (every earlier write batch) to a table, fsynced and
+//!   registered in an fsynced version, then writes and fsyncs its own table and registers it in
+//!   the next version with a higher sequence number: it survives only with everything before it;
+//! - a single keyspace is what makes this hold: fjall flushes keyspaces independently, and an
+//!   ingestion is per keyspace, so data and watermark in different keyspaces could be persisted
+//!   in either order.
 
 mod filter;
 mod indexer;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,11 +67,30 @@ const FILTER_FILE: &str = "filter";
 /// Most bytes of fjall journal kept before memtables are flushed (fjall's minimum).
 const JOURNALING_BYTES_MAX: u64 = 64 << 20;
 
-/// Version of the index layout, in `meta`: an index of another version is rebuilt.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the index layout, in the meta key `version`: an index of another version is
+/// rebuilt. 1: a keyspace per kind of entry; 2: one keyspace, the kind in the first key byte.
+pub const FORMAT_VERSION: u32 = 2;
 
-const META_VERSION: &[u8] = b"version";
-const META_WATERMARK: &[u8] = b"watermark";
+/// The one keyspace of the store.
+const KEYSPACE: &str = "index";
+
+/// First key byte: what the key is.
+const KIND_META: u8 = 0;
+const KIND_TRANSFER: u8 = 1;
+const KIND_ACCOUNT_TRANSFER: u8 = 2;
+const KIND_BALANCE: u8 = 3;
+const KIND_ACCOUNT: u8 = 4;
+const KIND_FAILED: u8 = 5;
+
+const META_VERSION: &[u8] = b"\x00version";
+const META_WATERMARK: &[u8] = b"\x00watermark";
+const _: () = assert!(META_VERSION[0] == KIND_META && META_WATERMARK[0] == KIND_META);
+
+/// Most tables in fjall's level 0 before an ingestion waits for compaction to merge them: a
+/// point read looks at every one of them (through its bloom filter) and a page read merges them.
+const L0_TABLES_MAX: usize = 24;
+/// Longest wait for compaction before ingesting anyway.
+const L0_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Bytes of a `transfers` value: the record and its state.
 const TRANSFER_VALUE_SIZE: usize = Transfer::SIZE + 1;
@@ -60,8 +98,10 @@ const TRANSFER_VALUE_SIZE: usize = Transfer::SIZE + 1;
 const ACCOUNT_TRANSFER_VALUE_SIZE: usize = 16 + 1;
 /// Bytes of a `balances` value: the row and the side.
 const BALANCE_VALUE_SIZE: usize = AccountBalance::SIZE + 1;
-/// Bytes of an account ‖ timestamp key.
-const ACCOUNT_KEY_SIZE: usize = 16 + 8;
+/// Bytes of a kind ‖ id key.
+const ID_KEY_SIZE: usize = 1 + 16;
+/// Bytes of a kind ‖ account ‖ timestamp key.
+const ACCOUNT_KEY_SIZE: usize = 1 + 16 + 8;
 
 /// Side byte: the account was the debit account of the transfer.
 pub const SIDE_DEBIT: u8 = 1;
@@ -112,8 +152,12 @@ pub struct ColdConfig {
     pub cache_bytes: u64,
     /// fjall background threads (flushes and compactions).
     pub worker_threads: usize,
-    /// Largest memtable of each keyspace before it is flushed to a table.
+    /// Largest memtable before it is flushed to a table.
     pub memtable_bytes: u64,
+    /// A batch creating at least this many transfers is written as one table (fjall's bulk
+    /// ingestion: no journal, no memtable, but fsyncs of its own); smaller ones go through
+    /// fjall's journal and memtable. 0 ingests every batch.
+    pub ingest_transfers_min: usize,
 }
 
 impl Default for ColdConfig {
@@ -124,6 +168,7 @@ impl Default for ColdConfig {
             cache_bytes: 64 << 20,
             worker_threads: 1,
             memtable_bytes: 16 << 20,
+            ingest_transfers_min: 4 << 10,
         }
     }
 }
@@ -149,25 +194,46 @@ pub enum ColdError {
     Journal(#[from] crate::journal::JournalError),
 }
 
-struct Keyspaces {
-    transfers: Keyspace,
-    account_transfers: Keyspace,
-    balances: Keyspace,
-    accounts: Keyspace,
-    failed: Keyspace,
-    meta: Keyspace,
-}
-
 /// What only the writer touches.
 struct Writer {
-    /// Ids of `history` accounts (persisted in `accounts`).
-    history: HashSet<u128>,
+    /// Ids of `history` accounts (persisted as `accounts` keys).
+    history: foldhash::HashSet<u128>,
+    /// The writes of the batch being built, kept between batches for their capacity.
+    writes: Writes,
 }
+
+/// Writes of one batch, each kind sorted by key at commit.
+#[derive(Default)]
+struct Writes {
+    /// Transfers whose state may still change in this batch (created pending here, or
+    /// posted, voided or expired here), written at commit: a key is written once per batch.
+    staged: foldhash::HashMap<u128, [u8; TRANSFER_VALUE_SIZE]>,
+    transfers: Vec<(u128, [u8; TRANSFER_VALUE_SIZE])>,
+    account_transfers: Vec<(AccountKey, [u8; ACCOUNT_TRANSFER_VALUE_SIZE])>,
+    balances: Vec<(AccountKey, [u8; BALANCE_VALUE_SIZE])>,
+    accounts: Vec<(u128, u16)>,
+    failed: Vec<(u128, u32)>,
+}
+
+impl Writes {
+    fn clear(&mut self) {
+        self.staged.clear();
+        self.transfers.clear();
+        self.account_transfers.clear();
+        self.balances.clear();
+        self.accounts.clear();
+        self.failed.clear();
+    }
+}
+
+/// Account id and timestamp, in key order.
+type AccountKey = (u128, u64);
 
 struct Inner {
     dir: PathBuf,
     db: Database,
-    ks: Keyspaces,
+    ks: Keyspace,
+    ingest_transfers_min: usize,
     /// What is indexed and visible to reads; moves only after a batch commits.
     watermark: Mutex<Watermark>,
     transfer_filter: IdFilter,
@@ -251,10 +317,11 @@ impl ColdIndex {
                 dir,
                 db,
                 ks,
+                ingest_transfers_min: config.ingest_transfers_min,
                 watermark: Mutex::new(watermark),
                 transfer_filter,
                 failed_filter,
-                writer: Mutex::new(Writer { history }),
+                writer: Mutex::new(Writer { history, writes: Writes::default() }),
                 filter_save: Mutex::new(()),
             }),
         })
@@ -272,29 +339,20 @@ impl ColdIndex {
         batch.commit().map(|_| ())
     }
 
-    /// A batch of records applied together: one fjall batch, one watermark move. Holds the
-    /// writer lock until it is committed or dropped (dropping discards it).
+    /// A batch of records applied together: one atomic write (module docs, "Crash
+    /// consistency"), one watermark move. Holds the writer lock until it is committed or
+    /// dropped (dropping discards it).
     pub fn batch(&self) -> ColdBatch<'_> {
-        let writer = lock(&self.inner.writer);
+        let mut writer = lock(&self.inner.writer);
+        // A batch dropped without a commit leaves its writes behind.
+        writer.writes.clear();
         let watermark = self.watermark();
-        ColdBatch {
-            index: self,
-            writer,
-            batch: self.inner.db.batch(),
-            watermark,
-            staged: foldhash::HashMap::default(),
-            transfer_writes: Vec::new(),
-            account_writes: Vec::new(),
-            balance_writes: Vec::new(),
-            records: 0,
-            transfers: 0,
-            broken: false,
-        }
+        ColdBatch { index: self, writer, watermark, records: 0, transfers: 0, broken: false }
     }
 
     /// The transfer and its state, if indexed.
     pub fn transfer(&self, id: u128) -> Result<Option<(Transfer, TransferState)>, ColdError> {
-        let Some(value) = self.inner.ks.transfers.get(id.to_be_bytes())? else {
+        let Some(value) = self.inner.ks.get(id_key(KIND_TRANSFER, id))? else {
             return Ok(None);
         };
         decode_transfer(id, &value).map(Some)
@@ -302,7 +360,7 @@ impl ColdIndex {
 
     /// The result code a failed id was remembered with, if indexed.
     pub fn failed(&self, id: u128) -> Result<Option<u32>, ColdError> {
-        let Some(value) = self.inner.ks.failed.get(id.to_be_bytes())? else {
+        let Some(value) = self.inner.ks.get(id_key(KIND_FAILED, id))? else {
             return Ok(None);
         };
         let code: [u8; 4] = (*value).try_into().map_err(|_| {
@@ -331,8 +389,8 @@ impl ColdIndex {
         let Some(scan) = FilterScan::of(filter) else {
             return Ok(());
         };
-        let (lo, hi) = scan.keys(filter.account_id);
-        let range = self.inner.ks.account_transfers.range(lo..=hi);
+        let (lo, hi) = scan.keys(KIND_ACCOUNT_TRANSFER, filter.account_id);
+        let range = self.inner.ks.range(lo..=hi);
         let mut visit = |guard: fjall::Guard| -> Result<bool, ColdError> {
             let (key, value) = guard.into_inner()?;
             let value: &[u8; ACCOUNT_TRANSFER_VALUE_SIZE] = (*value).try_into().map_err(|_| {
@@ -364,8 +422,8 @@ impl ColdIndex {
         let Some(scan) = FilterScan::of(filter) else {
             return Ok(());
         };
-        let (lo, hi) = scan.keys(filter.account_id);
-        let range = self.inner.ks.balances.range(lo..=hi);
+        let (lo, hi) = scan.keys(KIND_BALANCE, filter.account_id);
+        let range = self.inner.ks.range(lo..=hi);
         let mut visit = |guard: fjall::Guard| -> Result<bool, ColdError> {
             let (key, value) = guard.into_inner()?;
             if value.len() != BALANCE_VALUE_SIZE {
@@ -430,15 +488,15 @@ fn walk<G>(
 
 /// The index's side of a validated filter (the state machine's rules, [`FilterScan`]).
 trait ScanKeys {
-    /// The first and last keys of the account's range.
-    fn keys(&self, account: u128) -> ([u8; ACCOUNT_KEY_SIZE], [u8; ACCOUNT_KEY_SIZE]);
+    /// The first and last keys of the account's range of entries of `kind`.
+    fn keys(&self, kind: u8, account: u128) -> ([u8; ACCOUNT_KEY_SIZE], [u8; ACCOUNT_KEY_SIZE]);
     /// Whether an entry on `side` is wanted.
     fn wants(&self, side: u8) -> bool;
 }
 
 impl ScanKeys for FilterScan {
-    fn keys(&self, account: u128) -> ([u8; ACCOUNT_KEY_SIZE], [u8; ACCOUNT_KEY_SIZE]) {
-        (account_key(account, self.min), account_key(account, self.max))
+    fn keys(&self, kind: u8, account: u128) -> ([u8; ACCOUNT_KEY_SIZE], [u8; ACCOUNT_KEY_SIZE]) {
+        (account_key(kind, (account, self.min)), account_key(kind, (account, self.max)))
     }
 
     fn wants(&self, side: u8) -> bool {
@@ -446,11 +504,25 @@ impl ScanKeys for FilterScan {
     }
 }
 
-fn account_key(account: u128, timestamp: u64) -> [u8; ACCOUNT_KEY_SIZE] {
+fn account_key(kind: u8, (account, timestamp): AccountKey) -> [u8; ACCOUNT_KEY_SIZE] {
     let mut k = [0u8; ACCOUNT_KEY_SIZE];
-    k[..16].copy_from_slice(&account.to_be_bytes());
-    k[16..].copy_from_slice(&timestamp.to_be_bytes());
+    k[0] = kind;
+    k[1..17].copy_from_slice(&account.to_be_bytes());
+    k[17..].copy_from_slice(&timestamp.to_be_bytes());
     k
+}
+
+fn id_key(kind: u8, id: u128) -> [u8; ID_KEY_SIZE] {
+    let mut k = [0u8; ID_KEY_SIZE];
+    k[0] = kind;
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The id of a kind ‖ id key.
+fn key_id(key: &[u8]) -> Option<u128> {
+    let id: [u8; 16] = key.get(1..)?.try_into().ok()?;
+    Some(u128::from_be_bytes(id))
 }
 
 fn decode_transfer(id: u128, value: &[u8]) -> Result<(Transfer, TransferState), ColdError> {
@@ -489,7 +561,7 @@ fn balance_value(b: &ArchivedBalances, timestamp: u64, side: u8) -> [u8; BALANCE
     v
 }
 
-type Opened = (Database, Keyspaces, Watermark, HashSet<u128>);
+type Opened = (Database, Keyspace, Watermark, foldhash::HashSet<u128>);
 
 /// Opens the store and checks its version and watermark; `Err` says why it is unusable.
 fn open_store(dir: &Path, config: &ColdConfig) -> Result<Opened, String> {
@@ -501,32 +573,27 @@ fn open_store(dir: &Path, config: &ColdConfig) -> Result<Opened, String> {
         .max_journaling_size(JOURNALING_BYTES_MAX)
         .open()
         .map_err(|e| format!("opening the store: {e}"))?;
-    let keyspace = |name: &str| {
-        db.keyspace(name, || {
+    let ks = db
+        .keyspace(KEYSPACE, || {
             KeyspaceCreateOptions::default().max_memtable_size(config.memtable_bytes)
         })
-        .map_err(|e| format!("opening keyspace {name}: {e}"))
-    };
-    let ks = Keyspaces {
-        transfers: keyspace("transfers")?,
-        account_transfers: keyspace("account_transfers")?,
-        balances: keyspace("balances")?,
-        accounts: keyspace("accounts")?,
-        failed: keyspace("failed")?,
-        meta: keyspace("meta")?,
-    };
-    let read = |key: &[u8]| ks.meta.get(key).map_err(|e| format!("reading meta: {e}"));
+        .map_err(|e| format!("opening keyspace {KEYSPACE}: {e}"))?;
+    // Version 1 had a keyspace per kind of entry and its version in one of them.
+    if let Some(other) = db.list_keyspace_names().iter().find(|name| &***name != KEYSPACE) {
+        return Err(format!("keyspace {other:?} of an older layout"));
+    }
+    let read = |key: &[u8]| ks.get(key).map_err(|e| format!("reading meta: {e}"));
     let watermark = match (read(META_VERSION)?, read(META_WATERMARK)?) {
         (None, None) => {
             // A new index: nothing may be in it yet.
-            for (name, k) in [("transfers", &ks.transfers), ("failed", &ks.failed)] {
-                if k.first_key_value().is_some() {
-                    return Err(format!("keyspace {name} holds keys but meta holds no version"));
+            for kind in [KIND_TRANSFER, KIND_FAILED] {
+                if ks.prefix([kind]).next().is_some() {
+                    return Err(format!("keys of kind {kind} but no version in meta"));
                 }
             }
             let mut batch = db.batch();
-            batch.insert(&ks.meta, META_VERSION, FORMAT_VERSION.to_be_bytes().as_slice());
-            batch.insert(&ks.meta, META_WATERMARK, Watermark::default().encode().as_slice());
+            batch.insert(&ks, META_VERSION, FORMAT_VERSION.to_be_bytes().as_slice());
+            batch.insert(&ks, META_WATERMARK, Watermark::default().encode().as_slice());
             batch.commit().map_err(|e| format!("writing meta: {e}"))?;
             Watermark::default()
         }
@@ -541,11 +608,10 @@ fn open_store(dir: &Path, config: &ColdConfig) -> Result<Opened, String> {
         }
         _ => return Err("meta holds a version or a watermark but not both".into()),
     };
-    let mut history = HashSet::new();
-    for guard in ks.accounts.iter() {
+    let mut history = foldhash::HashSet::default();
+    for guard in ks.prefix([KIND_ACCOUNT]) {
         let (key, _) = guard.into_inner().map_err(|e| format!("reading accounts: {e}"))?;
-        let id: [u8; 16] = (*key).try_into().map_err(|_| "an account key of the wrong size")?;
-        history.insert(u128::from_be_bytes(id));
+        history.insert(key_id(&key).ok_or("an account key of the wrong size")?);
     }
     Ok((db, ks, watermark, history))
 }
@@ -599,38 +665,29 @@ fn load_filters(
 }
 
 /// Filters with every transfer and failed id key of the store.
-fn rebuild_filters(ks: &Keyspaces, config: &ColdConfig) -> Result<(IdFilter, IdFilter), ColdError> {
-    let fill = |keyspace: &Keyspace, filter: &IdFilter| -> Result<(), ColdError> {
-        for guard in keyspace.iter() {
+fn rebuild_filters(ks: &Keyspace, config: &ColdConfig) -> Result<(IdFilter, IdFilter), ColdError> {
+    let fill = |kind: u8, filter: &IdFilter| -> Result<(), ColdError> {
+        for guard in ks.prefix([kind]) {
             let key = guard.key()?;
-            let id: [u8; 16] = (*key)
-                .try_into()
-                .map_err(|_| ColdError::Corrupt(format!("id key of {} bytes", key.len())))?;
-            filter.insert(u128::from_be_bytes(id));
+            let id = key_id(&key)
+                .ok_or_else(|| ColdError::Corrupt(format!("id key of {} bytes", key.len())))?;
+            filter.insert(id);
         }
         Ok(())
     };
     let transfers = IdFilter::with_capacity(config.transfers_max);
     let failed = IdFilter::with_capacity(config.failed_ids_max);
-    fill(&ks.transfers, &transfers)?;
-    fill(&ks.failed, &failed)?;
+    fill(KIND_TRANSFER, &transfers)?;
+    fill(KIND_FAILED, &failed)?;
     Ok((transfers, failed))
 }
 
-/// Records being applied as one fjall batch; see [`ColdIndex::batch`].
+/// Records being applied as one atomic write; see [`ColdIndex::batch`].
 pub struct ColdBatch<'a> {
     index: &'a ColdIndex,
     writer: MutexGuard<'a, Writer>,
-    batch: fjall::OwnedWriteBatch,
     /// The watermark once this batch commits.
     watermark: Watermark,
-    /// Transfers whose state may still change in this batch (created pending here, or
-    /// posted, voided or expired here), written at commit: a key is written once per batch.
-    staged: foldhash::HashMap<u128, [u8; TRANSFER_VALUE_SIZE]>,
-    /// Writes of the large keyspaces, inserted in key order at commit.
-    transfer_writes: Vec<(u128, [u8; TRANSFER_VALUE_SIZE])>,
-    account_writes: Vec<([u8; ACCOUNT_KEY_SIZE], [u8; ACCOUNT_TRANSFER_VALUE_SIZE])>,
-    balance_writes: Vec<([u8; ACCOUNT_KEY_SIZE], [u8; BALANCE_VALUE_SIZE])>,
     records: usize,
     transfers: usize,
     /// An `add` failed part way: the batch holds part of a record and must not be committed.
@@ -650,10 +707,10 @@ impl ColdBatch<'_> {
 
     /// The value of an indexed transfer, from this batch or the store.
     fn load(&self, id: u128) -> Result<[u8; TRANSFER_VALUE_SIZE], ColdError> {
-        if let Some(v) = self.staged.get(&id) {
+        if let Some(v) = self.writer.writes.staged.get(&id) {
             return Ok(*v);
         }
-        let value = self.index.inner.ks.transfers.get(id.to_be_bytes())?.ok_or_else(|| {
+        let value = self.index.inner.ks.get(id_key(KIND_TRANSFER, id))?.ok_or_else(|| {
             ColdError::Corrupt(format!("pending transfer {id} is not in the index"))
         })?;
         decode_transfer(id, &value)?;
@@ -670,18 +727,19 @@ impl ColdBatch<'_> {
             )));
         }
         value[Transfer::SIZE] = state as u8;
-        self.staged.insert(id, value);
+        self.writer.writes.staged.insert(id, value);
         Ok(Transfer::read_from(&value[..Transfer::SIZE]))
     }
 
     fn balance_rows(&mut self, t: &Transfer, timestamp: u64, pair: &ArchivedBalancePair) {
+        let writer = &mut *self.writer;
         for (account, balances, side) in [
             (t.debit_account_id, &pair.debit, SIDE_DEBIT),
             (t.credit_account_id, &pair.credit, SIDE_CREDIT),
         ] {
-            if self.writer.history.contains(&account) {
+            if writer.history.contains(&account) {
                 let value = balance_value(balances, timestamp, side);
-                self.balance_writes.push((account_key(account, timestamp), value));
+                writer.writes.balances.push(((account, timestamp), value));
             }
         }
     }
@@ -714,11 +772,7 @@ impl ColdBatch<'_> {
             let a = Account::from(a);
             if a.has(AccountFlags::HISTORY) {
                 self.writer.history.insert(a.id);
-                self.batch.insert(
-                    &inner.ks.accounts,
-                    a.id.to_be_bytes().as_slice(),
-                    a.flags.to_be_bytes().as_slice(),
-                );
+                self.writer.writes.accounts.push((a.id, a.flags));
             }
         }
         if event.transfers.len() != event.transfer_balances.len() {
@@ -735,10 +789,11 @@ impl ColdBatch<'_> {
                 let state = if post { TransferState::Posted } else { TransferState::Voided };
                 self.finish_pending(t.pending_id, state)?;
             }
+            let writes = &mut self.writer.writes;
             if t.has(TransferFlags::PENDING) {
-                self.staged.insert(t.id, transfer_value(&t, TransferState::Pending));
+                writes.staged.insert(t.id, transfer_value(&t, TransferState::Pending));
             } else {
-                self.transfer_writes.push((t.id, transfer_value(&t, TransferState::Final)));
+                writes.transfers.push((t.id, transfer_value(&t, TransferState::Final)));
             }
             for (account, side) in
                 [(t.debit_account_id, SIDE_DEBIT), (t.credit_account_id, SIDE_CREDIT)]
@@ -746,7 +801,7 @@ impl ColdBatch<'_> {
                 let mut value = [0u8; ACCOUNT_TRANSFER_VALUE_SIZE];
                 value[..16].copy_from_slice(&t.id.to_be_bytes());
                 value[16] = side;
-                self.account_writes.push((account_key(account, t.timestamp), value));
+                writes.account_transfers.push(((account, t.timestamp), value));
             }
             self.balance_rows(&t, t.timestamp, pair);
             // Before the watermark moves: a visible transfer is always in the filter.
@@ -756,11 +811,7 @@ impl ColdBatch<'_> {
         }
         for f in event.failed.iter() {
             let id = f.id.to_native();
-            self.batch.insert(
-                &inner.ks.failed,
-                id.to_be_bytes().as_slice(),
-                f.code.to_native().to_be_bytes().as_slice(),
-            );
+            self.writer.writes.failed.push((id, f.code.to_native()));
             inner.failed_filter.insert(id);
             self.watermark.failed += 1;
         }
@@ -781,23 +832,24 @@ impl ColdBatch<'_> {
         }
         let index: &ColdIndex = self.index;
         let inner = &index.inner;
-        // In key order: fjall's memtables are skip lists, and inserting sorted keys keeps
-        // their search paths in cache (see the cold_index bench).
-        self.transfer_writes.extend(self.staged.drain());
-        self.transfer_writes.sort_unstable_by_key(|(id, _)| *id);
-        for (id, value) in &self.transfer_writes {
-            self.batch.insert(&inner.ks.transfers, id.to_be_bytes().as_slice(), value.as_slice());
+        let ks = &inner.ks;
+        let watermark = self.watermark;
+        let writes = &mut self.writer.writes;
+        writes.sort();
+        if self.transfers >= inner.ingest_transfers_min {
+            wait_for_compaction(ks);
+            let mut ingestion = ks.start_ingestion()?;
+            writes.write(&watermark, &mut |key, value| ingestion.write(key, value))?;
+            ingestion.finish()?;
+        } else {
+            let mut batch = inner.db.batch();
+            writes.write(&watermark, &mut |key, value| {
+                batch.insert(ks, key, value);
+                Ok(())
+            })?;
+            batch.commit()?;
         }
-        self.account_writes.sort_unstable_by_key(|(key, _)| *key);
-        for (key, value) in &self.account_writes {
-            self.batch.insert(&inner.ks.account_transfers, key.as_slice(), value.as_slice());
-        }
-        self.balance_writes.sort_unstable_by_key(|(key, _)| *key);
-        for (key, value) in &self.balance_writes {
-            self.batch.insert(&inner.ks.balances, key.as_slice(), value.as_slice());
-        }
-        self.batch.insert(&inner.ks.meta, META_WATERMARK, self.watermark.encode().as_slice());
-        self.batch.commit()?;
+        writes.clear();
         let mut visible = lock(&inner.watermark);
         assert_eq!(
             visible.sequence + self.records as u64,
@@ -807,4 +859,77 @@ impl ColdBatch<'_> {
         *visible = self.watermark;
         Ok(self.watermark)
     }
+}
+
+/// Waits (a bounded time) while fjall's level 0 holds more than [`L0_TABLES_MAX`] tables:
+/// ingestion skips fjall's own write stall, so this keeps reads from slowing without bound
+/// when compaction falls behind.
+fn wait_for_compaction(ks: &Keyspace) {
+    let started = std::time::Instant::now();
+    while ks.l0_table_count() > L0_TABLES_MAX && started.elapsed() < L0_WAIT_MAX {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Where [`Writes::write`] puts a key and its value: a write batch or an ingestion.
+type Put<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), fjall::Error> + 'a;
+
+impl Writes {
+    /// Sorts each kind by key (unstable sorts: [`Writes::write`] refuses two different values
+    /// of one key, so the order among equal keys does not matter).
+    fn sort(&mut self) {
+        self.transfers.extend(self.staged.drain());
+        self.transfers.sort_unstable_by_key(|(id, _)| *id);
+        self.account_transfers.sort_unstable_by_key(|(key, _)| *key);
+        self.balances.sort_unstable_by_key(|(key, _)| *key);
+        self.accounts.sort_unstable_by_key(|(id, _)| *id);
+        self.failed.sort_unstable_by_key(|(id, _)| *id);
+    }
+
+    /// Puts the watermark and every write in ascending key order (what an ingestion requires;
+    /// fjall's memtables are skip lists, and sorted inserts keep their search paths in cache),
+    /// each key once.
+    fn write(&self, watermark: &Watermark, put: &mut Put<'_>) -> Result<(), ColdError> {
+        put(META_WATERMARK, watermark.encode().as_slice())?;
+        each_once("transfer", &self.transfers, |id, value| {
+            put(&id_key(KIND_TRANSFER, *id), value)
+        })?;
+        each_once("account transfer", &self.account_transfers, |key, value| {
+            put(&account_key(KIND_ACCOUNT_TRANSFER, *key), value)
+        })?;
+        each_once("balance row", &self.balances, |key, value| {
+            put(&account_key(KIND_BALANCE, *key), value)
+        })?;
+        each_once("history account", &self.accounts, |id, flags| {
+            put(&id_key(KIND_ACCOUNT, *id), flags.to_be_bytes().as_slice())
+        })?;
+        each_once("failed id", &self.failed, |id, code| {
+            put(&id_key(KIND_FAILED, *id), code.to_be_bytes().as_slice())
+        })?;
+        Ok(())
+    }
+}
+
+/// Calls `f` once per key of a list sorted by key: an entry equal to the one before it is
+/// skipped, and two different values of one key are an error (journal events never give one).
+fn each_once<K: PartialEq + std::fmt::Debug, V: PartialEq>(
+    what: &str,
+    list: &[(K, V)],
+    mut f: impl FnMut(&K, &V) -> Result<(), fjall::Error>,
+) -> Result<(), ColdError> {
+    let mut prior: Option<&(K, V)> = None;
+    for entry in list {
+        if let Some(prior) = prior.filter(|prior| prior.0 == entry.0) {
+            if prior.1 != entry.1 {
+                return Err(ColdError::Corrupt(format!(
+                    "{what} {:?} written twice with different values in one batch",
+                    entry.0
+                )));
+            }
+            continue;
+        }
+        f(&entry.0, &entry.1)?;
+        prior = Some(entry);
+    }
+    Ok(())
 }

@@ -229,7 +229,14 @@ fn wait_for(index: &ColdIndex, sequence: u64) {
 }
 
 fn config() -> ColdConfig {
-    ColdConfig { transfers_max: 50_000, failed_ids_max: 10_000, ..ColdConfig::default() }
+    // Batches of 32 transfers and more are ingested as tables, smaller ones journaled: the
+    // tests see both.
+    ColdConfig {
+        transfers_max: 50_000,
+        failed_ids_max: 10_000,
+        ingest_transfers_min: 32,
+        ..ColdConfig::default()
+    }
 }
 
 /// Every transfer, failed id and query of the index equals the state machine's.
@@ -403,12 +410,7 @@ fn an_index_of_another_version_is_rebuilt() {
         let running = Running::start(&index, l.data_dir(), last);
         wait_for(&index, last);
         running.stop();
-        index
-            .inner
-            .ks
-            .meta
-            .insert(META_VERSION, (FORMAT_VERSION + 1).to_be_bytes().as_slice())
-            .unwrap();
+        index.inner.ks.insert(META_VERSION, (FORMAT_VERSION + 1).to_be_bytes().as_slice()).unwrap();
     }
     let index = ColdIndex::open(l.data_dir(), &config()).unwrap();
     assert_eq!(index.watermark(), Watermark::default());
@@ -590,5 +592,90 @@ fn readers_see_everything_under_the_watermark_while_the_indexer_works() {
     let rounds = reader.join().expect("the reader's checks hold");
     running.stop();
     assert!(rounds > 1, "the reader ran while the indexer worked ({rounds} rounds)");
+    check(&index, &l);
+}
+
+/// Set in a child process of [`a_killed_indexer_never_leaves_a_watermark_ahead_of_its_data`]:
+/// the data directory it indexes until it is killed.
+const CRASH_CHILD_DIR: &str = "LEDGERD_COLD_CRASH_CHILD_DIR";
+/// The last journal sequence of that directory.
+const CRASH_CHILD_LAST: &str = "LEDGERD_COLD_CRASH_CHILD_LAST";
+
+/// Small batches through fjall's journal, larger ones ingested as tables, small memtables:
+/// every way a batch reaches the disk, in any order.
+fn crash_config() -> ColdConfig {
+    ColdConfig { ingest_transfers_min: 64, memtable_bytes: 1 << 20, ..config() }
+}
+
+/// Not a test on its own: the child process of the crash test (does nothing without its
+/// environment). It moves the durable sequence in random steps, so that batches of every size
+/// are written, and indexes until it is killed.
+#[test]
+fn crash_child_indexes_until_killed() {
+    let (Some(dir), Some(last)) =
+        (std::env::var_os(CRASH_CHILD_DIR), std::env::var_os(CRASH_CHILD_LAST))
+    else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let last: u64 = last.to_str().and_then(|v| v.parse().ok()).expect("a sequence");
+    let index = ColdIndex::open(&dir, &crash_config()).unwrap();
+    let mut durable = index.watermark().sequence;
+    let running = Running::start(&index, &dir, durable);
+    let mut rng = fastrand::Rng::new();
+    loop {
+        durable = (durable + rng.u64(1..16)).min(last);
+        running.durable.store(durable, Ordering::Release);
+        std::thread::sleep(Duration::from_micros(rng.u64(0..2_000)));
+    }
+}
+
+/// SIGKILL at random moments while the indexer writes (journaled batches, ingested tables,
+/// memtable flushes): after each, the index opens with a watermark whose every transfer and
+/// failed id is readable, and once the indexer finishes, the index equals the state machine
+/// (records at or below a watermark are never indexed again, so anything lost under one would
+/// stay missing). Fails if a watermark could reach the disk before the data it covers.
+#[test]
+fn a_killed_indexer_never_leaves_a_watermark_ahead_of_its_data() {
+    if std::env::var_os(CRASH_CHILD_DIR).is_some() {
+        return;
+    }
+    let l = built(10, 6_000);
+    let last = l.journal.last_sequence();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = fastrand::Rng::with_seed(10);
+    let mut cut_short = 0;
+    for round in 0..10 {
+        let mut child = std::process::Command::new(&exe)
+            .args(["--exact", "cold::tests::crash_child_indexes_until_killed", "--test-threads=1"])
+            .env(CRASH_CHILD_DIR, l.data_dir())
+            .env(CRASH_CHILD_LAST, last.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.u64(10..150)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let index = ColdIndex::open(l.data_dir(), &crash_config()).unwrap();
+        let wm = index.watermark();
+        assert!(wm.sequence <= last, "round {round}: {wm:?}");
+        for id in &l.transfer_ids[..wm.transfers as usize] {
+            let found = index.transfer(*id).unwrap();
+            assert!(found.is_some(), "round {round}: transfer {id} under {wm:?} is missing");
+        }
+        for (id, code) in &l.failed[..wm.failed as usize] {
+            assert_eq!(index.failed(*id).unwrap(), Some(*code), "round {round}: under {wm:?}");
+        }
+        if wm.sequence < last {
+            cut_short += 1;
+        }
+        eprintln!("round {round}: killed at watermark {wm:?}");
+    }
+    assert!(cut_short > 0, "every kill came after the indexer had finished");
+    let index = ColdIndex::open(l.data_dir(), &crash_config()).unwrap();
+    let running = Running::start(&index, l.data_dir(), last);
+    wait_for(&index, last);
+    running.stop();
     check(&index, &l);
 }
