@@ -17,10 +17,9 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
-use ledgerd::replication::{Replica, Reply, Request};
+use ledgerd::replication::{LogStore, Options, Replica, Reply, Request};
 use ledgerd::types::{Account, AccountFlags, CreateResult, ResultCode, Transfer, TransferFlags};
-use raft::prelude::Message;
-use raft::storage::MemStorage;
+use raft::prelude::{Message, MessageType};
 use raft::{StateRole, Storage};
 
 const REPLICAS: u64 = 3;
@@ -51,7 +50,7 @@ enum Answer {
 }
 
 struct Node {
-    disk: MemStorage,
+    disk: LogStore,
     replica: Option<Replica>,
     restart_at: u64,
     clock_skew_ns: u64,
@@ -75,6 +74,7 @@ struct Faults {
 
 struct Sim {
     seed: u64,
+    options: Options,
     rng: fastrand::Rng,
     step: u64,
     nodes: Vec<Node>,
@@ -92,6 +92,8 @@ struct Sim {
     accepted: BTreeMap<u128, ResultCode>,
     accounts_acked: bool,
     faults: Faults,
+    /// Snapshots that reached a follower, over all incarnations of the replicas.
+    snapshots_delivered: u64,
     verbose: bool,
 }
 
@@ -99,11 +101,14 @@ impl Sim {
     fn new(seed: u64, verbose: bool) -> Sim {
         let mut rng = fastrand::Rng::with_seed(seed);
         let voters: Vec<u64> = (1..=REPLICAS).collect();
+        // Small logs, so that snapshots are taken, and sent to replicas that were down.
+        let kept = rng.u64(0..8);
+        let options = Options { log_entries_max: kept + rng.u64(8..80), log_entries_kept: kept };
         let nodes = (1..=REPLICAS)
             .map(|id| {
-                let disk = Replica::initial_storage(&voters);
+                let disk = LogStore::new(&voters);
                 Node {
-                    replica: Some(Replica::start(id, disk.clone())),
+                    replica: Some(Replica::start(id, disk.clone(), options)),
                     disk,
                     restart_at: 0,
                     clock_skew_ns: rng.u64(0..50) * NS_PER_STEP,
@@ -119,6 +124,7 @@ impl Sim {
         };
         let mut sim = Sim {
             seed,
+            options,
             rng,
             step: 0,
             nodes,
@@ -133,6 +139,7 @@ impl Sim {
             accepted: BTreeMap::new(),
             accounts_acked: false,
             faults,
+            snapshots_delivered: 0,
             verbose,
         };
         sim.clients = (0..CLIENTS).map(|c| sim.workload(c)).collect();
@@ -226,12 +233,13 @@ impl Sim {
     }
 
     /// Puts `delivery` on the wire from `from` to `to` (0 is the clients' side).
-    fn send(&mut self, from: u64, to: u64, delivery: Delivery, faulty: bool) {
+    /// Queues `delivery`, or drops it; says which.
+    fn send(&mut self, from: u64, to: u64, delivery: Delivery, faulty: bool) -> bool {
         if faulty && self.rng.u32(0..1000) < self.faults.drop_per_mille {
-            return;
+            return false;
         }
         if from != 0 && to != 0 && self.cut(from, to) {
-            return;
+            return false;
         }
         let delay = if faulty { self.rng.u64(1..=self.faults.delay_max) } else { 1 };
         let duplicate = faulty
@@ -245,6 +253,15 @@ impl Sim {
             }
         }
         self.enqueue(to, self.step + delay, delivery);
+        true
+    }
+
+    /// A snapshot's sender learns whether it arrived, as a streaming transport would.
+    fn snapshot_outcome(&mut self, from: u64, to: u64, delivered: bool) {
+        self.snapshots_delivered += u64::from(delivered);
+        if let Some(r) = self.nodes[(from - 1) as usize].replica.as_mut() {
+            r.snapshot_sent(to, delivered);
+        }
     }
 
     fn enqueue(&mut self, to: u64, at: u64, delivery: Delivery) {
@@ -253,7 +270,8 @@ impl Sim {
         self.in_flight.insert(self.wire_seq, (to, delivery));
     }
 
-    fn run(&mut self) {
+    /// Runs the seed to agreement and checks it; returns the snapshots delivered.
+    fn run(&mut self) -> u64 {
         let mut faulty = true;
         let mut healed_at = None;
         for _ in 0..FAULT_STEPS + HEAL_STEPS_MAX {
@@ -272,7 +290,7 @@ impl Sim {
             if !faulty && self.settled() {
                 self.log(|| "settled".into());
                 self.check();
-                return;
+                return self.snapshots_delivered;
             }
             self.step += 1;
         }
@@ -332,7 +350,7 @@ impl Sim {
     fn restart_due(&mut self) {
         for (i, node) in self.nodes.iter_mut().enumerate() {
             if node.replica.is_none() && node.restart_at <= self.step {
-                node.replica = Some(Replica::start(i as u64 + 1, node.disk.clone()));
+                node.replica = Some(Replica::start(i as u64 + 1, node.disk.clone(), self.options));
                 if self.verbose {
                     eprintln!("[{:>6}] restart replica {}", self.step, i + 1);
                 }
@@ -349,11 +367,18 @@ impl Sim {
             let (_, delivery) = self.in_flight.remove(&seq).expect("in flight");
             match delivery {
                 Delivery::Raft(m) => {
-                    if self.cut(m.from, to) {
-                        continue;
-                    }
-                    if let Some(r) = self.nodes[(to - 1) as usize].replica.as_mut() {
-                        r.step(m);
+                    let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+                    let from = m.from;
+                    let delivered = !self.cut(from, to)
+                        && match self.nodes[(to - 1) as usize].replica.as_mut() {
+                            Some(r) => {
+                                r.step(m);
+                                true
+                            }
+                            None => false,
+                        };
+                    if snapshot {
+                        self.snapshot_outcome(from, to, delivered);
                     }
                 }
                 Delivery::Request { token, request } => {
@@ -389,7 +414,10 @@ impl Sim {
             let out = r.ready();
             for m in out.messages {
                 let to = m.to;
-                self.send(id, to, Delivery::Raft(m), faulty);
+                let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+                if !self.send(id, to, Delivery::Raft(m), faulty) && snapshot {
+                    self.snapshot_outcome(id, to, false);
+                }
             }
             for (token, reply) in out.replies {
                 if let Some(&client) = self.tokens.get(&token) {
@@ -518,14 +546,16 @@ impl Sim {
                 replicas[0].id()
             );
         }
-        // The committed logs agree entry by entry.
+        // The committed logs agree entry by entry, from where every replica still has them.
         let commit = replicas[0].commit_index();
+        let first = self.nodes.iter().map(|n| n.disk.first_index().expect("first")).max();
+        let first = first.expect("replicas").min(commit + 1);
         let logs: Vec<Vec<_>> = self
             .nodes
             .iter()
             .map(|n| {
                 n.disk
-                    .entries(1, commit + 1, u64::MAX, raft::GetEntriesContext::empty(false))
+                    .entries(first, commit + 1, u64::MAX, raft::GetEntriesContext::empty(false))
                     .expect("committed entries")
             })
             .collect();
@@ -579,10 +609,11 @@ impl Sim {
         );
         self.log(|| {
             format!(
-                "ok: {} transfers created of {}, commit {commit}, rebuilds {:?}",
+                "ok: {} transfers created of {}, commit {commit}, rebuilds {:?}, snapshots taken and installed {:?}",
                 created,
                 self.sent.len(),
-                replicas.iter().map(|r| r.rebuilds()).collect::<Vec<_>>()
+                replicas.iter().map(|r| r.rebuilds()).collect::<Vec<_>>(),
+                replicas.iter().map(|r| r.snapshots()).collect::<Vec<_>>()
             )
         });
     }
@@ -606,15 +637,21 @@ fn replicas_agree_and_lose_nothing_acknowledged_under_faults() {
     if let Ok(seed) = std::env::var("LEDGERD_SIM_SEED") {
         let seed: u64 = seed.parse().expect("LEDGERD_SIM_SEED is a number");
         let _guard = SeedGuard(seed);
-        Sim::new(seed, true).run();
+        let delivered = Sim::new(seed, true).run();
+        eprintln!("snapshots delivered: {delivered}");
         return;
     }
     let seeds: u64 =
         std::env::var("LEDGERD_SIM_SEEDS").map_or(500, |s| s.parse().expect("a number"));
     let base = fastrand::u64(..);
+    let mut seeds_with_snapshots = 0;
     for i in 0..seeds {
         let seed = base.wrapping_add(i);
         let _guard = SeedGuard(seed);
-        Sim::new(seed, false).run();
+        seeds_with_snapshots += u64::from(Sim::new(seed, false).run() > 0);
     }
+    eprintln!("{seeds_with_snapshots} of {seeds} seeds sent a snapshot to a lagging replica");
+    // Logs are kept short so that lagging replicas need snapshots: a run where none was ever
+    // sent did not test that path.
+    assert!(seeds < 100 || seeds_with_snapshots * 20 >= seeds, "too few seeds sent snapshots");
 }

@@ -19,20 +19,146 @@
 //! (raft-rs proposes an empty one on election): everything earlier in its log is then committed
 //! and in its state, so it decides on exactly what every later leader will hold.
 //!
+//! The log does not grow without bound: once `log_entries_max` committed entries are in it,
+//! a replica with no speculation takes a snapshot (the state machine's image, as in snapshot
+//! files) at its commit index and drops all but the last `log_entries_kept` entries before it.
+//! A replica too far behind for the leader's log receives the snapshot and restores it.
+//!
 //! The replica does no I/O and reads no clock: its host (the simulation in
-//! `tests/cluster_sim.rs`, later the daemon) persists what [`Replica::ready`] hands it, sends
-//! the messages, and passes timestamps in. Its log storage is raft-rs's `MemStorage`, which the
-//! host keeps across a crash as the replica's disk.
+//! `tests/cluster_sim.rs`, later the daemon) sends the messages and passes timestamps in. Its
+//! storage ([`LogStore`]: raft-rs's `MemStorage` plus the newest snapshot) is written inside
+//! [`Replica::ready`], and the host keeps it across a crash as the replica's disk.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
 
-use raft::prelude::{ConfState, Entry, EntryType, Message};
+use raft::prelude::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
 use raft::storage::MemStorage;
-use raft::{Config, RawNode, StateRole, Storage};
+use raft::{
+    Config, GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Storage, StorageError,
+};
 
 use crate::event::{self, Event};
 use crate::state_machine::StateMachine;
 use crate::types::{Account, CreateResult, Transfer};
+
+/// The replica's disk: the Raft log and hard state (raft-rs's `MemStorage`), and the newest
+/// snapshot with its image.
+#[derive(Clone)]
+pub struct LogStore {
+    log: MemStorage,
+    snapshot: Arc<RwLock<Snapshot>>,
+}
+
+impl LogStore {
+    /// The storage of a new group of `voters` (ids from 1), with an empty log.
+    pub fn new(voters: &[u64]) -> LogStore {
+        LogStore {
+            log: MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), vec![]))),
+            snapshot: Arc::new(RwLock::new(Snapshot::default())),
+        }
+    }
+
+    /// The newest snapshot (index 0 and no data when none was taken).
+    pub fn newest_snapshot(&self) -> Snapshot {
+        self.snapshot.read().expect("snapshot lock").clone()
+    }
+
+    fn set_snapshot(&self, snapshot: Snapshot) {
+        *self.snapshot.write().expect("snapshot lock") = snapshot;
+    }
+
+    /// Drops the entries before `cut`, keeping the term of the one before it (raft-rs's
+    /// `MemStorage` learns it only from a snapshot's metadata, which also clears the log, so
+    /// the entries from `cut` on are put back).
+    fn compact(&self, cut: u64) -> raft::Result<()> {
+        let first = self.log.first_index()?;
+        let last = self.log.last_index()?;
+        assert!(cut > first && cut <= last + 1, "cut {cut} outside {first}..={last}");
+        let rest = self.log.entries(cut, last + 1, u64::MAX, GetEntriesContext::empty(false))?;
+        let RaftState { hard_state, conf_state } = self.log.initial_state()?;
+        let mut marker = Snapshot::default();
+        marker.mut_metadata().index = cut - 1;
+        marker.mut_metadata().term = self.log.term(cut - 1)?;
+        marker.mut_metadata().set_conf_state(conf_state);
+        let mut core = self.log.wl();
+        core.apply_snapshot(marker)?;
+        core.append(&rest)?;
+        core.set_hardstate(hard_state);
+        Ok(())
+    }
+
+    /// A snapshot received from the leader replaces the whole log.
+    fn install(&self, snapshot: Snapshot) -> raft::Result<()> {
+        let hard_state: HardState = self.log.initial_state()?.hard_state;
+        let mut core = self.log.wl();
+        core.apply_snapshot(snapshot.clone())?;
+        let commit = core.hard_state().commit;
+        let mut merged = hard_state;
+        merged.commit = merged.commit.max(commit);
+        merged.term = merged.term.max(core.hard_state().term);
+        core.set_hardstate(merged);
+        drop(core);
+        self.set_snapshot(snapshot);
+        Ok(())
+    }
+}
+
+impl Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.log.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        // MemStorage indexes its first entry even for an empty range, which a log compacted
+        // up to its last entry does not have.
+        if low == high && low >= self.log.first_index()? {
+            return Ok(Vec::new());
+        }
+        self.log.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.log.term(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.log.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.log.last_index()
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let snapshot = self.newest_snapshot();
+        if snapshot.get_metadata().index < request_index.max(1) {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        Ok(snapshot)
+    }
+}
+
+/// When the log is compacted.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Committed entries in the log that trigger a snapshot and a compaction.
+    pub log_entries_max: u64,
+    /// Entries kept before the snapshot's index, for replicas slightly behind.
+    pub log_entries_kept: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { log_entries_max: 100_000, log_entries_kept: 10_000 }
+    }
+}
 
 /// What a client asks of the ledger through a replica.
 #[derive(Clone, Debug)]
@@ -83,7 +209,8 @@ fn election_ticks(id: u64) -> usize {
 
 pub struct Replica {
     id: u64,
-    raw: RawNode<MemStorage>,
+    options: Options,
+    raw: RawNode<LogStore>,
     state: StateMachine,
     /// Highest log index whose entry the state holds.
     applied: u64,
@@ -96,18 +223,18 @@ pub struct Replica {
     event: Event,
     encoded: rkyv::util::AlignedVec<16>,
     rebuilds: u64,
+    snapshots_taken: u64,
+    snapshots_installed: u64,
 }
 
 impl Replica {
-    /// A replica of a new group of `voters` (ids from 1), with an empty log.
-    pub fn initial_storage(voters: &[u64]) -> MemStorage {
-        MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), vec![])))
-    }
-
     /// Starts (or restarts, after a crash) replica `id` on `storage`, its disk: the state is
-    /// rebuilt from the committed entries there.
-    pub fn start(id: u64, storage: MemStorage) -> Replica {
+    /// the newest snapshot's image, then the committed entries after it.
+    pub fn start(id: u64, storage: LogStore, options: Options) -> Replica {
         assert!(id >= 1, "replica ids start at 1");
+        assert!(options.log_entries_kept < options.log_entries_max);
+        let snapshot = storage.newest_snapshot();
+        let snapshot_index = snapshot.get_metadata().index;
         let ticks = election_ticks(id);
         let config = Config {
             id,
@@ -119,27 +246,28 @@ impl Replica {
             max_inflight_msgs: 256,
             check_quorum: true,
             pre_vote: true,
+            applied: snapshot_index,
             ..Default::default()
         };
         config.validate().expect("replica configuration");
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&config, storage, &logger).expect("raft node on its storage");
-        let replica = Replica {
+        Replica {
             id,
+            options,
             raw,
-            state: StateMachine::new(),
-            applied: 0,
-            committed: 0,
+            state: restore(&snapshot),
+            applied: snapshot_index,
+            committed: snapshot_index,
             speculative: VecDeque::new(),
             waiting: VecDeque::new(),
             results: Vec::new(),
             event: Event::default(),
             encoded: rkyv::util::AlignedVec::new(),
             rebuilds: 0,
-        };
-        let first = replica.raw.store().first_index().expect("first index");
-        assert_eq!(first, 1, "compacted logs need snapshots, which are not supported yet");
-        replica
+            snapshots_taken: 0,
+            snapshots_installed: 0,
+        }
     }
 
     pub fn id(&self) -> u64 {
@@ -161,6 +289,11 @@ impl Replica {
     /// Highest log index committed and applied to the state.
     pub fn commit_index(&self) -> u64 {
         self.committed
+    }
+
+    /// Snapshots this replica took of its own state, and received from a leader.
+    pub fn snapshots(&self) -> (u64, u64) {
+        (self.snapshots_taken, self.snapshots_installed)
     }
 
     /// Highest index in this replica's log (committed or not).
@@ -189,6 +322,13 @@ impl Replica {
 
     pub fn tick(&mut self) {
         self.raw.tick();
+    }
+
+    /// The transport tells the leader whether a snapshot it sent reached `to`: until it
+    /// does, raft-rs sends that follower nothing more. A lost snapshot is sent again.
+    pub fn snapshot_sent(&mut self, to: u64, delivered: bool) {
+        let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+        self.raw.report_snapshot(to, status);
     }
 
     pub fn step(&mut self, message: Message) {
@@ -276,17 +416,19 @@ impl Replica {
         let store = self.raw.store().clone();
         let mut ready = self.raw.ready();
         out.messages.extend(ready.take_messages());
-        assert!(ready.snapshot().data.is_empty(), "snapshots are not supported yet");
+        if ready.snapshot().get_metadata().index != 0 {
+            self.install(ready.snapshot().clone());
+        }
         let committed = ready.take_committed_entries();
         self.apply_committed(&committed);
-        store.wl().append(ready.entries()).expect("append to the log");
+        store.log.wl().append(ready.entries()).expect("append to the log");
         if let Some(hs) = ready.hs() {
-            store.wl().set_hardstate(hs.clone());
+            store.log.wl().set_hardstate(hs.clone());
         }
         out.messages.extend(ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
-            store.wl().mut_hard_state().set_commit(commit);
+            store.log.wl().mut_hard_state().set_commit(commit);
         }
         out.messages.extend(light.take_messages());
         let committed = light.take_committed_entries();
@@ -294,7 +436,44 @@ impl Replica {
         self.raw.advance_apply();
         self.undo_stale_speculation();
         self.release(&mut out);
+        self.maybe_compact();
         out
+    }
+
+    /// A follower behind the leader's log takes the leader's snapshot as its state.
+    fn install(&mut self, snapshot: Snapshot) {
+        let index = snapshot.get_metadata().index;
+        assert!(index > self.committed, "a snapshot behind what this replica committed");
+        assert!(self.speculative.is_empty(), "a leader does not receive snapshots");
+        self.raw.store().install(snapshot.clone()).expect("install a snapshot");
+        self.state = restore(&snapshot);
+        self.committed = index;
+        self.applied = index;
+        self.snapshots_installed += 1;
+        self.release_all_retry();
+    }
+
+    /// Takes a snapshot at the commit index and drops the log before it (but the last
+    /// `log_entries_kept` entries), when the state is exactly the committed one.
+    fn maybe_compact(&mut self) {
+        let store = self.raw.store().clone();
+        let first = store.first_index().expect("first index");
+        if !self.speculative.is_empty()
+            || self.applied != self.committed
+            || self.committed < first + self.options.log_entries_max
+        {
+            return;
+        }
+        let mut image = rkyv::util::AlignedVec::<16>::new();
+        self.state.write_image(&mut image);
+        let mut snapshot = Snapshot { data: image.to_vec().into(), ..Default::default() };
+        let meta = snapshot.mut_metadata();
+        meta.index = self.committed;
+        meta.term = store.term(self.committed).expect("term of the commit index");
+        meta.set_conf_state(store.initial_state().expect("raft state").conf_state);
+        store.set_snapshot(snapshot);
+        store.compact(self.committed + 1 - self.options.log_entries_kept).expect("compact the log");
+        self.snapshots_taken += 1;
     }
 
     fn apply_committed(&mut self, entries: &[Entry]) {
@@ -345,15 +524,14 @@ impl Replica {
     fn rebuild(&mut self) {
         self.rebuilds += 1;
         self.speculative.clear();
-        self.state = StateMachine::new();
         let store = self.raw.store().clone();
-        let entries = if self.committed == 0 {
-            Vec::new()
-        } else {
-            store
-                .entries(1, self.committed + 1, u64::MAX, raft::GetEntriesContext::empty(false))
-                .expect("committed entries are in the log")
-        };
+        let snapshot = store.newest_snapshot();
+        let from = snapshot.get_metadata().index + 1;
+        assert!(from <= self.committed + 1, "a snapshot beyond the commit index");
+        self.state = restore(&snapshot);
+        let entries = store
+            .entries(from, self.committed + 1, u64::MAX, GetEntriesContext::empty(false))
+            .expect("committed entries after the snapshot are in the log");
         for entry in &entries {
             self.apply_entry(entry);
         }
@@ -386,4 +564,14 @@ impl Replica {
             }
         }
     }
+}
+
+/// The state a snapshot holds (an empty ledger for no snapshot).
+fn restore(snapshot: &Snapshot) -> StateMachine {
+    if snapshot.get_metadata().index == 0 {
+        return StateMachine::new();
+    }
+    let mut image = rkyv::util::AlignedVec::<16>::new();
+    image.extend_from_slice(&snapshot.data);
+    StateMachine::from_image(&image).expect("a snapshot holds a valid image")
 }
