@@ -118,6 +118,46 @@ fn round_trip_and_reads_while_open() {
 }
 
 #[test]
+fn terms_of_a_replica_journal_survive_restart_and_roll_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Term of record `seq`: runs of records in one term, as a replica's log has them.
+    let term = |seq: u64| 1 + seq / 7;
+    {
+        let (mut j, _) = Journal::open(config(tmp.path())).unwrap();
+        for seq in 1..=60 {
+            // Bodies of 300 bytes roll over an 8 KiB segment several times; some are empty
+            // (a new leader's first entry carries no event).
+            let b = if seq % 9 == 0 { Vec::new() } else { body(seq, 300) };
+            assert_eq!(j.append_in_term(&b, term(seq)).unwrap(), seq);
+        }
+        j.append(&body(61, 10)).unwrap();
+        j.flush().unwrap();
+        assert_eq!(j.term_of(5), Some(term(5)));
+        assert_eq!(j.term_of(61), Some(0), "a plain append is term 0");
+        assert_eq!(j.term_of(62), None);
+        assert_eq!(j.term_of(0), None);
+    }
+    let (j, _) = Journal::open(config(tmp.path())).unwrap();
+    assert!(j.first_sequence() == 1 && j.last_sequence() == 61);
+    for seq in 1..=60 {
+        assert_eq!(j.term_of(seq), Some(term(seq)), "record {seq}");
+    }
+    drop(j);
+    let r = JournalReader::open(tmp.path()).unwrap();
+    assert!(r.segment_count() > 2, "the records span segments");
+    let mut it = r.records(1, None);
+    let mut seen = 0;
+    while let Some(rec) = it.next_record() {
+        let rec = rec.unwrap();
+        seen += 1;
+        let expected = if rec.seq == 61 { 0 } else { term(rec.seq) };
+        assert_eq!(rec.term, expected, "record {}", rec.seq);
+        assert_eq!(rec.body.is_empty(), rec.seq % 9 == 0);
+    }
+    assert_eq!(seen, 61);
+}
+
+#[test]
 fn msync_mode_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(tmp.path());

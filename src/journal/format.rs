@@ -221,6 +221,8 @@ pub struct RecordHeader {
     pub checksum: u128,
     pub body_len: u32,
     pub sequence: u64,
+    /// The Raft term the record was written in; 0 in a single replica's journal.
+    pub term: u64,
     pub chain: u128,
 }
 
@@ -235,13 +237,14 @@ impl RecordHeader {
 /// Encodes a record into `dst` (exactly `record_size(body.len())` bytes) and returns its checksum.
 ///
 /// Layout: `[checksum u128][magic 4][version u16][header size u16][body_len u32][reserved u32]
-/// [sequence u64][reserved u64][chain u128][body][zero padding to 16]`. The checksum is xxh3-128
-/// over bytes `16 .. 64 + body_len`, one contiguous range.
+/// [sequence u64][term u64][chain u128][body][zero padding to 16]`. The checksum is xxh3-128
+/// over bytes `16 .. 64 + body_len`, one contiguous range. `term` is the Raft term a replica
+/// wrote the record in, 0 in a single replica's journal.
 #[inline]
-pub fn encode_record(dst: &mut [u8], sequence: u64, chain: u128, body: &[u8]) -> u128 {
+pub fn encode_record(dst: &mut [u8], sequence: u64, term: u64, chain: u128, body: &[u8]) -> u128 {
     debug_assert_eq!(dst.len(), record_size(body.len()));
     let (head, rest) = dst.split_at_mut(RECORD_HEADER_SIZE);
-    write_header_fields(head, sequence, chain, body.len());
+    write_header_fields(head, sequence, term, chain, body.len());
     let (body_dst, pad) = rest.split_at_mut(body.len());
     body_dst.copy_from_slice(body);
     pad.fill(0);
@@ -257,10 +260,11 @@ pub fn encode_record(dst: &mut [u8], sequence: u64, chain: u128, body: &[u8]) ->
 pub fn encode_record_header(
     head: &mut [u8; RECORD_HEADER_SIZE],
     sequence: u64,
+    term: u64,
     chain: u128,
     body: &[u8],
 ) -> u128 {
-    write_header_fields(head, sequence, chain, body.len());
+    write_header_fields(head, sequence, term, chain, body.len());
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(&head[16..RECORD_HEADER_SIZE]);
     hasher.update(body);
@@ -271,7 +275,7 @@ pub fn encode_record_header(
 
 /// Writes bytes `16..64` of a record header: everything but the checksum.
 #[inline]
-fn write_header_fields(head: &mut [u8], sequence: u64, chain: u128, body_len: usize) {
+fn write_header_fields(head: &mut [u8], sequence: u64, term: u64, chain: u128, body_len: usize) {
     let body_len = u32::try_from(body_len).expect("body length checked by the caller");
     head[16..20].copy_from_slice(&RECORD_MAGIC);
     head[20..22].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -279,7 +283,7 @@ fn write_header_fields(head: &mut [u8], sequence: u64, chain: u128, body_len: us
     head[24..28].copy_from_slice(&body_len.to_le_bytes());
     head[28..32].fill(0);
     head[32..40].copy_from_slice(&sequence.to_le_bytes());
-    head[40..48].fill(0);
+    head[40..48].copy_from_slice(&term.to_le_bytes());
     head[48..64].copy_from_slice(&chain.to_le_bytes());
 }
 
@@ -340,16 +344,14 @@ pub fn parse_header_unverified(head: &[u8]) -> Result<RecordHeader, String> {
     if version != FORMAT_VERSION {
         return Err(format!("unsupported record format version {version}"));
     }
-    if usize::from(le_u16(&head[22..24])) != RECORD_HEADER_SIZE
-        || head[28..32] != [0; 4]
-        || head[40..48] != [0; 8]
-    {
+    if usize::from(le_u16(&head[22..24])) != RECORD_HEADER_SIZE || head[28..32] != [0; 4] {
         return Err("unsupported record header layout".into());
     }
     Ok(RecordHeader {
         checksum: le_u128(&head[0..16]),
         body_len: le_u32(&head[24..28]),
         sequence: le_u64(&head[32..40]),
+        term: le_u64(&head[40..48]),
         chain: le_u128(&head[48..64]),
     })
 }
@@ -379,11 +381,12 @@ mod tests {
     fn record_round_trip() {
         let body = b"hello, journal";
         let mut buf = vec![0u8; record_size(body.len())];
-        let sum = encode_record(&mut buf, 7, 42, body);
+        let sum = encode_record(&mut buf, 7, 5, 42, body);
         match parse_record(&buf, 0) {
-            Slot::Valid(h) => {
-                assert_eq!(h, RecordHeader { checksum: sum, body_len: 14, sequence: 7, chain: 42 })
-            }
+            Slot::Valid(h) => assert_eq!(
+                h,
+                RecordHeader { checksum: sum, body_len: 14, sequence: 7, term: 5, chain: 42 }
+            ),
             other => panic!("{other:?}"),
         }
         buf[70] ^= 1;
@@ -395,9 +398,9 @@ mod tests {
         for len in [0usize, 1, 15, 16, 17, 240, 1000, 5000] {
             let body: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
             let mut whole = vec![0u8; record_size(len)];
-            let sum = encode_record(&mut whole, 9, 77, &body);
+            let sum = encode_record(&mut whole, 9, 3, 77, &body);
             let mut head = [0xffu8; RECORD_HEADER_SIZE];
-            assert_eq!(encode_record_header(&mut head, 9, 77, &body), sum);
+            assert_eq!(encode_record_header(&mut head, 9, 3, 77, &body), sum);
             assert_eq!(&head[..], &whole[..RECORD_HEADER_SIZE]);
         }
     }

@@ -653,6 +653,12 @@ impl Journal {
     /// Appends one record and returns its sequence number (the first is 1). Copies `body` into
     /// the map; nothing is durable until `flush`.
     pub fn append(&mut self, body: &[u8]) -> Result<u64, JournalError> {
+        self.append_in_term(body, 0)
+    }
+
+    /// [`Journal::append`] for a replica: the record carries the Raft `term` of its entry,
+    /// whose log index is the record's sequence.
+    pub fn append_in_term(&mut self, body: &[u8], term: u64) -> Result<u64, JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned);
         }
@@ -683,13 +689,13 @@ impl Journal {
         debug_assert_eq!((seg.map.as_ptr() as usize + off + RECORD_HEADER_SIZE) % 16, 0);
         let checksum = if size < PWRITE_MIN {
             // Small records: a copy into the map is cheaper than a syscall.
-            encode_record(&mut seg.map[off..off + size], sequence, chain, body)
+            encode_record(&mut seg.map[off..off + size], sequence, term, chain, body)
         } else {
             // Large records go to the file with one pwritev (header, body, padding): no
             // first-write page faults, and the pages never count towards this process's
             // resident set. Reads through the map see the same page cache.
             let mut head = [0u8; RECORD_HEADER_SIZE];
-            let checksum = encode_record_header(&mut head, sequence, chain, body);
+            let checksum = encode_record_header(&mut head, sequence, term, chain, body);
             let pad = &[0u8; format::RECORD_ALIGN][..size - RECORD_HEADER_SIZE - body.len()];
             if let Err(source) = segment::write_all_at3(seg.file(), &head, body, pad, off as u64) {
                 let path = seg.path.clone();
@@ -844,6 +850,14 @@ impl Journal {
         let m = &self.segments[seg].map;
         let len = le_u32(&m[off + 24..off + 28]) as usize;
         Some(&m[off + RECORD_HEADER_SIZE..off + RECORD_HEADER_SIZE + len])
+    }
+
+    /// The term record `seq` was appended in (0 outside replication); `None` outside
+    /// `first_sequence()..=last_sequence()`.
+    pub fn term_of(&self, seq: u64) -> Option<u64> {
+        let (seg, off) = self.locate(seq, self.last_sequence)?;
+        let m = &self.segments[seg].map;
+        Some(format::le_u64(&m[off + 40..off + 48]))
     }
 
     /// Durable records from `from` on, in order, zero-copy (bodies as in [`Journal::read`]).

@@ -44,6 +44,8 @@ pub struct Record<'a> {
     pub checksum: u128,
     /// Checksum of the previous record.
     pub chain: u128,
+    /// The Raft term the record was written in (0 outside replication).
+    pub term: u64,
     pub body: &'a [u8],
 }
 
@@ -57,6 +59,7 @@ impl<'a> Record<'a> {
             offset: offset as u64,
             checksum: h.checksum,
             chain: h.chain,
+            term: h.term,
             body: &map[start..start + h.body_len as usize],
         }
     }

@@ -26,8 +26,9 @@
 //!
 //! The replica does no I/O and reads no clock: its host (the simulation in
 //! `tests/cluster_sim.rs`, later the daemon) sends the messages and passes timestamps in. Its
-//! storage ([`LogStore`]: raft-rs's `MemStorage` plus the newest snapshot) is written inside
-//! [`Replica::ready`], and the host keeps it across a crash as the replica's disk.
+//! storage (a [`ReplicaStorage`]; [`LogStore`] keeps raft-rs's `MemStorage` and the newest
+//! snapshot in memory) is written inside [`Replica::ready`], and the host keeps it across a
+//! crash as the replica's disk.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
@@ -42,8 +43,26 @@ use crate::event::{self, Event};
 use crate::state_machine::StateMachine;
 use crate::types::{Account, CreateResult, Transfer};
 
-/// The replica's disk: the Raft log and hard state (raft-rs's `MemStorage`), and the newest
-/// snapshot with its image.
+/// What a replica needs of its disk beyond raft-rs's read side ([`Storage`]). Everything a
+/// method writes is durable when it returns.
+pub trait ReplicaStorage: Storage + Clone {
+    /// The newest snapshot (index 0 and no data when there is none).
+    fn newest_snapshot(&self) -> Snapshot;
+    /// Appends `entries`, first dropping the log from `entries[0].index` on where it holds
+    /// entries there (they were never committed), then records `hard_state` if given.
+    fn persist(&self, entries: &[Entry], hard_state: Option<&HardState>) -> raft::Result<()>;
+    /// Records a newer commit index (it may be lost in a crash: raft learns it again).
+    fn set_commit(&self, commit: u64);
+    /// A snapshot received from the leader replaces the whole log.
+    fn install(&self, snapshot: Snapshot) -> raft::Result<()>;
+    /// Whether the log may be cut behind snapshots ([`ReplicaStorage::compact`]).
+    fn compacts(&self) -> bool;
+    /// Keeps `snapshot` as the newest and drops the log before `cut`.
+    fn compact(&self, snapshot: Snapshot, cut: u64) -> raft::Result<()>;
+}
+
+/// The replica's disk in memory: the Raft log and hard state (raft-rs's `MemStorage`), and
+/// the newest snapshot with its image. What the simulation keeps across a crash.
 #[derive(Clone)]
 pub struct LogStore {
     log: MemStorage,
@@ -59,19 +78,38 @@ impl LogStore {
         }
     }
 
-    /// The newest snapshot (index 0 and no data when none was taken).
-    pub fn newest_snapshot(&self) -> Snapshot {
+    fn set_snapshot(&self, snapshot: Snapshot) {
+        *self.snapshot.write().expect("snapshot lock") = snapshot;
+    }
+}
+
+impl ReplicaStorage for LogStore {
+    fn newest_snapshot(&self) -> Snapshot {
         self.snapshot.read().expect("snapshot lock").clone()
     }
 
-    fn set_snapshot(&self, snapshot: Snapshot) {
-        *self.snapshot.write().expect("snapshot lock") = snapshot;
+    fn persist(&self, entries: &[Entry], hard_state: Option<&HardState>) -> raft::Result<()> {
+        let mut core = self.log.wl();
+        core.append(entries)?;
+        if let Some(hs) = hard_state {
+            core.set_hardstate(hs.clone());
+        }
+        Ok(())
+    }
+
+    fn set_commit(&self, commit: u64) {
+        self.log.wl().mut_hard_state().set_commit(commit);
+    }
+
+    fn compacts(&self) -> bool {
+        true
     }
 
     /// Drops the entries before `cut`, keeping the term of the one before it (raft-rs's
     /// `MemStorage` learns it only from a snapshot's metadata, which also clears the log, so
     /// the entries from `cut` on are put back).
-    fn compact(&self, cut: u64) -> raft::Result<()> {
+    fn compact(&self, snapshot: Snapshot, cut: u64) -> raft::Result<()> {
+        self.set_snapshot(snapshot);
         let first = self.log.first_index()?;
         let last = self.log.last_index()?;
         assert!(cut > first && cut <= last + 1, "cut {cut} outside {first}..={last}");
@@ -88,7 +126,6 @@ impl LogStore {
         Ok(())
     }
 
-    /// A snapshot received from the leader replaces the whole log.
     fn install(&self, snapshot: Snapshot) -> raft::Result<()> {
         let hard_state: HardState = self.log.initial_state()?.hard_state;
         let mut core = self.log.wl();
@@ -207,10 +244,10 @@ fn election_ticks(id: u64) -> usize {
     10 + 3 * id as usize
 }
 
-pub struct Replica {
+pub struct Replica<S: ReplicaStorage = LogStore> {
     id: u64,
     options: Options,
-    raw: RawNode<LogStore>,
+    raw: RawNode<S>,
     state: StateMachine,
     /// Highest log index whose entry the state holds.
     applied: u64,
@@ -227,10 +264,10 @@ pub struct Replica {
     snapshots_installed: u64,
 }
 
-impl Replica {
+impl<S: ReplicaStorage> Replica<S> {
     /// Starts (or restarts, after a crash) replica `id` on `storage`, its disk: the state is
     /// the newest snapshot's image, then the committed entries after it.
-    pub fn start(id: u64, storage: LogStore, options: Options) -> Replica {
+    pub fn start(id: u64, storage: S, options: Options) -> Replica<S> {
         assert!(id >= 1, "replica ids start at 1");
         assert!(options.log_entries_kept < options.log_entries_max);
         let snapshot = storage.newest_snapshot();
@@ -421,14 +458,11 @@ impl Replica {
         }
         let committed = ready.take_committed_entries();
         self.apply_committed(&committed);
-        store.log.wl().append(ready.entries()).expect("append to the log");
-        if let Some(hs) = ready.hs() {
-            store.log.wl().set_hardstate(hs.clone());
-        }
+        store.persist(ready.entries(), ready.hs()).expect("persist the log");
         out.messages.extend(ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
-            store.log.wl().mut_hard_state().set_commit(commit);
+            store.set_commit(commit);
         }
         out.messages.extend(light.take_messages());
         let committed = light.take_committed_entries();
@@ -458,7 +492,8 @@ impl Replica {
     fn maybe_compact(&mut self) {
         let store = self.raw.store().clone();
         let first = store.first_index().expect("first index");
-        if !self.speculative.is_empty()
+        if !store.compacts()
+            || !self.speculative.is_empty()
             || self.applied != self.committed
             || self.committed < first + self.options.log_entries_max
         {
@@ -471,8 +506,8 @@ impl Replica {
         meta.index = self.committed;
         meta.term = store.term(self.committed).expect("term of the commit index");
         meta.set_conf_state(store.initial_state().expect("raft state").conf_state);
-        store.set_snapshot(snapshot);
-        store.compact(self.committed + 1 - self.options.log_entries_kept).expect("compact the log");
+        let cut = self.committed + 1 - self.options.log_entries_kept;
+        store.compact(snapshot, cut).expect("compact the log");
         self.snapshots_taken += 1;
     }
 
