@@ -157,6 +157,95 @@ fn terms_of_a_replica_journal_survive_restart_and_roll_over() {
     assert_eq!(seen, 61);
 }
 
+/// Appends records `from..=to` in `term` (bodies of 300 bytes: several per 8 KiB segment).
+fn append_terms(j: &mut Journal, from: u64, to: u64, term: u64) {
+    for seq in from..=to {
+        assert_eq!(j.append_in_term(&body(seq * term, 300), term).unwrap(), seq);
+    }
+}
+
+#[test]
+fn durability_claims_stop_at_the_claim_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.segment_size = 1 << 20;
+    {
+        let (mut j, _) = Journal::open(cfg.clone()).unwrap();
+        j.limit_claims(0);
+        append_terms(&mut j, 1, 30, 1);
+        j.flush().unwrap();
+        j.limit_claims(20);
+        append_terms(&mut j, 31, 40, 1);
+        j.flush().unwrap();
+        j.seal().unwrap();
+        assert_eq!(j.claimed_sequence(), 20, "no slot names a record past the limit");
+    }
+    let (mut j, report) = Journal::open(cfg).unwrap();
+    assert_eq!(report.acknowledged_sequence, 20, "a start insists on the limit, no further");
+    assert_eq!(report.last_sequence, 40);
+    j.limit_claims(20);
+    assert_eq!(j.cut_after(20).unwrap(), 20);
+}
+
+#[test]
+fn a_replica_cuts_records_past_its_claims_and_the_journal_reopens() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (mut j, _) = Journal::open(config(tmp.path())).unwrap();
+        j.limit_claims(0);
+        append_terms(&mut j, 1, 60, 1);
+        j.flush().unwrap();
+        j.limit_claims(20);
+        append_terms(&mut j, 61, 64, 1);
+        j.flush().unwrap();
+        j.seal().unwrap();
+    }
+    let (mut j, report) = Journal::open(config(tmp.path())).unwrap();
+    // Eleven records fill a segment: the newest segment's header implies 55 durable, and a
+    // cut below it removes that segment with its claim.
+    assert_eq!(report.acknowledged_sequence, 55);
+    let segments_before = report.segments;
+    j.limit_claims(20);
+    // Within the active segment.
+    assert_eq!(j.cut_after(62).unwrap(), 2);
+    append_terms(&mut j, 63, 66, 2);
+    j.flush().unwrap();
+    // Across segments: the later ones go.
+    assert_eq!(j.cut_after(30).unwrap(), 36);
+    assert_eq!(j.last_sequence(), 30);
+    assert_eq!(j.term_of(31), None);
+    append_terms(&mut j, 31, 40, 3);
+    j.flush().unwrap();
+    drop(j);
+    let (j, report) = Journal::open(config(tmp.path())).unwrap();
+    assert!(
+        report.segments < segments_before,
+        "{} segments, {segments_before} before",
+        report.segments
+    );
+    assert_eq!((report.last_sequence, report.torn_tail.clone()), (40, None));
+    for seq in 1..=40 {
+        let term = if seq <= 30 { 1 } else { 3 };
+        assert_eq!(j.term_of(seq), Some(term), "record {seq}");
+        assert_eq!(j.read(seq).unwrap(), &body(seq * term, 300)[..], "record {seq}");
+    }
+    drop(j);
+    let verify = JournalReader::open(tmp.path()).unwrap().verify();
+    assert!(verify.is_ok(), "{verify:?}");
+}
+
+#[test]
+#[should_panic(expected = "below the claim limit")]
+fn a_cut_below_the_claim_limit_stops_the_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut j, _) = Journal::open(config(tmp.path())).unwrap();
+    j.limit_claims(0);
+    append_terms(&mut j, 1, 10, 1);
+    j.flush().unwrap();
+    j.limit_claims(8);
+    let _ = j.cut_after(7);
+}
+
 #[test]
 fn msync_mode_round_trip() {
     let tmp = tempfile::tempdir().unwrap();

@@ -290,6 +290,8 @@ pub struct Journal {
     claimed_sequence: u64,
     /// Counter of the newest durability slot written in the active segment.
     slot_counter: u64,
+    /// No claim written names a record past this one ([`Journal::limit_claims`]).
+    claim_limit: u64,
     superblock: Superblock,
     first_sequence: u64,
     poisoned: bool,
@@ -498,6 +500,7 @@ impl Journal {
             durable_checksum: found.last_checksum,
             claimed_sequence,
             slot_counter,
+            claim_limit: u64::MAX,
             superblock: sb,
             first_sequence: found.first_sequence,
             poisoned: false,
@@ -727,8 +730,8 @@ impl Journal {
     pub fn seal_pending(&self) -> bool {
         !self.poisoned
             && self.unrepaired.is_none()
-            && self.durable_sequence > self.claimed_sequence
-            && self.durable_sequence >= self.active().first_sequence
+            && self.claimable().0 > self.claimed_sequence
+            && self.claimable().0 >= self.active().first_sequence
     }
 
     /// Records in a durability slot that everything flushed so far is durable, and makes that
@@ -748,7 +751,7 @@ impl Journal {
                 return Err(self.poison(JournalError::Io { path, source: e }));
             }
         }
-        let claim = (self.durable_sequence, self.durable_checksum);
+        let claim = self.claimable();
         self.write_slot(claim.0, claim.1);
         let seg = self.active();
         let result = match self.config.flush_mode {
@@ -852,6 +855,103 @@ impl Journal {
         Some(&m[off + RECORD_HEADER_SIZE..off + RECORD_HEADER_SIZE + len])
     }
 
+    /// From now on no durability claim (slot, superblock) names a record past `sequence`,
+    /// which only grows. A replica sets it to its commit index: records past it are durable
+    /// but may still be replaced by a new leader, so a start must not insist on them, and
+    /// [`Journal::cut_after`] may remove them. A single replica never calls it: all it
+    /// flushes is acknowledged.
+    pub fn limit_claims(&mut self, sequence: u64) {
+        assert!(
+            self.claim_limit == u64::MAX || sequence >= self.claim_limit,
+            "the claim limit went back from {} to {sequence}",
+            self.claim_limit
+        );
+        assert!(sequence <= self.last_sequence, "a claim limit past the journal");
+        self.claim_limit = sequence;
+    }
+
+    /// Removes the records after `sequence`: a replica's entries past its commit index that a
+    /// new leader replaced. Durable when it returns. The order makes a crash at any point
+    /// leave a journal that opens, holding either the records before the cut or a prefix of
+    /// them that still reaches `sequence`: the superblock stops naming later segments first,
+    /// then those are removed, then the rest of the cut segment is zeroed.
+    pub fn cut_after(&mut self, sequence: u64) -> Result<u64, JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        assert!(
+            self.claim_limit != u64::MAX && sequence >= self.claim_limit,
+            "cut after {sequence}, below the claim limit {}: that record may be acknowledged",
+            self.claim_limit
+        );
+        assert!(sequence + 1 >= self.first_sequence, "cut before the journal's first record");
+        if sequence >= self.last_sequence {
+            return Ok(0);
+        }
+        let removed = self.last_sequence - sequence;
+        let checksum = self.checksum_of(sequence).expect("the record before the cut");
+        let (seg, from) = self.locate(sequence + 1, self.last_sequence).expect("the cut record");
+        // Where the cut segment's records end.
+        let last_in_seg =
+            self.segments.get(seg + 1).map_or(self.last_sequence, |s| s.first_sequence - 1);
+        let (_, last_off) = self.locate(last_in_seg, self.last_sequence).expect("the last record");
+        let end = {
+            let m = &self.segments[seg].map;
+            last_off + record_size(le_u32(&m[last_off + 24..last_off + 28]) as usize)
+        };
+        self.cursor.set(Cursor::default());
+        if seg + 1 < self.segments.len() || self.superblock.durable_sequence > sequence {
+            self.superblock.last_segment_index = self.segments[seg].index;
+            if self.superblock.durable_sequence > sequence {
+                self.superblock.durable_sequence = sequence;
+                self.superblock.durable_checksum = checksum;
+            }
+            self.write_superblock()?;
+        }
+        if seg + 1 < self.segments.len() {
+            let later: Vec<Segment> = self.segments.drain(seg + 1..).collect();
+            for later in later.into_iter().rev() {
+                if let Err(source) = fs::remove_file(&later.path) {
+                    return Err(self.poison(JournalError::Io { path: later.path, source }));
+                }
+            }
+            if let Err(source) = segment::fsync_dir(&self.journal_dir) {
+                let path = self.journal_dir.clone();
+                return Err(self.poison(JournalError::Io { path, source }));
+            }
+            let active = self.segments.last_mut().expect("the cut segment");
+            if active.file.is_none() {
+                match OpenOptions::new().read(true).write(true).open(&active.path) {
+                    Ok(file) => active.file = Some(file),
+                    Err(source) => {
+                        let path = active.path.clone();
+                        return Err(self.poison(JournalError::Io { path, source }));
+                    }
+                }
+            }
+            self.slot_counter =
+                DurableSlot::newest(&active.map, active.index).map_or(0, |slot| slot.counter);
+        }
+        let active = self.segments.last_mut().expect("the cut segment");
+        active.map[from..end].fill(0);
+        let result = match self.config.flush_mode {
+            FlushMode::Fdatasync => active.file().sync_data(),
+            FlushMode::Msync => active.map.flush_range(from, end - from),
+        };
+        if let Err(source) = result {
+            let path = active.path.clone();
+            return Err(self.poison(JournalError::Io { path, source }));
+        }
+        self.write_offset = from;
+        self.dirty_from = from;
+        self.last_sequence = sequence;
+        self.last_checksum = checksum;
+        self.durable_sequence = sequence;
+        self.durable_checksum = checksum;
+        self.claimed_sequence = self.claimed_sequence.min(sequence);
+        Ok(removed)
+    }
+
     /// The term record `seq` was appended in (0 outside replication); `None` outside
     /// `first_sequence()..=last_sequence()`.
     pub fn term_of(&self, seq: u64) -> Option<u64> {
@@ -901,7 +1001,7 @@ impl Journal {
                 return Err(self.poison(JournalError::Io { path, source: e }));
             }
         }
-        let claim = (self.durable_sequence, self.durable_checksum);
+        let claim = self.claimable();
         let slot = claim.0 > self.claimed_sequence && claim.0 >= self.active().first_sequence;
         if slot {
             self.write_slot(claim.0, claim.1);
@@ -923,6 +1023,16 @@ impl Journal {
         self.durable_checksum = self.last_checksum;
         self.dirty_from = to;
         Ok(())
+    }
+
+    /// What a claim may name now: the durable end, or the claim limit when that is lower.
+    fn claimable(&self) -> (u64, u128) {
+        if self.durable_sequence <= self.claim_limit {
+            return (self.durable_sequence, self.durable_checksum);
+        }
+        let checksum =
+            self.checksum_of(self.claim_limit).expect("the claim limit is in the journal");
+        (self.claim_limit, checksum)
     }
 
     /// Stores the next durability slot of the active segment into its map (made durable by
@@ -971,8 +1081,11 @@ impl Journal {
         self.claimed_sequence = self.claimed_sequence.max(self.last_sequence);
         self.slot_counter = 0;
         self.superblock.last_segment_index = next;
-        self.superblock.durable_sequence = self.last_sequence;
-        self.superblock.durable_checksum = self.last_checksum;
+        let (sequence, checksum) = self.claimable();
+        if sequence > self.superblock.durable_sequence {
+            self.superblock.durable_sequence = sequence;
+            self.superblock.durable_checksum = checksum;
+        }
         self.write_superblock()
     }
 
