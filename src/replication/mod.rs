@@ -39,6 +39,10 @@ use raft::{
     Config, GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Storage, StorageError,
 };
 
+mod journal_log;
+
+pub use journal_log::{JournalLog, RAFT_STATE_FILE};
+
 use crate::event::{self, Event};
 use crate::state_machine::StateMachine;
 use crate::types::{Account, CreateResult, Transfer};
@@ -309,6 +313,11 @@ impl<S: ReplicaStorage> Replica<S> {
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The replica's disk, for reading.
+    pub fn storage(&self) -> &S {
+        self.raw.store()
     }
 
     pub fn state(&self) -> &StateMachine {
