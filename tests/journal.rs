@@ -235,6 +235,54 @@ fn a_replica_cuts_records_past_its_claims_and_the_journal_reopens() {
 }
 
 #[test]
+fn a_cut_stopped_at_any_step_leaves_a_journal_that_opens_and_reaches_the_cut() {
+    let mut stops = 0;
+    for nth in 1..=20u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = Arc::new(FaultPlan::new());
+        let mut cfg = config(tmp.path());
+        cfg.fault = Some(plan.clone());
+        let segments_before;
+        {
+            let (mut j, _) = Journal::open(cfg.clone()).unwrap();
+            j.limit_claims(0);
+            append_terms(&mut j, 1, 60, 1);
+            j.flush().unwrap();
+            j.limit_claims(20);
+            j.seal().unwrap();
+            segments_before = JournalReader::open(tmp.path()).unwrap().segment_count();
+            plan.fail_cut_step(nth, FaultPlan::EIO);
+            if j.cut_after(30).is_ok() {
+                // Every step ran: `nth` is past the last one.
+                assert!(stops > 2, "only {stops} steps");
+                break;
+            }
+            stops += 1;
+        }
+        // The process stopped before step `nth`: what is on disk opens, holds records
+        // 1..=30 as they were, and perhaps some of the cut ones.
+        plan.clear();
+        let (mut j, report) = Journal::open(cfg.clone())
+            .unwrap_or_else(|e| panic!("stopped before cut step {nth}: {e}"));
+        assert!(report.last_sequence >= 30, "step {nth}: ends at {}", report.last_sequence);
+        assert!(report.segments <= segments_before);
+        for seq in 1..=30 {
+            assert_eq!(j.read(seq).unwrap(), &body(seq, 300)[..], "step {nth}, record {seq}");
+        }
+        // The replica cuts again after its restart, and this time it completes.
+        j.limit_claims(20);
+        j.cut_after(30).unwrap();
+        append_terms(&mut j, 31, 33, 2);
+        j.flush().unwrap();
+        drop(j);
+        let (j, report) = Journal::open(cfg).unwrap();
+        assert_eq!(report.last_sequence, 33, "step {nth}");
+        assert_eq!(j.term_of(31), Some(2));
+    }
+    assert!(stops > 2, "the cut was stopped at {stops} steps");
+}
+
+#[test]
 #[should_panic(expected = "below the claim limit")]
 fn a_cut_below_the_claim_limit_stops_the_process() {
     let tmp = tempfile::tempdir().unwrap();

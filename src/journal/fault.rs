@@ -1,4 +1,5 @@
-//! Fault injection for tests: make the Nth append or flush fail with a chosen errno.
+//! Fault injection for tests: make the Nth append, flush or step of a cut fail with a chosen
+//! errno.
 //!
 //! Settable at runtime through atomics, so a test can switch faults on and off while a journal
 //! (or a daemon holding one) runs. Production code passes no plan and pays one branch.
@@ -59,6 +60,8 @@ impl Site {
 pub struct FaultPlan {
     append: Site,
     flush: Site,
+    /// Steps of a replica's cut (`Journal::cut_after`).
+    cut: Site,
     /// Not a journal fault: asks the business thread to panic (a bug on demand, to test that
     /// a panic aborts the process).
     panic: AtomicBool,
@@ -94,10 +97,18 @@ impl FaultPlan {
         self.flush.arm(nth, errno, true);
     }
 
+    /// The `nth` step of the next cuts (1 = the first: the superblock; then each segment
+    /// removal, the directory sync, the zeroing) fails, as if the process stopped right
+    /// before it: the steps before it are on disk, nothing after.
+    pub fn fail_cut_step(&self, nth: u64, errno: i32) {
+        self.cut.arm(nth, errno, false);
+    }
+
     /// Disarms every fault.
     pub fn clear(&self) {
         self.append.clear();
         self.flush.clear();
+        self.cut.clear();
         self.panic.store(false, Ordering::SeqCst);
     }
 
@@ -122,5 +133,9 @@ impl FaultPlan {
 
     pub(crate) fn on_flush(&self) -> io::Result<()> {
         self.flush.check()
+    }
+
+    pub(crate) fn on_cut_step(&self) -> io::Result<()> {
+        self.cut.check()
     }
 }

@@ -901,6 +901,7 @@ impl Journal {
         };
         self.cursor.set(Cursor::default());
         if seg + 1 < self.segments.len() || self.superblock.durable_sequence > sequence {
+            self.cut_step()?;
             self.superblock.last_segment_index = self.segments[seg].index;
             if self.superblock.durable_sequence > sequence {
                 self.superblock.durable_sequence = sequence;
@@ -911,10 +912,12 @@ impl Journal {
         if seg + 1 < self.segments.len() {
             let later: Vec<Segment> = self.segments.drain(seg + 1..).collect();
             for later in later.into_iter().rev() {
+                self.cut_step()?;
                 if let Err(source) = fs::remove_file(&later.path) {
                     return Err(self.poison(JournalError::Io { path: later.path, source }));
                 }
             }
+            self.cut_step()?;
             if let Err(source) = segment::fsync_dir(&self.journal_dir) {
                 let path = self.journal_dir.clone();
                 return Err(self.poison(JournalError::Io { path, source }));
@@ -932,6 +935,7 @@ impl Journal {
             self.slot_counter =
                 DurableSlot::newest(&active.map, active.index).map_or(0, |slot| slot.counter);
         }
+        self.cut_step()?;
         let active = self.segments.last_mut().expect("the cut segment");
         active.map[from..end].fill(0);
         let result = match self.config.flush_mode {
@@ -950,6 +954,17 @@ impl Journal {
         self.durable_checksum = checksum;
         self.claimed_sequence = self.claimed_sequence.min(sequence);
         Ok(removed)
+    }
+
+    /// Where a test may stop a cut ([`FaultPlan::fail_cut_step`]).
+    fn cut_step(&mut self) -> Result<(), JournalError> {
+        if let Some(fault) = &self.config.fault {
+            if let Err(source) = fault.on_cut_step() {
+                let path = self.journal_dir.clone();
+                return Err(self.poison(JournalError::Io { path, source }));
+            }
+        }
+        Ok(())
     }
 
     /// The term record `seq` was appended in (0 outside replication); `None` outside
