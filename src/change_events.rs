@@ -35,6 +35,12 @@ pub fn collect(
         next_index = 0;
     }
     'records: for (sequence, bytes) in journal.records_from(next_sequence) {
+        if bytes.is_empty() {
+            // A replica's entry without an event: no changes.
+            next_sequence = sequence + 1;
+            next_index = 0;
+            continue;
+        }
         let archived = event::access(bytes).map_err(|_| Status::InternalError)?;
         let skip = if sequence == next_sequence { next_index } else { 0 };
         let mut index = 0u32;

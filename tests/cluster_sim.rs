@@ -26,6 +26,7 @@ use ledgerd::journal::JournalConfig;
 use ledgerd::replication::{
     JournalLog, LogStore, Options, Replica, ReplicaStorage, Reply, Request,
 };
+use ledgerd::state_machine::StateMachine;
 use ledgerd::types::{Account, AccountFlags, CreateResult, ResultCode, Transfer, TransferFlags};
 use raft::prelude::{Message, MessageType};
 use raft::{StateRole, Storage};
@@ -65,6 +66,11 @@ trait Disk {
     fn entries_cut(_store: &Self::Store) -> u64 {
         0
     }
+    /// The state that the ledger's own replay (recovery, `ledger-replay`) builds from this
+    /// disk up to log index `up_to`, where the disk is a data directory.
+    fn replayed(&self, _up_to: u64) -> Option<StateMachine> {
+        None
+    }
 }
 
 impl Disk for LogStore {
@@ -99,6 +105,10 @@ impl Disk for JournalDisk {
     }
     fn entries_cut(store: &JournalLog) -> u64 {
         store.entries_cut()
+    }
+    fn replayed(&self, up_to: u64) -> Option<StateMachine> {
+        let rebuilt = ledgerd::recovery::rebuild(self.dir.path(), Some(up_to), false, &mut |_| {});
+        Some(rebuilt.expect("the replica's journal replays as a ledger's").0)
     }
 }
 
@@ -610,6 +620,13 @@ impl<D: Disk> Sim<D> {
         }
         // The committed logs agree entry by entry, from where every replica still has them.
         let commit = replicas[0].commit_index();
+        // A replica's journal is the ledger's history: replaying it as recovery and
+        // `ledger-replay` do gives the replica's state.
+        for node in &self.nodes {
+            if let Some(replayed) = node.disk.replayed(commit) {
+                assert_eq!(replayed.state_hash(), hash, "seed {}: replayed journal", self.seed);
+            }
+        }
         let first = replicas.iter().map(|r| r.storage().first_index().expect("first")).max();
         let first = first.expect("replicas").min(commit + 1);
         let logs: Vec<Vec<_>> = replicas

@@ -169,6 +169,10 @@ fn dump(dir: &Path, json: bool, from: u64, limit: Option<u64>) -> anyhow::Result
             break;
         }
         let record = record?;
+        if record.body.is_empty() {
+            // A replica's entry without an event (a new leader's first).
+            continue;
+        }
         let archived = event::access(record.body)
             .map_err(|e| anyhow::anyhow!("record {} does not decode: {e}", record.seq))?;
         let event: event::Event = rkyv::deserialize::<_, rkyv::rancor::Error>(archived)?;
@@ -317,6 +321,9 @@ fn stats(dir: &Path) -> anyhow::Result<ExitCode> {
     let (mut first_ts, mut last_ts) = (None, 0u64);
     while let Some(record) = records.next_record() {
         let record = record?;
+        if record.body.is_empty() {
+            continue;
+        }
         let archived = event::access(record.body)
             .map_err(|e| anyhow::anyhow!("record {} does not decode: {e}", record.seq))?;
         count += 1;

@@ -120,6 +120,10 @@ fn step(
             break;
         };
         let record = record?;
+        if record.body.is_empty() {
+            batch.add_empty(record.seq)?;
+            continue;
+        }
         let event = crate::event::access(record.body).unwrap_or_else(|e| {
             panic!(
                 "journal record {} (segment {}, offset {}) passed its checksum but does not \

@@ -643,6 +643,9 @@ fn load_filters(
         while let Some(record) = follower.next_record(watermark.sequence) {
             let record =
                 record.map_err(|e| format!("reading the journal after the filter: {e}"))?;
+            if record.body.is_empty() {
+                continue;
+            }
             let event = crate::event::access(record.body).unwrap_or_else(|e| {
                 panic!("journal record {} passed its checksum but does not decode: {e}", record.seq)
             });
@@ -754,6 +757,18 @@ impl ColdBatch<'_> {
         self.broken = true;
         self.add_record(seq, event)?;
         self.broken = false;
+        Ok(())
+    }
+
+    /// Adds record `seq` that carries no event (a replica's entry with an empty body): the
+    /// watermark moves past it.
+    pub fn add_empty(&mut self, seq: u64) -> Result<(), ColdError> {
+        let expected = self.watermark.sequence + 1;
+        if seq != expected {
+            return Err(ColdError::Sequence { expected, found: seq });
+        }
+        self.watermark.sequence = seq;
+        self.records += 1;
         Ok(())
     }
 

@@ -34,6 +34,8 @@ struct Ledger {
     failed: Vec<(u128, u32)>,
     /// Timestamps seen, for query bounds.
     timestamps: Vec<u64>,
+    /// Journal a record without an event after each event, as a replica's journal has them.
+    empty_records: bool,
 }
 
 impl Ledger {
@@ -50,6 +52,7 @@ impl Ledger {
             states: BTreeMap::new(),
             failed: Vec::new(),
             timestamps: Vec::new(),
+            empty_records: false,
         }
     }
 
@@ -87,6 +90,9 @@ impl Ledger {
         self.failed.extend(ev.failed.iter().map(|f| (f.id, f.code)));
         event::encode(ev, bytes);
         self.journal.append(bytes).unwrap();
+        if self.empty_records {
+            self.journal.append(&[]).unwrap();
+        }
     }
 
     /// Runs `steps` random requests (and expiry sweeps), flushing now and then.
@@ -334,6 +340,33 @@ fn built(seed: u64, steps: usize) -> Ledger {
     assert!(l.states.values().any(|s| *s == TransferState::Voided));
     assert!(!l.failed.is_empty());
     l
+}
+
+#[test]
+fn records_without_an_event_move_the_watermark_and_add_nothing() {
+    let mut l = Ledger::new(64 << 10);
+    l.empty_records = true;
+    l.run(7, 200);
+    let last = l.journal.last_sequence();
+    assert!(l.journal.read(last).unwrap().is_empty(), "the journal ends with an empty record");
+    let filter_path = l.data_dir().join(INDEX_DIR).join(FILTER_FILE);
+    let stale = l.data_dir().join("filter.stale");
+    {
+        let index = ColdIndex::open(l.data_dir(), &config()).unwrap();
+        let running = Running::start(&index, l.data_dir(), last / 2);
+        wait_for(&index, last / 2);
+        index.save_filter().unwrap();
+        fs::copy(&filter_path, &stale).unwrap();
+        running.durable.store(last, Ordering::Release);
+        wait_for(&index, last);
+        running.stop();
+        check(&index, &l);
+    }
+    // The filter saved half way catches up through the records without an event.
+    fs::copy(&stale, &filter_path).unwrap();
+    let index = ColdIndex::open(l.data_dir(), &config()).unwrap();
+    assert_eq!(index.watermark().sequence, last);
+    check(&index, &l);
 }
 
 #[test]
