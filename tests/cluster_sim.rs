@@ -9,10 +9,10 @@
 //! LEDGERD_SIM_SEEDS=5000 cargo test --release --test cluster_sim     # the long version
 //! ```
 //!
-//! Each seed runs twice as often as asked: on the in-memory log (`LogStore`, with compaction
-//! and snapshots) and on the journal (`JournalLog`, real files under /dev/shm where it exists,
-//! where followers cut entries a new leader replaced). `LEDGERD_SIM_DISK=memory` or `journal`
-//! picks one.
+//! Two tests run the seeds: one on the in-memory log (`LogStore`, with compaction and
+//! snapshots; 500 seeds by default), one on the journal (`JournalLog`, real files under
+//! /dev/shm where it exists, where followers cut entries a new leader replaced; 200 seeds by
+//! default). `LEDGERD_SIM_DISK=memory` or `journal` runs only one of them.
 //!
 //! After the faults, the cluster heals and every check runs: each client's accepted answer
 //! matches what every replica holds (acknowledged transfers present with their fields,
