@@ -728,10 +728,10 @@ impl Journal {
 
     /// Whether the last flush is not yet recorded as durable on disk ([`Journal::seal`]).
     pub fn seal_pending(&self) -> bool {
-        !self.poisoned
-            && self.unrepaired.is_none()
-            && self.claimable().0 > self.claimed_sequence
-            && self.claimable().0 >= self.active().first_sequence
+        !self.poisoned && self.unrepaired.is_none() && {
+            let (claim, _) = self.claimable();
+            claim > self.claimed_sequence && claim >= self.active().first_sequence
+        }
     }
 
     /// Records in a durability slot that everything flushed so far is durable, and makes that
@@ -913,25 +913,18 @@ impl Journal {
             let later: Vec<Segment> = self.segments.drain(seg + 1..).collect();
             for later in later.into_iter().rev() {
                 self.cut_step()?;
-                if let Err(source) = fs::remove_file(&later.path) {
-                    return Err(self.poison(JournalError::Io { path: later.path, source }));
-                }
+                self.or_poison(&later.path, fs::remove_file(&later.path))?;
             }
             self.cut_step()?;
-            if let Err(source) = segment::fsync_dir(&self.journal_dir) {
-                let path = self.journal_dir.clone();
-                return Err(self.poison(JournalError::Io { path, source }));
+            let dir = self.journal_dir.clone();
+            self.or_poison(&dir, segment::fsync_dir(&dir))?;
+            let path = self.active().path.clone();
+            if self.active().file.is_none() {
+                let file = OpenOptions::new().read(true).write(true).open(&path);
+                let file = self.or_poison(&path, file)?;
+                self.segments.last_mut().expect("the cut segment").file = Some(file);
             }
-            let active = self.segments.last_mut().expect("the cut segment");
-            if active.file.is_none() {
-                match OpenOptions::new().read(true).write(true).open(&active.path) {
-                    Ok(file) => active.file = Some(file),
-                    Err(source) => {
-                        let path = active.path.clone();
-                        return Err(self.poison(JournalError::Io { path, source }));
-                    }
-                }
-            }
+            let active = self.active();
             self.slot_counter =
                 DurableSlot::newest(&active.map, active.index).map_or(0, |slot| slot.counter);
         }
@@ -942,10 +935,8 @@ impl Journal {
             FlushMode::Fdatasync => active.file().sync_data(),
             FlushMode::Msync => active.map.flush_range(from, end - from),
         };
-        if let Err(source) = result {
-            let path = active.path.clone();
-            return Err(self.poison(JournalError::Io { path, source }));
-        }
+        let path = active.path.clone();
+        self.or_poison(&path, result)?;
         self.write_offset = from;
         self.dirty_from = from;
         self.last_sequence = sequence;
@@ -958,13 +949,15 @@ impl Journal {
 
     /// Where a test may stop a cut ([`FaultPlan::fail_cut_step`]).
     fn cut_step(&mut self) -> Result<(), JournalError> {
-        if let Some(fault) = &self.config.fault {
-            if let Err(source) = fault.on_cut_step() {
-                let path = self.journal_dir.clone();
-                return Err(self.poison(JournalError::Io { path, source }));
-            }
-        }
-        Ok(())
+        let Some(fault) = &self.config.fault else { return Ok(()) };
+        let result = fault.on_cut_step();
+        let dir = self.journal_dir.clone();
+        self.or_poison(&dir, result)
+    }
+
+    /// `result`, or the journal poisoned by its error on `path`.
+    fn or_poison<T>(&mut self, path: &Path, result: io::Result<T>) -> Result<T, JournalError> {
+        result.map_err(|source| self.poison(JournalError::Io { path: path.to_path_buf(), source }))
     }
 
     /// The term record `seq` was appended in (0 outside replication); `None` outside

@@ -98,14 +98,17 @@ impl JournalLog {
     pub fn entries_cut(&self) -> u64 {
         self.lock().entries_cut
     }
-
-    /// The journal's path, for tools and messages.
-    pub fn journal_dir(&self) -> PathBuf {
-        self.lock().journal.journal_dir().to_path_buf()
-    }
 }
 
 impl Inner {
+    /// A newer commit index: kept in memory, and the journal's claims may now reach it.
+    fn raise_commit(&mut self, commit: u64) {
+        if commit > self.hard_state.commit {
+            self.hard_state.commit = commit;
+            self.journal.limit_claims(commit);
+        }
+    }
+
     fn note_term(&mut self, index: u64, term: u64) {
         match self.terms.last() {
             Some(&(_, last)) if last == term => {}
@@ -278,20 +281,14 @@ impl ReplicaStorage for JournalLog {
             inner.journal.flush().map_err(store_error)?;
         }
         if let Some(hs) = hard_state {
-            if hs.commit > inner.hard_state.commit {
-                inner.journal.limit_claims(hs.commit);
-            }
+            inner.raise_commit(hs.commit);
             inner.hard_state = hs.clone();
         }
         Ok(())
     }
 
     fn set_commit(&self, commit: u64) {
-        let mut inner = self.lock();
-        if commit > inner.hard_state.commit {
-            inner.hard_state.commit = commit;
-            inner.journal.limit_claims(commit);
-        }
+        self.lock().raise_commit(commit);
     }
 
     fn install(&self, _snapshot: Snapshot) -> raft::Result<()> {
