@@ -15,11 +15,14 @@ use crate::protocol::{
 use crate::state_machine::StateMachine;
 use crate::types::{Account, AccountLimit, Transfer, TransferFlags};
 
-/// Writes the reply body for `request` into `body` (cleared first). `evicted` finds a
+/// Writes the reply body for `request` into `body` (cleared first), from the journal's records
+/// up to `head` (its durable sequence; a replica's commit index, which may be lower).
+/// `evicted` finds a
 /// transfer no longer in memory (history on disk); an expiry's change names the expired
 /// pending transfer, which the journal record does not carry.
 pub fn collect(
     journal: &Journal,
+    head: u64,
     state: &StateMachine,
     evicted: &dyn Fn(u128) -> Option<Transfer>,
     request: &ChangeEventsRequest,
@@ -27,7 +30,7 @@ pub fn collect(
 ) -> Result<(), Status> {
     body.clear();
     ChangeEventsReply::encode_prefix(body, 0, 0, 0, 0);
-    let head = journal.durable_sequence();
+    assert!(head <= journal.durable_sequence(), "change events past the durable records");
     let limit = request.limit as usize;
     let mut count = 0usize;
     let (mut next_sequence, mut next_index) = (request.from_sequence.max(1), request.from_index);
@@ -35,6 +38,9 @@ pub fn collect(
         next_index = 0;
     }
     'records: for (sequence, bytes) in journal.records_from(next_sequence) {
+        if sequence > head {
+            break;
+        }
         if bytes.is_empty() {
             // A replica's entry without an event: no changes.
             next_sequence = sequence + 1;

@@ -205,7 +205,29 @@ pub struct Settings {
     /// past it: correct, slower). [default: 100,000,000]
     #[arg(long, env = "LEDGERD_COLD_INDEX_TRANSFERS")]
     pub cold_index_transfers: Option<u64>,
+
+    /// This daemon's position (from 0) in --cluster: it runs as that replica of a cluster.
+    /// Needs --cluster. [default: none, a single daemon]
+    #[arg(long, env = "LEDGERD_REPLICA")]
+    pub replica: Option<usize>,
+
+    /// The replication addresses of every replica of the cluster, comma-separated, in the
+    /// same order on every replica (clients list their client addresses in that order too).
+    /// Needs --replica. With tokens (--auth-token-file), replicas present the file's first
+    /// read-write token to each other.
+    #[arg(long, env = "LEDGERD_CLUSTER")]
+    pub cluster: Option<String>,
 }
+
+/// A cluster member's place: its position and every replica's replication address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub position: usize,
+    pub peers: Vec<SocketAddr>,
+}
+
+/// Most replicas in a cluster.
+pub const CLUSTER_REPLICAS_MAX: usize = 7;
 
 /// Settings with every default applied and every value checked.
 #[derive(Clone, Debug)]
@@ -236,6 +258,8 @@ pub struct DaemonConfig {
     pub cold_index: bool,
     /// What the index's id filter is sized for.
     pub cold_index_transfers: u64,
+    /// A cluster member's place (`--replica`, `--cluster`); `None` for a single daemon.
+    pub cluster: Option<ClusterConfig>,
     /// The snapshot builder's eviction bound (`--evict-through-ns`; 0 otherwise).
     pub evict_through_ns: u64,
     pub log_json: bool,
@@ -300,6 +324,8 @@ impl Settings {
             verify,
             cold_index,
             cold_index_transfers,
+            replica,
+            cluster,
             log_format,
             log,
             insecure,
@@ -363,6 +389,7 @@ impl Settings {
         anyhow::ensure!(connections_max >= 1, "--connections-max must be at least 1");
         let net = self.resolve_net(auth_token.as_deref())?;
         let capacity = self.resolve_capacity()?;
+        let cluster = self.resolve_cluster(&net.tokens, net.insecure)?;
         Ok(DaemonConfig {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./ledgerd-data")),
             listen: self.listen.unwrap_or_else(|| "127.0.0.1:7400".parse().expect("literal")),
@@ -388,6 +415,7 @@ impl Settings {
             verify: self.verify.unwrap_or(false),
             cold_index: self.cold_index.unwrap_or(false),
             cold_index_transfers: self.cold_index_transfers.unwrap_or(100_000_000).max(1),
+            cluster,
             evict_through_ns: self.evict_through_ns.unwrap_or(0),
             log_json,
             log: self.log.unwrap_or_else(|| "info".to_string()),
@@ -406,6 +434,49 @@ impl Settings {
 
     /// The network security settings: tokens and roles, the listening policy, pre-auth
     /// limits and TLS files.
+    /// `--replica` and `--cluster`: both or neither, a position inside a list of distinct
+    /// addresses; replication addresses off loopback need tokens, as the client address does.
+    fn resolve_cluster(
+        &self,
+        tokens: &crate::net::auth::Tokens,
+        insecure: bool,
+    ) -> anyhow::Result<Option<ClusterConfig>> {
+        let (position, list) = match (self.replica, self.cluster.as_deref()) {
+            (None, None) => return Ok(None),
+            (Some(position), Some(list)) => (position, list),
+            _ => anyhow::bail!("--replica and --cluster go together"),
+        };
+        let peers = list
+            .split(',')
+            .map(|a| {
+                a.trim().parse::<SocketAddr>().with_context(|| {
+                    format!("--cluster: {a:?} is not an address (IP:PORT, e.g. 127.0.0.1:7410)")
+                })
+            })
+            .collect::<anyhow::Result<Vec<SocketAddr>>>()?;
+        anyhow::ensure!(
+            (1..=CLUSTER_REPLICAS_MAX).contains(&peers.len()),
+            "--cluster names {} replicas: 1..={CLUSTER_REPLICAS_MAX}",
+            peers.len()
+        );
+        anyhow::ensure!(
+            position < peers.len(),
+            "--replica {position}: positions in --cluster go from 0 to {}",
+            peers.len() - 1
+        );
+        for (i, a) in peers.iter().enumerate() {
+            anyhow::ensure!(!peers[..i].contains(a), "--cluster names {a} twice");
+        }
+        anyhow::ensure!(
+            self.cold_index != Some(true),
+            "--cold-index is not available with --cluster yet: a cluster member keeps its \
+             history in memory"
+        );
+        crate::net::auth::check_listen_policy(peers[position], tokens, false, insecure)
+            .map_err(|e| anyhow::anyhow!("replication address: {e}"))?;
+        Ok(Some(ClusterConfig { position, peers }))
+    }
+
     /// The record limits: flags where given, else the defaults for this machine's memory.
     fn resolve_capacity(&self) -> anyhow::Result<Capacity> {
         let mut defaults = Capacity::for_memory(physical_memory_bytes());

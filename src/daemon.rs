@@ -11,7 +11,7 @@ use anyhow::Context;
 use disruptor::Producer as _;
 
 use crate::cold::{ColdConfig, ColdIndex, Indexer};
-use crate::config::DaemonConfig;
+use crate::config::{ClusterConfig, DaemonConfig};
 use crate::journal::FaultPlan;
 use crate::metrics::Metrics;
 use crate::net::{self, NetConfig};
@@ -19,6 +19,9 @@ use crate::pipeline::now_ns;
 use crate::pipeline::resolve::{self, Resolutions};
 use crate::pipeline::{self, Business, BusinessConfig, ColdStage, Doorbell, Producer};
 use crate::recovery::{self, RecoveryConfig};
+use crate::replication::node::{Node, NodeConfig};
+use crate::replication::transport::{TokenCheck, Transport, TransportConfig};
+use crate::replication::{self, JournalLog, Replica};
 
 /// Scheduling niceness of the snapshot process (0 is the daemon's; 19 the lowest priority).
 const SNAPSHOT_NICE: libc::c_int = 10;
@@ -153,94 +156,110 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
         FaultFile { path: path.clone(), plan: Arc::new(FaultPlan::new()), applied: None }
     });
     recovery_config.fault = faults.as_ref().map(|f| Arc::clone(&f.plan));
-    let recovered = recovery::recover(&recovery_config).context("recovery failed")?;
-    // The operator confirmed a repair for this start only: an in-process rebuild after a
-    // journal failure must never repair anything by itself.
-    recovery_config.discard_after = None;
+    // Producers ring the first stage's doorbell: the resolve stage's when history is on disk
+    // (it rings the business thread's), else the business thread's.
+    let doorbell = Arc::new(Doorbell::new());
+    let business_doorbell = match config.cold_index {
+        true => Arc::new(Doorbell::new()),
+        false => Arc::clone(&doorbell),
+    };
+    let core = match &config.cluster {
+        Some(cluster) => {
+            start_member(&config, cluster, &recovery_config, &business_doorbell, &metrics)?
+        }
+        None => start_single(&config, &mut recovery_config, &metrics)?,
+    };
     let recovery_ms = started.elapsed().as_millis() as u64;
     metrics.recovery_ms.store(recovery_ms, Relaxed);
-    tracing::info!(
-        sequence = recovered.journal.last_sequence(),
-        snapshot_sequence = recovered.report.snapshot_sequence,
-        replayed_records = recovered.report.replayed_records,
-        recovery_ms,
-        state_hash = %format!("{:032x}", recovered.state.state_hash()),
-        "recovered"
-    );
-    let snapshot_sequence = recovered.report.snapshot_sequence.unwrap_or(0);
-    metrics.snapshot_sequence.store(snapshot_sequence, Relaxed);
-
-    // A state whose snapshot left history to the disk index cannot decide retries without it.
-    anyhow::ensure!(
-        config.cold_index || recovered.state.evicted_through_ns() == 0,
-        "this ledger keeps its history in the disk index (its snapshot holds the hot state \
-         only): start it with --cold-index true. To run it with everything in memory instead, \
-         move {}/snapshots aside: the state is then rebuilt from the journal",
-        config.data_dir.display()
-    );
-    // History on disk: nothing is decided before the index holds what memory left out.
-    let cold = match config.cold_index {
-        true => Some(start_cold(&config, &recovered)?),
-        false => None,
+    let (snapshot_sequence, next_expiry) = match &core {
+        Core::Single { recovered, .. } => {
+            (recovered.report.snapshot_sequence.unwrap_or(0), recovered.state.next_expiry_ns())
+        }
+        Core::Member { replica, .. } => (0, replica.state().next_expiry_ns()),
     };
+    metrics.snapshot_sequence.store(snapshot_sequence, Relaxed);
 
     let listener = std::net::TcpListener::bind(config.listen)
         .with_context(|| format!("binding the client address {}", config.listen))?;
     let (polls, shared) = net::prepare(config.net_threads)?;
     metrics.ring_capacity.store(config.ring_slots as u64, Relaxed);
-    // Producers ring the first stage's doorbell: the resolve stage's when history is on disk
-    // (it rings the business thread's), else the business thread's.
-    let doorbell = Arc::new(Doorbell::new());
-    let business_doorbell = match cold {
-        Some(_) => Arc::new(Doorbell::new()),
-        None => Arc::clone(&doorbell),
-    };
-    let next_expiry_ns =
-        Arc::new(AtomicU64::new(recovered.state.next_expiry_ns().unwrap_or(u64::MAX)));
-
-    let business = Business::new(
-        BusinessConfig {
-            recovery: recovery_config,
-            pin_core: config.business_core,
-            busy_spin: config.busy_spin,
-            next_expiry_ns: Arc::clone(&next_expiry_ns),
-            verify: config.verify,
-            capacity: config.capacity,
-        },
-        recovered.state,
-        recovered.journal,
-        Arc::clone(&metrics),
-        shared.iter().map(|s| Arc::clone(&s.sink)).collect(),
-    );
+    let next_expiry_ns = Arc::new(AtomicU64::new(next_expiry.unwrap_or(u64::MAX)));
+    let sinks: Vec<_> = shared.iter().map(|s| Arc::clone(&s.sink)).collect();
     let business_thread = std::thread::Builder::new().name("ledgerd-business".into());
-    let (producer, business_thread, resolve_thread) = match &cold {
-        None => {
+    let (producer, business_thread, resolve_thread, cold) = match core {
+        Core::Member { replica, transport, inbox } => {
+            let node = Node::new(
+                NodeConfig {
+                    pin_core: config.business_core,
+                    capacity: config.capacity,
+                    next_expiry_ns: Arc::clone(&next_expiry_ns),
+                    tick: replication::node::TICK_DEFAULT,
+                },
+                *replica,
+                transport,
+                inbox,
+                Arc::clone(&metrics),
+                sinks,
+            );
             let (producer, poller) = pipeline::build_ring(config.ring_slots);
             let doorbell = Arc::clone(&business_doorbell);
-            (producer, business_thread.spawn(move || business.run(poller, doorbell))?, None)
+            (producer, business_thread.spawn(move || node.run(poller, doorbell))?, None, None)
         }
-        Some(cold) => {
-            let (producer, resolve_poller, poller) =
-                pipeline::build_ring_with_resolve(config.ring_slots);
-            let resolutions = Arc::new(Resolutions::new(config.ring_slots));
-            let business = business.with_cold_stage(ColdStage {
-                resolutions: Arc::clone(&resolutions),
-                durable: Arc::clone(&cold.durable),
-                index: cold.index.clone(),
-            });
-            let own = Arc::clone(&business_doorbell);
-            let business_thread = business_thread.spawn(move || business.run(poller, own))?;
-            let (doorbell, next, index, metrics) = (
-                Arc::clone(&doorbell),
-                Arc::clone(&business_doorbell),
-                cold.index.clone(),
+        Core::Single { recovered, cold } => {
+            let business = Business::new(
+                BusinessConfig {
+                    recovery: recovery_config,
+                    pin_core: config.business_core,
+                    busy_spin: config.busy_spin,
+                    next_expiry_ns: Arc::clone(&next_expiry_ns),
+                    verify: config.verify,
+                    capacity: config.capacity,
+                },
+                recovered.state,
+                recovered.journal,
                 Arc::clone(&metrics),
+                sinks,
             );
-            let resolve_thread =
-                std::thread::Builder::new().name("ledgerd-resolve".into()).spawn(move || {
-                    resolve::run(resolve_poller, doorbell, next, index, resolutions, metrics)
-                })?;
-            (producer, business_thread, Some(resolve_thread))
+            match cold {
+                None => {
+                    let (producer, poller) = pipeline::build_ring(config.ring_slots);
+                    let doorbell = Arc::clone(&business_doorbell);
+                    let thread = business_thread.spawn(move || business.run(poller, doorbell))?;
+                    (producer, thread, None, None)
+                }
+                Some(cold) => {
+                    let (producer, resolve_poller, poller) =
+                        pipeline::build_ring_with_resolve(config.ring_slots);
+                    let resolutions = Arc::new(Resolutions::new(config.ring_slots));
+                    let business = business.with_cold_stage(ColdStage {
+                        resolutions: Arc::clone(&resolutions),
+                        durable: Arc::clone(&cold.durable),
+                        index: cold.index.clone(),
+                    });
+                    let own = Arc::clone(&business_doorbell);
+                    let business_thread =
+                        business_thread.spawn(move || business.run(poller, own))?;
+                    let (doorbell, next, index, metrics) = (
+                        Arc::clone(&doorbell),
+                        Arc::clone(&business_doorbell),
+                        cold.index.clone(),
+                        Arc::clone(&metrics),
+                    );
+                    let resolve_thread = std::thread::Builder::new()
+                        .name("ledgerd-resolve".into())
+                        .spawn(move || {
+                            resolve::run(
+                                resolve_poller,
+                                doorbell,
+                                next,
+                                index,
+                                resolutions,
+                                metrics,
+                            )
+                        })?;
+                    (producer, business_thread, Some(resolve_thread), Some(cold))
+                }
+            }
         }
     };
 
@@ -282,6 +301,7 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
             child: None,
             faults,
             cold_index: cold.as_ref().map(|c| c.index.clone()),
+            snapshots: config.cluster.is_none(),
         };
         std::thread::Builder::new().name("ledgerd-timer".into()).spawn(move || timer.run())?
     };
@@ -319,6 +339,110 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
     let _ = http.join();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the business thread starts from.
+enum Core {
+    /// A single daemon: the recovered state and journal, and the disk index if any.
+    Single { recovered: recovery::Recovered, cold: Option<Cold> },
+    /// A cluster member: its replica (log in the journal) and the transport to its peers.
+    Member {
+        replica: Box<Replica<JournalLog>>,
+        transport: Transport,
+        inbox: std::sync::mpsc::Receiver<raft::prelude::Message>,
+    },
+}
+
+/// Recovers a single daemon's state (snapshot and journal) and starts its disk index.
+fn start_single(
+    config: &DaemonConfig,
+    recovery_config: &mut RecoveryConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<Core> {
+    let started = Instant::now();
+    let recovered = recovery::recover(recovery_config).context("recovery failed")?;
+    // The operator confirmed a repair for this start only: an in-process rebuild after a
+    // journal failure must never repair anything by itself.
+    recovery_config.discard_after = None;
+    tracing::info!(
+        sequence = recovered.journal.last_sequence(),
+        snapshot_sequence = recovered.report.snapshot_sequence,
+        replayed_records = recovered.report.replayed_records,
+        recovery_ms = started.elapsed().as_millis() as u64,
+        state_hash = %format!("{:032x}", recovered.state.state_hash()),
+        "recovered"
+    );
+    // A state whose snapshot left history to the disk index cannot decide retries without it.
+    anyhow::ensure!(
+        config.cold_index || recovered.state.evicted_through_ns() == 0,
+        "this ledger keeps its history in the disk index (its snapshot holds the hot state \
+         only): start it with --cold-index true. To run it with everything in memory instead, \
+         move {}/snapshots aside: the state is then rebuilt from the journal",
+        config.data_dir.display()
+    );
+    metrics.journal_sequence.store(recovered.journal.last_sequence(), Relaxed);
+    // History on disk: nothing is decided before the index holds what memory left out.
+    let cold = match config.cold_index {
+        true => Some(start_cold(config, &recovered)?),
+        false => None,
+    };
+    Ok(Core::Single { recovered, cold })
+}
+
+/// Opens a cluster member's journal as its Raft log, rebuilds its state from the committed
+/// entries, and starts the transport to its peers.
+fn start_member(
+    config: &DaemonConfig,
+    cluster: &ClusterConfig,
+    recovery_config: &RecoveryConfig,
+    doorbell: &Arc<Doorbell>,
+    metrics: &Metrics,
+) -> anyhow::Result<Core> {
+    let started = Instant::now();
+    anyhow::ensure!(
+        !config.data_dir.join("snapshots").exists()
+            || std::fs::read_dir(config.data_dir.join("snapshots"))?.next().is_none(),
+        "{} holds snapshots of a single daemon: a cluster member starts from a journal of its \
+         own (an empty data directory, or one a member of this cluster wrote)",
+        config.data_dir.display()
+    );
+    let voters: Vec<u64> = (1..=cluster.peers.len() as u64).collect();
+    let log = JournalLog::open(recovery_config.journal_config(), &voters)
+        .context("opening the replica's journal")?;
+    let id = cluster.position as u64 + 1;
+    let replica = Replica::start(id, log, replication::Options::default());
+    tracing::info!(
+        replica = cluster.position,
+        term = replica.term(),
+        commit = replica.commit_index(),
+        last_index = replica.last_index(),
+        recovery_ms = started.elapsed().as_millis() as u64,
+        state_hash = %format!("{:032x}", replica.state().state_hash()),
+        "replica recovered"
+    );
+    let accepts: Option<TokenCheck> = if config.tokens.is_empty() {
+        None
+    } else {
+        let tokens = config.tokens.clone();
+        Some(Arc::new(move |presented: &[u8]| {
+            tokens.role_of(presented) == Some(crate::net::auth::Role::ReadWrite)
+        }))
+    };
+    let (transport, inbox) = Transport::start(
+        TransportConfig {
+            id,
+            peers: cluster.peers.clone(),
+            token: config.tokens.first_read_write().map(<[u8]>::to_vec),
+            accepts,
+        },
+        Arc::clone(doorbell),
+    )
+    .with_context(|| {
+        format!("binding the replication address {}", cluster.peers[cluster.position])
+    })?;
+    metrics.replica.store(1, Relaxed);
+    metrics.journal_sequence.store(replica.commit_index(), Relaxed);
+    Ok(Core::Member { replica: Box::new(replica), transport, inbox })
 }
 
 /// Creates the data directory (0700), or tightens an existing one that group or others could
@@ -376,6 +500,8 @@ struct Timer {
     faults: Option<FaultFile>,
     /// History on disk: snapshots leave out what the index holds.
     cold_index: Option<ColdIndex>,
+    /// Whether to take snapshots (a cluster member rebuilds from its journal alone).
+    snapshots: bool,
 }
 
 /// Test-only fault injection: a file whose one line says which journal operation fails with
@@ -439,7 +565,9 @@ impl Timer {
                     self.doorbell.ring();
                 }
             }
-            self.snapshots();
+            if self.snapshots {
+                self.snapshots();
+            }
         }
         if let Some((mut child, _)) = self.child.take() {
             let _ = child.kill();

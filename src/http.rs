@@ -109,6 +109,12 @@ fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     }
     let ready = metrics.ready.load(Relaxed) == 1;
     let problem = metrics.health_problem();
+    // A cluster member serves its role only as a leader that may serve, or as a follower that
+    // knows its leader (and sends clients there); healthy either way.
+    let unready = problem.clone().or_else(|| {
+        (metrics.replica.load(Relaxed) == 1 && metrics.replica_ready.load(Relaxed) == 0)
+            .then(|| "no leader known to this replica (an election, or no quorum)\n".to_string())
+    });
     let text = "text/plain";
     let unavailable = "503 Service Unavailable";
     match path.split('?').next().unwrap_or("") {
@@ -119,7 +125,7 @@ fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
             Some(problem) => respond(&mut stream, deadline, unavailable, text, &problem),
             None => respond(&mut stream, deadline, "200 OK", text, "ok\n"),
         },
-        "/readyz" => match (ready, problem) {
+        "/readyz" => match (ready, unready) {
             (true, None) => respond(&mut stream, deadline, "200 OK", text, "ready\n"),
             (false, _) => respond(
                 &mut stream,

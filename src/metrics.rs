@@ -117,6 +117,16 @@ pub struct Metrics {
     pub recovery_ms: AtomicU64,
     pub ready: AtomicU64,
     pub degraded: AtomicU64,
+    /// 1 when this daemon is a member of a cluster (`--cluster`).
+    pub replica: AtomicU64,
+    /// A cluster member's role (the `status` reply's `role`), term, commit index, the leader's
+    /// position in the cluster (`u32::MAX`: unknown) and whether it can serve its role (a
+    /// serving leader, or a follower that knows its leader).
+    pub replica_role: AtomicU64,
+    pub replica_term: AtomicU64,
+    pub replica_commit: AtomicU64,
+    pub replica_leader: AtomicU64,
+    pub replica_ready: AtomicU64,
     /// 1 while writes are answered `journal_unavailable` (from a journal failure until a write
     /// or a probe of the journal succeeds).
     pub writes_failing: AtomicU64,
@@ -209,6 +219,12 @@ impl Metrics {
             recovery_ms: AtomicU64::new(0),
             ready: AtomicU64::new(0),
             degraded: AtomicU64::new(0),
+            replica: AtomicU64::new(0),
+            replica_role: AtomicU64::new(0),
+            replica_term: AtomicU64::new(0),
+            replica_commit: AtomicU64::new(0),
+            replica_leader: AtomicU64::new(u32::MAX as u64),
+            replica_ready: AtomicU64::new(0),
             writes_failing: AtomicU64::new(0),
             write_failures_in_a_row: AtomicU64::new(0),
             writes_failing_since_ms: AtomicU64::new(0),
@@ -337,7 +353,7 @@ impl Metrics {
             "Latency of one journal flush (group commit).",
             6,
         );
-        let gauges: [(&str, &str, u64); 17] = [
+        let gauges: [(&str, &str, u64); 21] = [
             (
                 "ledgerd_journal_sequence",
                 "Last durable journal sequence.",
@@ -405,6 +421,22 @@ impl Metrics {
                 "ledgerd_degraded",
                 "1 while the journal is unavailable.",
                 self.degraded.load(Relaxed),
+            ),
+            (
+                "ledgerd_replica_role",
+                "A cluster member's role: 0 standalone, 1 follower, 2 candidate, 3 leader.",
+                self.replica_role.load(Relaxed),
+            ),
+            ("ledgerd_replica_term", "A cluster member's Raft term.", self.replica_term.load(Relaxed)),
+            (
+                "ledgerd_replica_commit",
+                "A cluster member's commit index (journal sequence).",
+                self.replica_commit.load(Relaxed),
+            ),
+            (
+                "ledgerd_replica_leader",
+                "The leader's position in --cluster (4294967295: unknown).",
+                self.replica_leader.load(Relaxed),
             ),
             (
                 "ledgerd_writes_failing",

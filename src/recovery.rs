@@ -51,7 +51,8 @@ impl RecoveryConfig {
         }
     }
 
-    fn journal_config(&self) -> JournalConfig {
+    /// The journal settings recovery opens the journal with.
+    pub fn journal_config(&self) -> JournalConfig {
         let mut config = JournalConfig::new(self.data_dir.clone());
         config.segment_size = self.segment_size_bytes;
         config.flush_mode = self.flush_mode;

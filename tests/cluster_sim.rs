@@ -46,9 +46,25 @@ const REQUESTS_PER_CLIENT: usize = 50;
 const THINK_STEPS_MAX: u64 = 400;
 const NS_PER_STEP: u64 = 1_000_000;
 
+/// A client's write, owned while it travels (the replica borrows it as a [`Request`]).
+#[derive(Clone, Debug)]
+enum Write {
+    CreateAccounts(Vec<Account>),
+    CreateTransfers(Vec<Transfer>),
+}
+
+impl Write {
+    fn as_request(&self) -> Request<'_> {
+        match self {
+            Write::CreateAccounts(accounts) => Request::CreateAccounts(accounts),
+            Write::CreateTransfers(transfers) => Request::CreateTransfers(transfers),
+        }
+    }
+}
+
 enum Delivery {
     Raft(Message),
-    Request { token: u64, request: Request },
+    Request { token: u64, request: Write },
     Reply { client: usize, token: u64, reply: Answer },
 }
 
@@ -120,9 +136,9 @@ struct Node<D: Disk> {
 }
 
 struct Client {
-    requests: VecDeque<Request>,
+    requests: VecDeque<Write>,
     /// The request in flight: its token, the replica it went to, when it was sent.
-    current: Option<(Request, u64, u64, u64)>,
+    current: Option<(Write, u64, u64, u64)>,
     target: u64,
     retry_at: u64,
 }
@@ -231,7 +247,7 @@ impl<D: Disk> Sim<D> {
                     ..Default::default()
                 })
                 .collect();
-            requests.push_back(Request::CreateAccounts(accounts));
+            requests.push_back(Write::CreateAccounts(accounts));
         }
         let mut pending: Vec<u128> = Vec::new();
         let mut next = 0u128;
@@ -279,7 +295,7 @@ impl<D: Disk> Sim<D> {
             for t in &batch {
                 self.sent.insert(t.id, *t);
             }
-            requests.push_back(Request::CreateTransfers(batch));
+            requests.push_back(Write::CreateTransfers(batch));
         }
         Client { requests, current: None, target: 1, retry_at: 0 }
     }
@@ -458,7 +474,7 @@ impl<D: Disk> Sim<D> {
                     let Some(r) = self.nodes[(to - 1) as usize].replica.as_mut() else {
                         continue;
                     };
-                    if let Err(e) = r.submit(now, token, &request) {
+                    if let Err(e) = r.submit(now, token, request.as_request()) {
                         let client = self.tokens[&token];
                         let answer = Answer::NotLeader(e.leader_hint);
                         self.send(to, 0, Delivery::Reply { client, token, reply: answer }, faulty);
@@ -549,7 +565,7 @@ impl<D: Disk> Sim<D> {
         client.retry_at = self.step + think;
         match answer {
             Answer::Reply(Reply::Done(results)) => {
-                if let Request::CreateTransfers(batch) = &request {
+                if let Write::CreateTransfers(batch) = &request {
                     let mut results = results.iter().peekable();
                     for (i, t) in batch.iter().enumerate() {
                         let code = match results.peek() {

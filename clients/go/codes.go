@@ -53,6 +53,36 @@ type ResultCode uint32
 // ChangeEventKind says what a ChangeEvent records (docs/protocol.md section 6.12).
 type ChangeEventKind uint16
 
+// ReplicaRole is what a daemon is in its cluster (StatusReply.Role).
+type ReplicaRole uint8
+
+// Replica roles (docs/protocol.md section 6.13). A status reply with any other value is a
+// *ProtocolError.
+const (
+	// RoleStandalone: a single daemon, no replication.
+	RoleStandalone ReplicaRole = 0
+	// RoleFollower: a replica that follows the leader.
+	RoleFollower ReplicaRole = 1
+	// RoleCandidate: a replica standing for election.
+	RoleCandidate ReplicaRole = 2
+	// RoleLeader: the replica that accepts writes.
+	RoleLeader ReplicaRole = 3
+)
+
+var replicaRoleNames = [...]string{"standalone", "follower", "candidate", "leader"}
+
+// String returns the role's name, or "role(N)" for a value that is not a role.
+func (r ReplicaRole) String() string {
+	if int(r) < len(replicaRoleNames) {
+		return replicaRoleNames[r]
+	}
+	return "role(" + strconv.FormatUint(uint64(r), 10) + ")"
+}
+
+// LeaderUnknown is the leader position (StatusReply.Leader, StatusError.LeaderHint) that names
+// no replica: no leader is known, or the daemon is standalone.
+const LeaderUnknown uint32 = 0xFFFFFFFF
+
 // AccountFlags are the bits of Account.Flags.
 type AccountFlags uint16
 

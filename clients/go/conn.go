@@ -320,7 +320,7 @@ func (c *Client) readLoop(conn net.Conn, gen uint64) {
 			return
 		default:
 			c.mu.Unlock()
-			err := &StatusError{Operation: req.op, Status: h.status}
+			err := replyError(req.op, h.status, b)
 			for _, cl := range req.calls {
 				cl.answerFinal(nil, nil, err)
 			}
@@ -451,7 +451,7 @@ func sayHello(conn net.Conn, token string, deadline time.Time) (HelloReply, erro
 		return HelloReply{}, err
 	}
 	if h.status != StatusOK {
-		return HelloReply{}, &StatusError{Operation: OpHello, Status: h.status}
+		return HelloReply{}, replyError(OpHello, h.status, body)
 	}
 	if h.operation != OpHello || h.requestID != 0 {
 		return HelloReply{}, protocolErrorf("hello answered with operation %s, request id %d", h.operation, h.requestID)

@@ -7,7 +7,9 @@ import (
 )
 
 // StatusError is a request the daemon refused as a whole: the reply's status was not ok
-// (docs/protocol.md section 5). Nothing of the request was applied. Use errors.As to get it:
+// (docs/protocol.md section 5). Nothing of the request was applied, except possibly for
+// StatusNotLeader: a write accepted before a leadership change may have been, and retrying
+// it with the same ids (at the leader) is safe either way. Use errors.As to get it:
 //
 //	var se *ledgerd.StatusError
 //	if errors.As(err, &se) && se.Status == ledgerd.StatusAuthFailed { ... }
@@ -19,6 +21,9 @@ type StatusError struct {
 	// Detail is set when the client refused the call itself, before sending it (an empty call,
 	// or more events than one request holds), with the status the daemon would have answered.
 	Detail string
+	// LeaderHint is set for StatusNotLeader: the position, in the cluster's address list, of
+	// the replica the daemon believes leads, or LeaderUnknown. Zero for other statuses.
+	LeaderHint uint32
 }
 
 func (e *StatusError) Error() string {
@@ -26,7 +31,28 @@ func (e *StatusError) Error() string {
 	if e.Detail != "" {
 		s += ": " + e.Detail
 	}
+	if e.Status == StatusNotLeader {
+		if e.LeaderHint == LeaderUnknown {
+			s += ": leader unknown"
+		} else {
+			s += fmt.Sprintf(": leader is replica %d", e.LeaderHint)
+		}
+	}
 	return s
+}
+
+// replyError is the error of a reply whose status is not ok: a *StatusError, with the leader
+// hint of a not_leader reply's body, or a *ProtocolError when that body is malformed.
+func replyError(op Operation, status Status, body []byte) error {
+	se := &StatusError{Operation: op, Status: status}
+	if status == StatusNotLeader {
+		leader, err := decodeNotLeaderReply(body)
+		if err != nil {
+			return err
+		}
+		se.LeaderHint = leader
+	}
+	return se
 }
 
 // ProtocolError means the daemon's bytes do not follow the protocol (a bad header, checksum

@@ -33,6 +33,7 @@ type fakeServer struct {
 	acceptAll      bool   // answer every create ok at once, without bookkeeping (benchmarks)
 	shutdownOnce   bool   // answer the next create shutting_down and close the connection
 	status         Status // answer creates with this status, if not ok
+	statusBody     []byte // and this body
 	conns          []net.Conn
 	connectionsMax int
 	wg             sync.WaitGroup
@@ -126,9 +127,9 @@ func (s *fakeServer) serve(conn net.Conn) {
 			}
 			s.mu.Lock()
 			if s.status != StatusOK {
-				st := s.status
+				st, sb := s.status, s.statusBody
 				s.mu.Unlock()
-				reply(h, st, nil)
+				reply(h, st, sb)
 				continue
 			}
 			if s.silent {
@@ -404,6 +405,14 @@ func TestFakeStatusErrors(t *testing.T) {
 	_, err = c.CreateTransfers(context.Background(), []Transfer{{ID: U128(2), Amount: U128(1)}})
 	if !errors.As(err, &se) || se.Status != StatusInternalError {
 		t.Fatalf("internal_error: got %v", err)
+	}
+	s.mu.Lock()
+	s.status = StatusNotLeader
+	s.statusBody = []byte{2, 0, 0, 0, 0, 0, 0, 0}
+	s.mu.Unlock()
+	_, err = c.CreateTransfers(context.Background(), []Transfer{{ID: U128(3), Amount: U128(1)}})
+	if !errors.As(err, &se) || se.Status != StatusNotLeader || se.LeaderHint != 2 {
+		t.Fatalf("not_leader: got %v", err)
 	}
 	// The connection is still usable.
 	if _, err := c.Status(context.Background()); err != nil {

@@ -115,7 +115,49 @@ func TestNamesOfUnknownNumbers(t *testing.T) {
 	if s := (TransferLinked | TransferPending | 0x100).String(); s != "linked|pending|0x100" {
 		t.Errorf("flags print %q", s)
 	}
-	if !StatusShuttingDown.Closes() || StatusBusy.Closes() || Status(99).Closes() {
+	if !StatusShuttingDown.Closes() || StatusBusy.Closes() || StatusNotLeader.Closes() || Status(99).Closes() {
 		t.Error("Closes() disagrees with the table")
+	}
+	if s := RoleCandidate.String(); s != "candidate" {
+		t.Errorf("RoleCandidate prints %q", s)
+	}
+	if s := ReplicaRole(4).String(); s != "role(4)" {
+		t.Errorf("unknown role prints %q", s)
+	}
+}
+
+func TestDecodeStatusReplyRoles(t *testing.T) {
+	b := make([]byte, statusReplySize)
+	b[92], b[93] = byte(RoleFollower), 2
+	le.PutUint64(b[96:], 12)
+	le.PutUint64(b[104:], 13)
+	le.PutUint32(b[112:], LeaderUnknown)
+	s, err := decodeStatusReply(b)
+	if err != nil || s.Role != RoleFollower || s.Replica != 2 || s.Term != 12 || s.Commit != 13 || s.Leader != LeaderUnknown {
+		t.Fatalf("status reply: %+v %v", s, err)
+	}
+	b[92] = 4
+	var pe *ProtocolError
+	if _, err := decodeStatusReply(b); !errors.As(err, &pe) {
+		t.Errorf("role 4: got %v, want a *ProtocolError", err)
+	}
+}
+
+func TestDecodeNotLeaderReply(t *testing.T) {
+	body := make([]byte, notLeaderReplySize)
+	le.PutUint32(body, 2)
+	for _, c := range []struct {
+		body []byte
+		want uint32
+	}{{body, 2}, {nil, LeaderUnknown}} {
+		var se *StatusError
+		err := replyError(OpCreateTransfers, StatusNotLeader, c.body)
+		if !errors.As(err, &se) || se.Status != StatusNotLeader || se.LeaderHint != c.want {
+			t.Errorf("%d-byte body: got %v", len(c.body), err)
+		}
+	}
+	var pe *ProtocolError
+	if err := replyError(OpCreateTransfers, StatusNotLeader, body[:4]); !errors.As(err, &pe) {
+		t.Errorf("4-byte body: got %v, want a *ProtocolError", err)
 	}
 }

@@ -44,6 +44,10 @@ func decodeJSONString(t *testing.T, b []byte) []byte {
 
 func n(v interface{}) json.Number {
 	switch x := v.(type) {
+	case uint8:
+		return json.Number(strconv.FormatUint(uint64(x), 10))
+	case ReplicaRole:
+		return json.Number(strconv.FormatUint(uint64(x), 10))
 	case uint16:
 		return json.Number(strconv.FormatUint(uint64(x), 10))
 	case uint32:

@@ -87,6 +87,8 @@ const (
 	StatusAuthThrottled Status = 19
 	// StatusLedgerFull: A create request could take the ledger past a configured capacity (accounts, transfers or remembered failed ids): nothing in it was applied.
 	StatusLedgerFull Status = 20
+	// StatusNotLeader: This replica of a cluster does not lead (or stopped leading before the request's entry committed): retry at the leader, which the 8-byte body names. A write refused before it was decided was not applied; one accepted before a leadership change may have been: retrying it with the same ids is safe either way.
+	StatusNotLeader Status = 21
 )
 
 // statusNames maps each number to its protocol name ("" where none).
@@ -112,6 +114,7 @@ var statusNames = [...]string{
 	18: "permission_denied",
 	19: "auth_throttled",
 	20: "ledger_full",
+	21: "not_leader",
 }
 
 // String returns the protocol name, or "status(N)" for a number this client does not know.

@@ -19,6 +19,7 @@ const (
 	changeEventsPrefixSize  = 32
 	changeEventSize         = 480
 	statusReplySize         = 128
+	notLeaderReplySize      = 8
 )
 
 // Account is an account record (docs/protocol.md section 6.3). On create, the balances and
@@ -127,7 +128,8 @@ type ChangeEvent struct {
 	Limit         AccountLimit
 }
 
-// StatusReply holds the daemon's counters and state hash (docs/protocol.md section 6.13).
+// StatusReply holds the daemon's counters and state hash, and its place in its cluster
+// (docs/protocol.md section 6.13).
 type StatusReply struct {
 	Sequence         uint64
 	SnapshotSequence uint64
@@ -140,6 +142,11 @@ type StatusReply struct {
 	AccountLimits    uint64
 	UptimeNs         uint64
 	Connections      uint32
+	Role             ReplicaRole
+	Replica          uint8  // this replica's position in the cluster's address list; 0 standalone
+	Term             uint64 // the replicated log's term; 0 standalone
+	Commit           uint64 // the replicated log's commit index; 0 standalone
+	Leader           uint32 // the leader's position in the address list, or LeaderUnknown
 }
 
 var le = binary.LittleEndian
@@ -314,6 +321,10 @@ func decodeStatusReply(body []byte) (StatusReply, error) {
 	if len(body) != statusReplySize {
 		return StatusReply{}, protocolErrorf("status reply of %d bytes, want %d", len(body), statusReplySize)
 	}
+	role := ReplicaRole(body[92])
+	if role > RoleLeader {
+		return StatusReply{}, protocolErrorf("status reply: unknown role %d", role)
+	}
 	return StatusReply{
 		Sequence:         le.Uint64(body[0:]),
 		SnapshotSequence: le.Uint64(body[8:]),
@@ -326,7 +337,24 @@ func decodeStatusReply(body []byte) (StatusReply, error) {
 		AccountLimits:    le.Uint64(body[72:]),
 		UptimeNs:         le.Uint64(body[80:]),
 		Connections:      le.Uint32(body[88:]),
+		Role:             role,
+		Replica:          body[93],
+		Term:             le.Uint64(body[96:]),
+		Commit:           le.Uint64(body[104:]),
+		Leader:           le.Uint32(body[112:]),
 	}, nil
+}
+
+// decodeNotLeaderReply reads the leader hint of a not_leader reply: 8 bytes, or none at all
+// (no hint: LeaderUnknown).
+func decodeNotLeaderReply(body []byte) (uint32, error) {
+	switch len(body) {
+	case 0:
+		return LeaderUnknown, nil
+	case notLeaderReplySize:
+		return le.Uint32(body[0:]), nil
+	}
+	return 0, protocolErrorf("not_leader reply of %d bytes, want %d or 0", len(body), notLeaderReplySize)
 }
 
 // decodeRecords splits a reply body of fixed-size records; at most max records are expected.

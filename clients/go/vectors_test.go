@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -281,8 +282,16 @@ func encodeVectorRequest(t *testing.T, op Operation, id uint64, body jsonAny) []
 func decodeVectorReply(t *testing.T, op Operation, status Status, body []byte) jsonAny {
 	t.Helper()
 	if status != StatusOK {
-		if len(body) != 0 {
+		// Every refusal has an empty body, but for not_leader's leader hint.
+		if status != StatusNotLeader && len(body) != 0 {
 			t.Fatalf("%s reply with a %d-byte body", status, len(body))
+		}
+		var se *StatusError
+		if err := replyError(op, status, body); !errors.As(err, &se) || se.Status != status || se.Operation != op {
+			t.Fatalf("%s reply gives %v", status, err)
+		}
+		if status == StatusNotLeader {
+			return map[string]jsonAny{"leader": n(se.LeaderHint)}
 		}
 		return nil
 	}
@@ -362,6 +371,8 @@ func decodeVectorReply(t *testing.T, op Operation, status Status, body []byte) j
 			"pending_transfers": u64s(s.PendingTransfers), "failed_ids": u64s(s.FailedIDs),
 			"clock_ns": u64s(s.ClockNs), "account_limits": u64s(s.AccountLimits),
 			"uptime_ns": u64s(s.UptimeNs), "connections": n(s.Connections),
+			"role": n(s.Role), "replica": n(s.Replica), "term": u64s(s.Term), "commit": u64s(s.Commit),
+			"leader": n(s.Leader),
 		}
 	}
 	t.Fatalf("no decoder for %s", op)

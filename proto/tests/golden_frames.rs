@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use ledgerd_proto::protocol::{
     encode_create_result, encode_frame, encode_ids, encode_records, verify_checksum, ChangeEvent,
     ChangeEventKind, ChangeEventsReply, ChangeEventsRequest, Header, HelloReply, HelloRequest,
-    Operation, Status, StatusReply, CHANGE_EVENTS_PER_REPLY_MAX, FRAME_BODY_MAX, HEADER_SIZE,
-    HELLO_TOKEN_MAX, PROTOCOL_VERSION, REQUESTS_IN_FLIGHT_MAX_DEFAULT,
+    NotLeaderReply, Operation, ReplicaRole, Status, StatusReply, CHANGE_EVENTS_PER_REPLY_MAX,
+    FRAME_BODY_MAX, HEADER_SIZE, HELLO_TOKEN_MAX, PROTOCOL_VERSION, REQUESTS_IN_FLIGHT_MAX_DEFAULT,
 };
 use ledgerd_proto::types::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, AccountLimit,
@@ -549,6 +549,11 @@ fn frames() -> Vec<Frame> {
         account_limits: 2,
         uptime_ns: 3_600_000_000_000,
         connections: 12,
+        role: ReplicaRole::Leader,
+        replica: 1,
+        term: 7,
+        commit: 123_455,
+        leader: 1,
     };
     status.encode(&mut b);
     push(
@@ -568,19 +573,32 @@ fn frames() -> Vec<Frame> {
             "account_limits": status.account_limits.to_string(),
             "uptime_ns": status.uptime_ns.to_string(),
             "connections": status.connections,
+            "role": status.role as u8,
+            "replica": status.replica,
+            "term": status.term.to_string(),
+            "commit": status.commit.to_string(),
+            "leader": status.leader,
         }),
         std::mem::take(&mut b),
     );
 
-    // Every status other than ok, as the empty-bodied reply to a create_transfers request.
+    // Every status other than ok, as the reply to a create_transfers request: an empty body,
+    // but for not_leader's leader hint.
     for &status in Status::ALL.iter().filter(|&&s| s != Status::Ok) {
+        let (json, body) = if status == Status::NotLeader {
+            let hint = NotLeaderReply { leader: 2 };
+            hint.encode(&mut b);
+            (json!({ "leader": hint.leader }), std::mem::take(&mut b))
+        } else {
+            (Value::Null, Vec::new())
+        };
         push(
             &format!("error.{}", status.name()),
             "reply",
             Operation::CreateTransfers,
             status,
-            Value::Null,
-            Vec::new(),
+            json,
+            body,
         );
     }
     out

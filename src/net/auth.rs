@@ -154,6 +154,11 @@ impl Tokens {
     /// The role of `presented`, or `None` when it matches no token. With no tokens
     /// configured, everyone is `read-write`. Compares with every token, in constant time
     /// each, whatever matches first.
+    /// The first read-write token of the file: the one replicas present to each other.
+    pub fn first_read_write(&self) -> Option<&[u8]> {
+        self.entries.iter().find(|(role, _)| *role == Role::ReadWrite).map(|(_, t)| t.as_slice())
+    }
+
     pub fn role_of(&self, presented: &[u8]) -> Option<Role> {
         if self.entries.is_empty() {
             return Some(Role::ReadWrite);

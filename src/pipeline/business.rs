@@ -482,6 +482,7 @@ impl Business {
                 };
                 crate::change_events::collect(
                     journal,
+                    journal.durable_sequence(),
                     &self.state,
                     &evicted,
                     &request,
@@ -503,6 +504,11 @@ impl Business {
                     snapshot_sequence: self.metrics.snapshot_sequence.load(Relaxed),
                     uptime_ns: self.metrics.started.elapsed().as_nanos() as u64,
                     connections: self.metrics.connections_open.load(Relaxed) as u32,
+                    role: protocol::ReplicaRole::Standalone,
+                    replica: 0,
+                    term: 0,
+                    commit: 0,
+                    leader: protocol::LEADER_UNKNOWN,
                 };
                 reply.encode(&mut self.body);
             }
@@ -737,7 +743,7 @@ impl Business {
 }
 
 /// Operations that append to the journal.
-fn is_write(operation: Operation) -> bool {
+pub fn is_write(operation: Operation) -> bool {
     matches!(
         operation,
         Operation::CreateAccounts | Operation::CreateTransfers | Operation::SetAccountLimits

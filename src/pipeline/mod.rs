@@ -15,7 +15,7 @@ mod business;
 mod replies;
 pub mod resolve;
 
-pub use business::{now_ns, Business, BusinessConfig, ColdStage};
+pub use business::{is_write, now_ns, Business, BusinessConfig, ColdStage};
 pub use replies::{ReplyBatch, ReplyEntry, ReplySink};
 
 use std::sync::atomic::{AtomicBool, Ordering};

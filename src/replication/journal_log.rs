@@ -94,6 +94,14 @@ impl JournalLog {
         self.inner.lock().expect("the log's lock")
     }
 
+    /// Reads the journal (the change-event feed), with the commit index: records after it
+    /// may still be cut.
+    pub fn with_journal<R>(&self, read: impl FnOnce(&Journal, u64) -> R) -> R {
+        let inner = self.lock();
+        let commit = inner.hard_state.commit.min(inner.journal.durable_sequence());
+        read(&inner.journal, commit)
+    }
+
     /// Entries cut since this log was opened because a new leader replaced them.
     pub fn entries_cut(&self) -> u64 {
         self.lock().entries_cut

@@ -40,12 +40,14 @@ use raft::{
 };
 
 mod journal_log;
+pub mod node;
+pub mod transport;
 
 pub use journal_log::{JournalLog, RAFT_STATE_FILE};
 
 use crate::event::{self, Event};
 use crate::state_machine::StateMachine;
-use crate::types::{Account, CreateResult, Transfer};
+use crate::types::{Account, AccountLimit, CreateResult, Transfer};
 
 /// What a replica needs of its disk beyond raft-rs's read side ([`Storage`]). Everything a
 /// method writes is durable when it returns.
@@ -201,11 +203,12 @@ impl Default for Options {
     }
 }
 
-/// What a client asks of the ledger through a replica.
-#[derive(Clone, Debug)]
-pub enum Request {
-    CreateAccounts(Vec<Account>),
-    CreateTransfers(Vec<Transfer>),
+/// A write a client asks of the ledger through a replica.
+#[derive(Clone, Copy, Debug)]
+pub enum Request<'a> {
+    CreateAccounts(&'a [Account]),
+    CreateTransfers(&'a [Transfer]),
+    SetAccountLimits(&'a [AccountLimit]),
 }
 
 /// An answer for the host to deliver to the client that sent request `token`.
@@ -239,6 +242,16 @@ struct Waiting {
     term: u64,
     token: u64,
     results: Vec<CreateResult>,
+    /// A read: the read-index round (see [`Replica::read`]) that must confirm this replica
+    /// still led after the read was made, and the term it led in; 0 for a write.
+    read_round: u64,
+    read_term: u64,
+}
+
+impl Waiting {
+    fn write(index: u64, term: u64, token: u64, results: Vec<CreateResult>) -> Waiting {
+        Waiting { index, term, token, results, read_round: 0, read_term: 0 }
+    }
 }
 
 /// The election timeout of replica `id`, in ticks: fixed per replica (raft-rs draws it from a
@@ -266,6 +279,11 @@ pub struct Replica<S: ReplicaStorage = LogStore> {
     rebuilds: u64,
     snapshots_taken: u64,
     snapshots_installed: u64,
+    /// The read-index round that reads made since the last one asked for join (0: none
+    /// asked yet), and the newest round a quorum confirmed.
+    read_round_next: u64,
+    read_round_asked: u64,
+    read_round_confirmed: u64,
 }
 
 impl<S: ReplicaStorage> Replica<S> {
@@ -308,6 +326,9 @@ impl<S: ReplicaStorage> Replica<S> {
             rebuilds: 0,
             snapshots_taken: 0,
             snapshots_installed: 0,
+            read_round_next: 1,
+            read_round_asked: 0,
+            read_round_confirmed: 0,
         }
     }
 
@@ -330,6 +351,11 @@ impl<S: ReplicaStorage> Replica<S> {
 
     pub fn role(&self) -> StateRole {
         self.raw.raft.state
+    }
+
+    /// Highest log index whose entry the state holds (a leader's may not be committed yet).
+    pub fn applied_index(&self) -> u64 {
+        self.applied
     }
 
     /// Highest log index committed and applied to the state.
@@ -385,7 +411,7 @@ impl<S: ReplicaStorage> Replica<S> {
 
     /// Decides `request` at `now_ns` and proposes its event; the reply comes out of a later
     /// [`Replica::ready`] once the entry commits.
-    pub fn submit(&mut self, now_ns: u64, token: u64, request: &Request) -> Result<(), NotLeader> {
+    pub fn submit(&mut self, now_ns: u64, token: u64, request: Request) -> Result<(), NotLeader> {
         self.undo_stale_speculation();
         if !self.serving() {
             return Err(NotLeader { leader_hint: self.leader_hint() });
@@ -398,9 +424,36 @@ impl<S: ReplicaStorage> Replica<S> {
             Request::CreateTransfers(transfers) => {
                 self.state.create_transfers(now_ns, transfers, &mut self.results, &mut self.event)
             }
+            Request::SetAccountLimits(limits) => {
+                self.state.set_account_limits(now_ns, limits, &mut self.results, &mut self.event)
+            }
         }
         let results = self.results.clone();
         self.propose_event(token, results);
+        Ok(())
+    }
+
+    /// Registers a read the host has just answered from [`Replica::state`], as request
+    /// `token`: its reply is released (as [`Reply::Done`] with no results) once a quorum has
+    /// confirmed that this replica still led after the read (a read-index round, asked in the
+    /// next [`Replica::ready`] for every read made since the last round) and every entry the
+    /// state held when it was read has committed. The read is therefore linearizable: it saw
+    /// every write acknowledged before it was made, and nothing that could be undone.
+    pub fn read(&mut self, token: u64) -> Result<(), NotLeader> {
+        self.undo_stale_speculation();
+        if !self.serving() {
+            return Err(NotLeader { leader_hint: self.leader_hint() });
+        }
+        let index = self.applied;
+        let term = self.raw.raft.raft_log.term(index).expect("term of the last applied entry");
+        self.waiting.push_back(Waiting {
+            index,
+            term,
+            token,
+            results: Vec::new(),
+            read_round: self.read_round_next,
+            read_term: self.raw.raft.term,
+        });
         Ok(())
     }
 
@@ -424,7 +477,7 @@ impl<S: ReplicaStorage> Replica<S> {
             let index = self.raw.raft.raft_log.last_index();
             if token != 0 {
                 let term = self.raw.raft.raft_log.term(index).expect("term of the last entry");
-                self.waiting.push_back(Waiting { index, term, token, results });
+                self.waiting.push_back(Waiting::write(index, term, token, results));
             }
             return;
         }
@@ -434,7 +487,7 @@ impl<S: ReplicaStorage> Replica<S> {
             // The state already holds the event: undo it.
             self.rebuild();
             if token != 0 {
-                self.waiting.push_back(Waiting { index: u64::MAX, term, token, results });
+                self.waiting.push_back(Waiting::write(u64::MAX, term, token, results));
                 self.release_all_retry();
             }
             return;
@@ -445,7 +498,7 @@ impl<S: ReplicaStorage> Replica<S> {
         self.applied = index;
         self.speculative.push_back((index, term));
         if token != 0 {
-            self.waiting.push_back(Waiting { index, term, token, results });
+            self.waiting.push_back(Waiting::write(index, term, token, results));
         }
     }
 
@@ -454,6 +507,13 @@ impl<S: ReplicaStorage> Replica<S> {
     /// messages to send and the replies to release.
     pub fn ready(&mut self) -> Output {
         let mut out = Output::default();
+        if self.read_round_next > self.read_round_asked
+            && self.waiting.iter().any(|w| w.read_round == self.read_round_next)
+        {
+            self.read_round_asked = self.read_round_next;
+            self.read_round_next += 1;
+            self.raw.read_index(self.read_round_asked.to_le_bytes().to_vec());
+        }
         if !self.raw.has_ready() {
             self.undo_stale_speculation();
             self.release(&mut out);
@@ -461,6 +521,12 @@ impl<S: ReplicaStorage> Replica<S> {
         }
         let store = self.raw.store().clone();
         let mut ready = self.raw.ready();
+        for state in ready.take_read_states() {
+            let round = u64::from_le_bytes(
+                state.request_ctx.as_slice().try_into().expect("a read round is 8 bytes"),
+            );
+            self.read_round_confirmed = self.read_round_confirmed.max(round);
+        }
         out.messages.extend(ready.take_messages());
         if ready.snapshot().get_metadata().index != 0 {
             self.install(ready.snapshot().clone());
@@ -590,11 +656,18 @@ impl<S: ReplicaStorage> Replica<S> {
     }
 
     fn release(&mut self, out: &mut Output) {
+        let (role, term) = (self.raw.raft.state, self.raw.raft.term);
         while let Some(w) = self.waiting.front() {
-            if w.index == u64::MAX {
+            let unconfirmed = w.read_round > self.read_round_confirmed;
+            // raft-rs forgets the read-index rounds of a leader that lost its role.
+            let lost = unconfirmed && (role != StateRole::Leader || term != w.read_term);
+            if w.index == u64::MAX || lost {
                 let w = self.waiting.pop_front().expect("front");
                 out.replies.push((w.token, Reply::Retry));
                 continue;
+            }
+            if unconfirmed {
+                break;
             }
             if w.index > self.committed {
                 break;

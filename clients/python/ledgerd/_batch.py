@@ -39,7 +39,7 @@ from .codes import (
     to_result,
     to_status,
 )
-from .errors import ProtocolError, StatusError
+from .errors import ProtocolError
 from .records import CreateResult, HelloReply
 
 #: First pause after ``busy`` / a failed reconnection, and the longest one.
@@ -238,7 +238,8 @@ class Engine:
         be treated as broken (a closing status).
 
         Raises :class:`ProtocolError` for a reply to no request in flight, or a malformed ok
-        body: the caller must then close the connection (see :meth:`on_broken`).
+        (or ``not_leader``) body: the caller must then close the connection (see
+        :meth:`on_broken`).
         """
         flight = self.in_flight.pop(header.request_id, None)
         if flight is None:
@@ -267,9 +268,13 @@ class Engine:
             self.paused_until = now + self.backoff
             self.backoff = min(self.backoff * 2, BACKOFF_MAX)
             return [], code == StatusCode.SHUTTING_DOWN
-        answers: list[Answer] = [
-            (c, StatusError(code, flight.operation)) for c in flight.calls
-        ]
+        try:
+            answers: list[Answer] = [
+                (c, _wire.status_error(code, flight.operation, body)) for c in flight.calls
+            ]
+        except ProtocolError:
+            self.in_flight[header.request_id] = flight  # a malformed not_leader body
+            raise
         closes = isinstance(code, StatusCode) and code.closes_connection
         return answers, closes
 

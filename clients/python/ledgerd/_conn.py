@@ -7,7 +7,7 @@ import time
 
 from . import _wire
 from .codes import HEADER_SIZE, HELLO_TOKEN_MAX, Operation, StatusCode
-from .errors import ConnectError, ProtocolError, StatusError
+from .errors import ConnectError, ProtocolError
 from .records import HelloReply
 
 HELLO_REQUEST_ID = 0
@@ -78,7 +78,7 @@ def hello_reply(head: bytes, body: bytes) -> HelloReply:
     if not _wire.checksum_ok(frame, header):
         raise ProtocolError("hello reply: bad checksum")
     if header.status != StatusCode.OK:
-        raise StatusError(header.status, Operation.HELLO)
+        raise _wire.status_error(header.status, Operation.HELLO, body)
     if header.request_id != HELLO_REQUEST_ID or header.operation != Operation.HELLO:
         raise ProtocolError("hello reply: wrong request id or operation")
     return _wire.decode_hello_reply(body)

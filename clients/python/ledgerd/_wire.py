@@ -20,10 +20,13 @@ from .codes import (
     FRAME_BODY_MAX,
     HEADER_SIZE,
     HELLO_TOKEN_MAX,
+    LEADER_UNKNOWN,
     PROTOCOL_VERSION,
+    ReplicaRole,
+    StatusCode,
     to_kind,
 )
-from .errors import ProtocolError
+from .errors import ProtocolError, StatusError
 from .records import (
     Account,
     AccountBalance,
@@ -63,11 +66,13 @@ CHANGE_EVENTS_REQUEST = struct.Struct("<QII")
 CHANGE_EVENTS_PREFIX = struct.Struct("<QIIQ8x")
 CHANGE_EVENT_HEAD = struct.Struct("<QIH2xQ8x")
 CHANGE_EVENT_SIZE = 480
-STATUS_REPLY = struct.Struct("<QQQQQQQQQQQI36x")
+STATUS_REPLY = struct.Struct("<QQQQQQQQQQQIBB2xQQI12x")
+NOT_LEADER_REPLY = struct.Struct("<I4x")
 
 assert HEADER.size == HEADER_SIZE and RECORD_128.size == 128 and LIMIT.size == 64
 assert FILTER.size == 64 and BALANCE.size == 128 and HELLO_REQUEST.size == 264
 assert HELLO_REPLY.size == 64 and CHANGE_EVENT_HEAD.size == 32 and STATUS_REPLY.size == 128
+assert NOT_LEADER_REPLY.size == 8
 
 
 class Header(NamedTuple):
@@ -352,11 +357,33 @@ def decode_status(body: bytes | memoryview) -> Status:
     if len(body) != STATUS_REPLY.size:
         raise ProtocolError(f"status reply: {len(body)} bytes, expected 128")
     (seq, snap, h_lo, h_hi, accounts, transfers, pending, failed, clock, limits, uptime,
-     connections) = STATUS_REPLY.unpack(body)  # fmt: skip
+     connections, role, replica, term, commit, leader) = STATUS_REPLY.unpack(body)  # fmt: skip
+    try:
+        role = ReplicaRole(role)
+    except ValueError:
+        raise ProtocolError(f"status reply: unknown role {role}") from None
     return Status(
         seq, snap, h_lo | h_hi << 64, accounts, transfers, pending, failed, clock, limits,
-        uptime, connections,
+        uptime, connections, role, replica, term, commit, leader,
     )  # fmt: skip
+
+
+def decode_not_leader(body: bytes | memoryview) -> int:
+    """The leader hint of a ``not_leader`` reply (8 bytes, or none at all:
+    :data:`~ledgerd.codes.LEADER_UNKNOWN`)."""
+    if not body:
+        return LEADER_UNKNOWN
+    if len(body) != NOT_LEADER_REPLY.size:
+        raise ProtocolError(f"not_leader reply: {len(body)} bytes, expected 8 or 0")
+    return NOT_LEADER_REPLY.unpack(body)[0]
+
+
+def status_error(status: int, operation: int, body: bytes | memoryview) -> StatusError:
+    """The :class:`StatusError` of a reply whose status is not ``ok``, with the leader hint of
+    a ``not_leader`` reply's body. Raises :class:`ProtocolError` if that body is malformed."""
+    if status == StatusCode.NOT_LEADER:
+        return StatusError(status, operation, leader=decode_not_leader(body))
+    return StatusError(status, operation)
 
 
 def decode_hello_reply(body: bytes | memoryview) -> HelloReply:

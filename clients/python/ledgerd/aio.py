@@ -404,8 +404,10 @@ class AsyncClient:
                 self._delay_reconnect()
             else:
                 # Refused for good (auth_failed ...): waiting cannot help.
-                status = e.status
-                self._deliver(engine.fail_queued(lambda: StatusError(status, Operation.HELLO)))
+                status, leader = e.status, e.leader
+                self._deliver(
+                    engine.fail_queued(lambda: StatusError(status, Operation.HELLO, leader=leader))
+                )
         except (OSError, LedgerdError):
             self._delay_reconnect()
         else:

@@ -292,9 +292,11 @@ class Client:
                                 backoff = min(backoff * 2, BACKOFF_MAX)
                             else:
                                 # Refused for good (auth_failed ...): waiting cannot help.
-                                status = e.status
+                                status, leader = e.status, e.leader
                                 self._deliver(
-                                    engine.fail_queued(lambda: StatusError(status, Operation.HELLO))
+                                    engine.fail_queued(
+                                        lambda: StatusError(status, Operation.HELLO, leader=leader)
+                                    )
                                 )
                         except (OSError, LedgerdError):
                             reconnect_at = time.monotonic() + backoff

@@ -1,5 +1,5 @@
 """Numbers of the ledgerd protocol (docs/protocol.md): limits, operations, statuses, result
-codes, change-event kinds and flags.
+codes, change-event kinds, replica roles and flags.
 
 Every number here is stable: the daemon only ever appends new ones. A number this module does
 not know (a newer daemon) is therefore not an error by itself; `to_status`, `to_result` and
@@ -23,6 +23,8 @@ __all__ = [
     "StatusCode",
     "ResultCode",
     "ChangeEventKind",
+    "ReplicaRole",
+    "LEADER_UNKNOWN",
     "AccountFlags",
     "TransferFlags",
     "FilterFlags",
@@ -107,6 +109,12 @@ class StatusCode(IntEnum):
     PERMISSION_DENIED = 18
     AUTH_THROTTLED = 19
     LEDGER_FULL = 20
+    #: This replica of a cluster does not lead (or stopped leading before the request's entry
+    #: committed): retry at the leader, which the reply's 8-byte body names
+    #: (:attr:`ledgerd.StatusError.leader`). A write refused before it was decided was not
+    #: applied; one accepted before a leadership change may have been: retrying it with the
+    #: same ids is safe either way. The connection stays open.
+    NOT_LEADER = 21
 
     @property
     def wire_name(self) -> str:
@@ -244,6 +252,21 @@ class ChangeEventKind(IntEnum):
     def wire_name(self) -> str:
         """The name docs/protocol.md uses (``transfer_posted``)."""
         return self.name.lower()
+
+
+class ReplicaRole(IntEnum):
+    """What a daemon is in its cluster (``Status.role``, protocol.md §6.13). A status reply
+    with any other value is a :class:`~ledgerd.ProtocolError`."""
+
+    STANDALONE = 0
+    FOLLOWER = 1
+    CANDIDATE = 2
+    LEADER = 3
+
+
+#: The ``leader`` of a ``status`` or ``not_leader`` reply that names no replica (no leader
+#: known, or a standalone daemon).
+LEADER_UNKNOWN = 0xFFFF_FFFF
 
 
 class AccountFlags(IntFlag):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 
-from .codes import Operation, StatusCode, status_name, to_status
+from .codes import LEADER_UNKNOWN, Operation, StatusCode, status_name, to_status
 
 __all__ = [
     "LedgerdError",
@@ -32,13 +32,18 @@ class StatusError(LedgerdError):
 
     ``status`` is a :class:`~ledgerd.codes.StatusCode`, or a plain ``int`` for a status newer
     than this client; ``name`` is its protocol name (``status_<n>`` when unknown).
+
+    ``leader`` is, for ``not_leader``, the position in the cluster's address list of the
+    replica the daemon believes leads; ``None`` when it named none, and for other statuses.
     """
 
-    def __init__(self, status: StatusCode | int, operation: int | None = None, detail: str = ""):
+    def __init__(self, status: StatusCode | int, operation: int | None = None, detail: str = "",
+                 *, leader: int | None = None):
         self.status: StatusCode | int = to_status(int(status))
         self.operation = operation
         self.name = status_name(self.status)
         self.detail = detail
+        self.leader = None if leader == LEADER_UNKNOWN else leader
         where = ""
         if operation is not None:
             try:
@@ -48,6 +53,11 @@ class StatusError(LedgerdError):
         message = f"request{where} refused: {self.name} ({int(self.status)})"
         if detail:
             message += f": {detail}"
+        if self.status == StatusCode.NOT_LEADER:
+            if self.leader is None:
+                message += ": leader unknown"
+            else:
+                message += f": leader is replica {self.leader}"
         super().__init__(message)
 
 

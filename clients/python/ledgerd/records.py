@@ -15,6 +15,7 @@ from .codes import (
     EVENTS_PER_REQUEST_MAX,
     ChangeEventKind,
     FilterFlags,
+    ReplicaRole,
     ResultCode,
 )
 
@@ -170,7 +171,12 @@ class ChangeEvents:
 
 @dataclass(slots=True)
 class Status:
-    """The daemon's counters and state hash (the ``status`` operation's reply)."""
+    """The daemon's counters and state hash (the ``status`` operation's reply), and its place
+    in its cluster: ``role``, ``replica`` (its position in the cluster's address list),
+    ``term`` and ``commit`` (of the replicated log), ``leader`` (the leader's position, or
+    :data:`~ledgerd.codes.LEADER_UNKNOWN`). A standalone daemon has zeros there, and
+    ``leader`` unknown.
+    """
 
     sequence: int = 0
     snapshot_sequence: int = 0
@@ -183,6 +189,11 @@ class Status:
     account_limits: int = 0
     uptime_ns: int = 0
     connections: int = 0
+    role: ReplicaRole = ReplicaRole.STANDALONE
+    replica: int = 0
+    term: int = 0
+    commit: int = 0
+    leader: int = 0
 
     @property
     def state_hash_hex(self) -> str:

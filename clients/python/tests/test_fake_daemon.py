@@ -252,7 +252,7 @@ def test_a_corrupt_reply_closes_the_connection_and_retries(api, corruption):
 def test_other_statuses_are_errors_carrying_the_status(api, status):
     def handler(daemon, conn_no, header, body):
         if header.operation == Operation.STATUS:
-            return ("ok", _wire.STATUS_REPLY.pack(*([0] * 12)))
+            return ("ok", _wire.STATUS_REPLY.pack(*([0] * 17)))
         return ("status", status)
 
     with FakeDaemon(handler) as daemon:
@@ -266,6 +266,33 @@ def test_other_statuses_are_errors_carrying_the_status(api, status):
                 assert int(info.value.status) == int(status)
                 if status == 99:
                     assert info.value.name == "status_99"
+                assert len(daemon.requests_of(CT)) == 1  # not retried
+                assert (await client.status()).sequence == 0  # still connected
+                assert daemon.connections == 1
+            finally:
+                await client.close()
+
+        run(scenario())
+
+
+@pytest.mark.parametrize("reply, leader", [(_wire.NOT_LEADER_REPLY.pack(2), 2), (b"", None)])
+def test_not_leader_is_an_error_carrying_the_leader_hint(api, reply, leader):
+    def handler(daemon, conn_no, header, body):
+        if header.operation == Operation.STATUS:
+            return ("ok", bytes(_wire.STATUS_REPLY.size))
+        frame = _wire.encode_frame(header.operation, header.request_id, reply,
+                                   StatusCode.NOT_LEADER)
+        return ("raw", frame)
+
+    with FakeDaemon(handler) as daemon:
+
+        async def scenario():
+            client = await api(daemon.address, timeout=10)
+            try:
+                with pytest.raises(StatusError) as info:
+                    await client.create_transfers(make_call(1, 1)[0])
+                assert info.value.status == StatusCode.NOT_LEADER
+                assert info.value.leader == leader
                 assert len(daemon.requests_of(CT)) == 1  # not retried
                 assert (await client.status()).sequence == 0  # still connected
                 assert daemon.connections == 1

@@ -14,6 +14,7 @@ import pytest
 from ledgerd import _wire
 from ledgerd.codes import (
     HEADER_SIZE,
+    LEADER_UNKNOWN,
     LIMITS,
     PROTOCOL_VERSION,
     AccountFlags,
@@ -153,10 +154,23 @@ def test_every_frame(vectors):
             assert header.request_id == request_id, name
             assert header.body_length == len(raw) - HEADER_SIZE, name
             assert _wire.checksum_ok(bytearray(raw), header), name
+            body = raw[HEADER_SIZE:]
+            if header.status != StatusCode.OK:
+                # Every refusal has an empty body, but for not_leader's leader hint.
+                error = _wire.status_error(header.status, header.operation, body)
+                assert error.status == header.status, name
+                if header.status == StatusCode.NOT_LEADER:
+                    leader = _wire.decode_not_leader(body)
+                    assert {"leader": leader} == frame["body"], name
+                    assert error.leader == (None if leader == LEADER_UNKNOWN else leader), name
+                else:
+                    assert frame["body"] is None and header.body_length == 0, name
+                    assert error.leader is None, name
+                continue
             if frame["body"] is None:
                 assert header.body_length == 0, name
                 continue
-            decoded = _decode_reply_body(operation, raw[HEADER_SIZE:])
+            decoded = _decode_reply_body(operation, body)
             assert decoded == _norm(frame["body"]), name
     # Every operation's request and ok reply is covered (status has an empty request body).
     for operation in ops:

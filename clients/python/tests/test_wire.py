@@ -8,7 +8,15 @@ import random
 import pytest
 
 from ledgerd import _crc32c, _wire
-from ledgerd.codes import HEADER_SIZE, Operation, StatusCode, to_result, to_status
+from ledgerd.codes import (
+    HEADER_SIZE,
+    LEADER_UNKNOWN,
+    Operation,
+    ReplicaRole,
+    StatusCode,
+    to_result,
+    to_status,
+)
 from ledgerd.errors import ProtocolError, StatusError
 from ledgerd.records import (
     U128_MAX,
@@ -159,6 +167,33 @@ def test_unknown_numbers_do_not_crash():
     assert e.status == 9999 and e.name == "status_9999"
     assert "status_9999" in str(e) and "create_transfers" in str(e)
     assert StatusError(StatusCode.AUTH_FAILED).name == "auth_failed"
+
+
+def test_status_reply_cluster_fields_and_roles():
+    raw = bytearray(_wire.STATUS_REPLY.size)
+    raw[92], raw[93] = ReplicaRole.FOLLOWER, 2
+    raw[96:104] = (12).to_bytes(8, "little")
+    raw[104:112] = (13).to_bytes(8, "little")
+    raw[112:116] = LEADER_UNKNOWN.to_bytes(4, "little")
+    status = _wire.decode_status(raw)
+    assert status.role is ReplicaRole.FOLLOWER and status.replica == 2
+    assert (status.term, status.commit, status.leader) == (12, 13, LEADER_UNKNOWN)
+    raw[92] = 4
+    with pytest.raises(ProtocolError):
+        _wire.decode_status(raw)
+
+
+def test_not_leader_body_is_the_leader_hint():
+    assert _wire.decode_not_leader(_wire.NOT_LEADER_REPLY.pack(2)) == 2
+    assert _wire.decode_not_leader(b"") == LEADER_UNKNOWN
+    with pytest.raises(ProtocolError):
+        _wire.decode_not_leader(bytes(4))
+    e = _wire.status_error(StatusCode.NOT_LEADER, Operation.CREATE_TRANSFERS, b"")
+    assert e.leader is None and "leader unknown" in str(e)
+    e = _wire.status_error(StatusCode.NOT_LEADER, Operation.CREATE_TRANSFERS,
+                           _wire.NOT_LEADER_REPLY.pack(1))
+    assert e.name == "not_leader" and e.leader == 1 and "replica 1" in str(e)
+    assert not StatusCode.NOT_LEADER.closes_connection and not StatusCode.NOT_LEADER.retryable
 
 
 def test_u128_helpers():

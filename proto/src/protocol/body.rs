@@ -239,7 +239,11 @@ impl HelloReply {
 /// Body, exactly 128 bytes: `sequence@0 u64` (last durable journal sequence),
 /// `snapshot_sequence@8 u64`, `state_hash@16 u128`, `accounts@32 u64`, `transfers@40 u64`,
 /// `pending_transfers@48 u64`, `failed_ids@56 u64`, `clock_ns@64 u64` (the ledger clock),
-/// `account_limits@72 u64`, `uptime_ns@80 u64`, `connections@88 u32`, `reserved@92 [u8; 36]`.
+/// `account_limits@72 u64`, `uptime_ns@80 u64`, `connections@88 u32`, `role@92 u8`
+/// ([`ReplicaRole`]), `replica@93 u8` (this replica's position in `--cluster`, 0 when
+/// standalone), `reserved@94 [u8; 2]`, `term@96 u64`, `commit@104 u64` (the replicated log's
+/// commit index; 0 when standalone), `leader@112 u32` (the leader's position in `--cluster`,
+/// `u32::MAX` when unknown or standalone), `reserved@116 [u8; 12]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StatusReply {
     pub sequence: u64,
@@ -253,6 +257,78 @@ pub struct StatusReply {
     pub account_limits: u64,
     pub uptime_ns: u64,
     pub connections: u32,
+    pub role: ReplicaRole,
+    pub replica: u8,
+    pub term: u64,
+    pub commit: u64,
+    pub leader: u32,
+}
+
+/// What a daemon is in its cluster (`status` reply, byte 92).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReplicaRole {
+    /// A single daemon, no replication (the default).
+    #[default]
+    Standalone = 0,
+    Follower = 1,
+    Candidate = 2,
+    Leader = 3,
+}
+
+impl ReplicaRole {
+    pub fn from_u8(v: u8) -> Option<ReplicaRole> {
+        Some(match v {
+            0 => ReplicaRole::Standalone,
+            1 => ReplicaRole::Follower,
+            2 => ReplicaRole::Candidate,
+            3 => ReplicaRole::Leader,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicaRole::Standalone => "standalone",
+            ReplicaRole::Follower => "follower",
+            ReplicaRole::Candidate => "candidate",
+            ReplicaRole::Leader => "leader",
+        }
+    }
+}
+
+/// The `leader` of a [`StatusReply`] and of a `not_leader` reply when no leader is known.
+pub const LEADER_UNKNOWN: u32 = u32::MAX;
+
+/// The body of a `not_leader` reply, exactly 8 bytes: `leader@0 u32` (the position in the
+/// cluster's address list of the replica this one believes leads, [`LEADER_UNKNOWN`] if
+/// none), `reserved@4 u32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotLeaderReply {
+    pub leader: u32,
+}
+
+impl NotLeaderReply {
+    pub const SIZE: usize = 8;
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.leader.to_le_bytes());
+        out.extend_from_slice(&[0u8; 4]);
+    }
+
+    /// The hint; an empty body (a daemon that sent none) reads as no hint.
+    pub fn decode(body: &[u8]) -> Result<NotLeaderReply, Status> {
+        match body.len() {
+            0 => Ok(NotLeaderReply { leader: LEADER_UNKNOWN }),
+            Self::SIZE => Ok(NotLeaderReply { leader: read_u32(body, 0) }),
+            _ => Err(Status::BodyLengthInvalid),
+        }
+    }
+
+    /// The hinted position, if any.
+    pub fn hint(&self) -> Option<usize> {
+        (self.leader != LEADER_UNKNOWN).then_some(self.leader as usize)
+    }
 }
 
 impl StatusReply {
@@ -273,6 +349,11 @@ impl StatusReply {
         b[72..80].copy_from_slice(&self.account_limits.to_le_bytes());
         b[80..88].copy_from_slice(&self.uptime_ns.to_le_bytes());
         b[88..92].copy_from_slice(&self.connections.to_le_bytes());
+        b[92] = self.role as u8;
+        b[93] = self.replica;
+        b[96..104].copy_from_slice(&self.term.to_le_bytes());
+        b[104..112].copy_from_slice(&self.commit.to_le_bytes());
+        b[112..116].copy_from_slice(&self.leader.to_le_bytes());
     }
 
     pub fn decode(body: &[u8]) -> Result<StatusReply, Status> {
@@ -291,6 +372,11 @@ impl StatusReply {
             account_limits: read_u64(body, 72),
             uptime_ns: read_u64(body, 80),
             connections: read_u32(body, 88),
+            role: ReplicaRole::from_u8(body[92]).ok_or(Status::InvalidBody)?,
+            replica: body[93],
+            term: read_u64(body, 96),
+            commit: read_u64(body, 104),
+            leader: read_u32(body, 112),
         })
     }
 }
@@ -514,6 +600,11 @@ mod tests {
             account_limits: 9,
             uptime_ns: 10,
             connections: 11,
+            role: ReplicaRole::Follower,
+            replica: 2,
+            term: 12,
+            commit: 13,
+            leader: 1,
         };
         let mut out = Vec::new();
         s.encode(&mut out);
@@ -522,6 +613,9 @@ mod tests {
         assert_eq!(out[88], 11);
         assert_eq!(StatusReply::decode(&out), Ok(s));
         assert_eq!(StatusReply::decode(&out[..127]), Err(Status::BodyLengthInvalid));
+        assert_eq!((out[92], out[93], out[96], out[104], out[112]), (1, 2, 12, 13, 1));
+        out[92] = 4;
+        assert_eq!(StatusReply::decode(&out), Err(Status::InvalidBody));
     }
 
     #[test]

@@ -132,6 +132,8 @@ wire_enum! {
         AuthThrottled = 19 => "auth_throttled",
         /// A create request could take the ledger past a configured capacity (accounts, transfers or remembered failed ids): nothing in it was applied.
         LedgerFull = 20 => "ledger_full",
+        /// This replica of a cluster does not lead (or stopped leading before the request's entry committed): retry at the leader, which the 8-byte body names. A write refused before it was decided was not applied; one accepted before a leadership change may have been: retrying it with the same ids is safe either way.
+        NotLeader = 21 => "not_leader",
     }
 }
 

@@ -12,8 +12,8 @@ mod frame;
 pub use body::{
     decode_create_results, decode_ids, decode_records, encode_create_result, encode_ids,
     encode_records, reply_record_size, request_record_size, token_eq, validate_filter,
-    validate_request_body, Hello, HelloReply, HelloRequest, Record, StatusReply, HELLO_TOKEN_MAX,
-    ID_SIZE,
+    validate_request_body, Hello, HelloReply, HelloRequest, NotLeaderReply, Record, ReplicaRole,
+    StatusReply, HELLO_TOKEN_MAX, ID_SIZE, LEADER_UNKNOWN,
 };
 pub use change_events::{ChangeEvent, ChangeEventKind, ChangeEventsReply, ChangeEventsRequest};
 pub use frame::{
