@@ -153,8 +153,14 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
     let mut recovery_config = recovery_config(&config);
     let faults = config.fault_file.as_ref().map(|path| {
         tracing::warn!(file = %path.display(), "TEST ONLY: journal fault injection is armed from this file");
-        FaultFile { path: path.clone(), plan: Arc::new(FaultPlan::new()), applied: None }
+        FaultFile {
+            path: path.clone(),
+            plan: Arc::new(FaultPlan::new()),
+            partition: Arc::new(AtomicBool::new(false)),
+            applied: None,
+        }
     });
+    let partition = faults.as_ref().map(|f| Arc::clone(&f.partition));
     recovery_config.fault = faults.as_ref().map(|f| Arc::clone(&f.plan));
     // Producers ring the first stage's doorbell: the resolve stage's when history is on disk
     // (it rings the business thread's), else the business thread's.
@@ -165,7 +171,8 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
     };
     let core = match &config.cluster {
         Some(cluster) => {
-            start_member(&config, cluster, &recovery_config, &business_doorbell, &metrics)?
+            let doorbell = &business_doorbell;
+            start_member(&config, cluster, &recovery_config, doorbell, &metrics, partition)?
         }
         None => start_single(&config, &mut recovery_config, &metrics)?,
     };
@@ -194,6 +201,7 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
                     capacity: config.capacity,
                     next_expiry_ns: Arc::clone(&next_expiry_ns),
                     tick: replication::node::TICK_DEFAULT,
+                    verify: config.verify,
                 },
                 *replica,
                 transport,
@@ -344,7 +352,7 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
 /// What the business thread starts from.
 enum Core {
     /// A single daemon: the recovered state and journal, and the disk index if any.
-    Single { recovered: recovery::Recovered, cold: Option<Cold> },
+    Single { recovered: Box<recovery::Recovered>, cold: Option<Cold> },
     /// A cluster member: its replica (log in the journal) and the transport to its peers.
     Member {
         replica: Box<Replica<JournalLog>>,
@@ -386,7 +394,7 @@ fn start_single(
         true => Some(start_cold(config, &recovered)?),
         false => None,
     };
-    Ok(Core::Single { recovered, cold })
+    Ok(Core::Single { recovered: Box::new(recovered), cold })
 }
 
 /// Opens a cluster member's journal as its Raft log, rebuilds its state from the committed
@@ -397,6 +405,7 @@ fn start_member(
     recovery_config: &RecoveryConfig,
     doorbell: &Arc<Doorbell>,
     metrics: &Metrics,
+    partition: Option<Arc<AtomicBool>>,
 ) -> anyhow::Result<Core> {
     let started = Instant::now();
     anyhow::ensure!(
@@ -434,6 +443,7 @@ fn start_member(
             peers: cluster.peers.clone(),
             token: config.tokens.first_read_write().map(<[u8]>::to_vec),
             accepts,
+            partition: partition.unwrap_or_default(),
         },
         Arc::clone(doorbell),
     )
@@ -511,10 +521,12 @@ struct Timer {
 /// `clear` (or an empty or missing file) disarms; `append ERRNO` / `flush ERRNO` fail every
 /// append / flush from now on; `append-once ERRNO` / `flush-once ERRNO` fail the next one
 /// only. ERRNO is `ENOSPC` or `EIO`. `panic` makes the business thread panic on the next
-/// request or tick (the process must abort).
+/// request or tick (the process must abort). `partition` makes a cluster member drop every
+/// Raft message it sends or receives, as if cut off from its peers.
 struct FaultFile {
     path: PathBuf,
     plan: Arc<FaultPlan>,
+    partition: Arc<AtomicBool>,
     applied: Option<String>,
 }
 
@@ -532,6 +544,7 @@ impl FaultFile {
             _ => FaultPlan::EIO,
         };
         self.plan.clear();
+        self.partition.store(site == "partition", Relaxed);
         match site {
             "append" => self.plan.fail_appends_from(1, errno),
             "flush" => self.plan.fail_flushes_from(1, errno),

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ledgerd_client::{Client, ClientError, ClientOptions};
+use ledgerd_client::protocol::ReplicaRole;
+use ledgerd_client::{Client, ClientError, ClientOptions, ClusterClient};
 
 /// How long [`Builder::start`] and [`Daemon::restart`] wait for the daemon to answer, unless
 /// [`Builder::start_timeout`] says otherwise.
@@ -81,6 +82,8 @@ pub enum Error {
         #[source]
         source: ClientError,
     },
+    #[error("no replica of the cluster led within {0:?}")]
+    NoLeader(Duration),
     #[error("GET {path} from {addr}")]
     Http {
         addr: SocketAddr,
@@ -449,6 +452,69 @@ impl Daemon {
         let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
         Ok((code, body))
+    }
+}
+
+/// A cluster of replicas on loopback, each a [`Daemon`] started with `--replica I --cluster
+/// ADDRS` on free replication ports.
+pub struct Cluster {
+    pub replicas: Vec<Daemon>,
+    /// Every replica's replication address, in `--cluster` order.
+    pub peers: Vec<SocketAddr>,
+}
+
+/// Between two looks for the leader.
+pub const LEADER_POLL: Duration = Duration::from_millis(5);
+
+impl Cluster {
+    /// Starts `n` replicas (replica `i` from `builder(i)`, which must not pass `--replica`
+    /// or `--cluster`) and waits until each answers `status`.
+    pub fn start(n: usize, builder: impl Fn(usize) -> Builder) -> Result<Cluster> {
+        let peers = (0..n).map(|_| free_addr()).collect::<Result<Vec<_>>>()?;
+        let list = peers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+        let mut replicas = Vec::with_capacity(n);
+        for i in 0..n {
+            let b = builder(i).arg("--replica").arg(i.to_string()).arg("--cluster").arg(&list);
+            replicas.push(b.spawn()?);
+        }
+        for r in &mut replicas {
+            r.wait_ready(r.config.start_timeout)?;
+        }
+        Ok(Cluster { replicas, peers })
+    }
+
+    /// Every replica's client address, in `--cluster` order.
+    pub fn client_addrs(&self) -> Vec<String> {
+        self.replicas.iter().map(|r| r.addr.to_string()).collect()
+    }
+
+    /// A client that follows the leader; a replica that does not answer within a second
+    /// (stopped, or cut off) is given up for the next.
+    pub fn client(&self) -> ClusterClient {
+        let mut options = self.replicas[0].client_options();
+        options.io_timeout = Some(Duration::from_secs(1));
+        ClusterClient::new(self.client_addrs(), options)
+    }
+
+    /// The position of a running replica that says it leads, polling every [`LEADER_POLL`]
+    /// for at most `timeout`.
+    pub fn leader(&self, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (i, r) in self.replicas.iter().enumerate() {
+                if r.child.is_none() {
+                    continue;
+                }
+                let status = r.client().ok().and_then(|mut c| c.status().ok());
+                if status.is_some_and(|s| s.role == ReplicaRole::Leader) {
+                    return Ok(i);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NoLeader(timeout));
+            }
+            std::thread::sleep(LEADER_POLL);
+        }
     }
 }
 

@@ -327,6 +327,13 @@ pub struct StatusJson {
     pub clock_ns: u64,
     pub uptime_ns: u64,
     pub connections: u32,
+    /// `standalone`, `follower`, `candidate` or `leader`.
+    pub role: &'static str,
+    pub replica: u8,
+    pub term: u64,
+    pub commit: u64,
+    /// The leader's position in the cluster; `null` when unknown or standalone.
+    pub leader: Option<u32>,
 }
 
 impl StatusJson {
@@ -343,6 +350,11 @@ impl StatusJson {
             clock_ns: s.clock_ns,
             uptime_ns: s.uptime_ns,
             connections: s.connections,
+            role: s.role.name(),
+            replica: s.replica,
+            term: s.term,
+            commit: s.commit,
+            leader: (s.leader != crate::protocol::LEADER_UNKNOWN).then_some(s.leader),
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct NodeConfig {
     /// Where the thread publishes its next expiry deadline (as the single daemon does).
     pub next_expiry_ns: Arc<AtomicU64>,
     pub tick: Duration,
+    /// Check the whole state after every turn (`--verify`): slow; tests and long runs.
+    pub verify: bool,
 }
 
 /// A request in ring order, waiting for its answer or for the answers before it.
@@ -140,6 +142,11 @@ impl Node {
             }
             self.tick_if_due();
             self.pump();
+            if self.config.verify && busy {
+                if let Err(problem) = self.replica.state().verify() {
+                    panic!("state verification failed: {problem}");
+                }
+            }
             if !busy {
                 self.idle(&poller, &doorbell);
             }

@@ -66,6 +66,7 @@ pub struct TransportStats {
 pub struct Transport {
     /// Per replica id (index 0 unused, and this replica's own slot empty).
     outboxes: Vec<Option<SyncSender<Vec<u8>>>>,
+    partition: Arc<AtomicBool>,
     pub stats: Arc<TransportStats>,
     threads: Vec<JoinHandle<()>>,
     shutdown: Arc<AtomicBool>,
@@ -81,6 +82,9 @@ pub struct TransportConfig {
     pub token: Option<Vec<u8>>,
     /// Whether a presented token is one the peer may use (`None`: no tokens, accept all).
     pub accepts: Option<TokenCheck>,
+    /// Test-only (the fault file's `partition`): while set, every message sent or received
+    /// is dropped.
+    pub partition: Arc<AtomicBool>,
 }
 
 impl Transport {
@@ -106,6 +110,7 @@ impl Transport {
             accepts: config.accepts.clone(),
             inbox: inbox_tx,
             doorbell,
+            partition: Arc::clone(&config.partition),
             stats: Arc::clone(&stats),
             shutdown: Arc::clone(&shutdown),
             open: Arc::new(AtomicUsize::new(0)),
@@ -137,7 +142,8 @@ impl Transport {
                     .spawn(move || writer.run())?,
             );
         }
-        Ok((Transport { outboxes, stats, threads, shutdown }, inbox))
+        let partition = config.partition;
+        Ok((Transport { outboxes, partition, stats, threads, shutdown }, inbox))
     }
 
     /// Queues `message` for its destination; drops it when that peer's queue is full.
@@ -145,6 +151,10 @@ impl Transport {
         let Some(Some(outbox)) = self.outboxes.get(message.to as usize) else {
             panic!("a message to replica {}, outside the cluster or to itself", message.to);
         };
+        if self.partition.load(Ordering::Relaxed) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let mut frame = Vec::with_capacity(4 + message.compute_size() as usize);
         frame.extend_from_slice(&[0; 4]);
         message.write_to_vec(&mut frame).expect("a raft message encodes");
@@ -250,6 +260,7 @@ struct Accepting {
     accepts: Option<TokenCheck>,
     inbox: SyncSender<Message>,
     doorbell: Arc<Doorbell>,
+    partition: Arc<AtomicBool>,
     stats: Arc<TransportStats>,
     shutdown: Arc<AtomicBool>,
     open: Arc<AtomicUsize>,
@@ -280,6 +291,7 @@ impl Accepting {
                 accepts: self.accepts.clone(),
                 inbox: self.inbox.clone(),
                 doorbell: Arc::clone(&self.doorbell),
+                partition: Arc::clone(&self.partition),
                 stats: Arc::clone(&self.stats),
                 shutdown: Arc::clone(&self.shutdown),
             };
@@ -302,6 +314,7 @@ struct Reading {
     accepts: Option<TokenCheck>,
     inbox: SyncSender<Message>,
     doorbell: Arc<Doorbell>,
+    partition: Arc<AtomicBool>,
     stats: Arc<TransportStats>,
     shutdown: Arc<AtomicBool>,
 }
@@ -342,6 +355,10 @@ impl Reading {
                 // A peer speaks only for itself, and only to this replica.
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 return;
+            }
+            if self.partition.load(Ordering::Relaxed) {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             if self.inbox.send(message).is_err() {

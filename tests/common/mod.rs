@@ -293,13 +293,18 @@ impl Faulty {
 
     /// Writes the fault line and waits until the daemon says it applied it.
     pub fn set(&self, line: &str) {
-        std::fs::write(&self.file, line).unwrap();
-        let mut applied = self.file.clone().into_os_string();
-        applied.push(".applied");
-        let deadline = Instant::now() + FAULT_APPLY_MAX;
-        while std::fs::read_to_string(&applied).unwrap_or_default() != line {
-            assert!(Instant::now() < deadline, "the daemon did not apply fault {line:?}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        set_fault(&self.file, line);
+    }
+}
+
+/// Writes `line` to the fault file `file` and waits until the daemon says it applied it.
+pub fn set_fault(file: &Path, line: &str) {
+    std::fs::write(file, line).unwrap();
+    let mut applied = file.to_path_buf().into_os_string();
+    applied.push(".applied");
+    let deadline = Instant::now() + FAULT_APPLY_MAX;
+    while std::fs::read_to_string(&applied).unwrap_or_default() != line {
+        assert!(Instant::now() < deadline, "the daemon did not apply fault {line:?}");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

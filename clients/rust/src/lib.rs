@@ -8,7 +8,9 @@
 pub use ledgerd_proto::{protocol, types};
 
 mod batching;
+mod cluster;
 pub use batching::{BatchingClient, BatchingOptions};
+pub use cluster::{ClusterClient, CALL_DEADLINE_DEFAULT};
 #[cfg(feature = "tls")]
 pub mod tls;
 

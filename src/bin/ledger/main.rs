@@ -16,11 +16,12 @@ use clap::{Args, Parser, Subcommand};
 mod exec;
 
 use exec::ExecRequest;
-use ledgerd_client::{Client, ClientError, ClientOptions};
+use ledgerd_client::{Client, ClientError, ClientOptions, ClusterClient, Reply};
 use ledgerd_proto::json::{self, parse_flag_list};
 use ledgerd_proto::protocol::{
     decode_create_results, decode_records, encode_ids, encode_records, ChangeEventsReply,
     ChangeEventsRequest, Operation, Status, StatusReply, CHANGE_EVENTS_PER_REPLY_MAX,
+    LEADER_UNKNOWN,
 };
 use ledgerd_proto::types::{
     Account, AccountBalance, AccountFilter, AccountFilterFlags, AccountFlags, AccountLimit,
@@ -31,7 +32,9 @@ use ledgerd_proto::types::{
 #[command(name = "ledger", version, about = "Command-line client of ledgerd.", long_about = None,
     after_help = "Exit codes: 0 success; 1 a request was refused, an event failed or an id was not found; 2 usage or connection error.")]
 struct Cli {
-    /// Address of the daemon's client port.
+    /// Address of the daemon's client port; for a cluster, every replica's client address,
+    /// comma-separated, in the order of the replicas' --cluster list: requests go to the
+    /// leader (followed through failovers), `status` asks every replica.
     #[arg(long, global = true, env = "LEDGER_ADDR", default_value = "127.0.0.1:7400")]
     addr: String,
     /// File holding the daemon's auth token (trailing newline ignored).
@@ -253,7 +256,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// The replicas' addresses of `--addr`.
+fn addrs(cli: &Cli) -> Vec<String> {
+    cli.addr.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect()
+}
+
 fn connect(cli: &Cli) -> Result<Client> {
+    let options = client_options(cli)?;
+    let deadline = Instant::now() + Duration::from_secs(cli.wait_secs);
+    loop {
+        match Client::connect_with(cli.addr.as_str(), options.clone()) {
+            Ok(client) => return Ok(client),
+            Err(ClientError::Io(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to {}", cli.addr)),
+        }
+    }
+}
+
+fn client_options(cli: &Cli) -> Result<ClientOptions> {
     let token = match &cli.token_file {
         Some(path) => {
             let bytes = std::fs::read(path)
@@ -266,7 +288,7 @@ fn connect(cli: &Cli) -> Result<Client> {
         Some(ca) => {
             let name = match &cli.tls_server_name {
                 Some(name) => name.clone(),
-                None => host_of(&cli.addr).to_string(),
+                None => host_of(&addrs(cli)[0]).to_string(),
             };
             let identity = match (&cli.tls_client_cert, &cli.tls_client_key) {
                 (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
@@ -283,22 +305,12 @@ fn connect(cli: &Cli) -> Result<Client> {
             None
         }
     };
-    let options = ClientOptions {
+    Ok(ClientOptions {
         token,
         connect_timeout: Some(Duration::from_secs(5)),
         io_timeout: None,
         tls,
-    };
-    let deadline = Instant::now() + Duration::from_secs(cli.wait_secs);
-    loop {
-        match Client::connect_with(cli.addr.as_str(), options.clone()) {
-            Ok(client) => return Ok(client),
-            Err(ClientError::Io(_)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => return Err(e).with_context(|| format!("connecting to {}", cli.addr)),
-        }
-    }
+    })
 }
 
 /// The host of `host:port` (brackets of an IPv6 literal removed).
@@ -412,12 +424,14 @@ fn request_of(command: &Command) -> Result<ExecRequest> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    let replicas = addrs(&cli);
+    anyhow::ensure!(!replicas.is_empty(), "--addr names no address");
+    if replicas.len() > 1 {
+        return run_cluster(&cli, replicas);
+    }
     if let Command::Exec = cli.command {
         let mut client = connect(&cli)?;
-        let stdin = std::io::BufReader::new(std::io::stdin());
-        let stdout = std::io::stdout().lock();
-        let summary = exec::run_exec(&mut client, stdin, stdout).context("exec")?;
-        return Ok(if summary.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        return exec(&mut client);
     }
     let request = request_of(&cli.command)?;
     let mut client = connect(&cli)?;
@@ -432,6 +446,58 @@ fn run(cli: Cli) -> Result<ExitCode> {
         "reply to request {} (sent {request_id})",
         reply.request_id
     );
+    answer(&cli, &request, &reply)
+}
+
+fn exec(client: &mut Client) -> Result<ExitCode> {
+    let stdin = std::io::BufReader::new(std::io::stdin());
+    let stdout = std::io::stdout().lock();
+    let summary = exec::run_exec(client, stdin, stdout).context("exec")?;
+    Ok(if summary.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A command for a cluster: `status` of every replica, anything else at the leader.
+fn run_cluster(cli: &Cli, replicas: Vec<String>) -> Result<ExitCode> {
+    let options = client_options(cli)?;
+    if let Command::Status = cli.command {
+        let mut code = ExitCode::SUCCESS;
+        for (i, addr) in replicas.iter().enumerate() {
+            let status = Client::connect_with(addr.as_str(), options.clone())
+                .and_then(|mut c| c.status())
+                .with_context(|| format!("replica {i} ({addr})"));
+            let mut out = std::io::stdout().lock();
+            match status {
+                Ok(s) if cli.json => {
+                    let line = serde_json::to_string(&json::StatusJson::from_status(&s))?;
+                    writeln!(out, "{line}")?;
+                }
+                Ok(s) => {
+                    writeln!(out, "replica {i} ({addr})")?;
+                    let mut body = Vec::new();
+                    s.encode(&mut body);
+                    print_table(&mut out, &cli.command, Operation::Status, 0, &body)?;
+                }
+                Err(e) => {
+                    eprintln!("ledger: {e:#}");
+                    code = ExitCode::from(2);
+                }
+            }
+        }
+        return Ok(code);
+    }
+    let mut cluster = ClusterClient::new(replicas, options);
+    cluster.call_deadline = cluster.call_deadline.max(Duration::from_secs(cli.wait_secs));
+    if let Command::Exec = cli.command {
+        let client = cluster.leader().context("finding the leader")?;
+        return exec(client);
+    }
+    let request = request_of(&cli.command)?;
+    let reply = cluster.call_raw(request.operation, &request.body).context("at the leader")?;
+    answer(cli, &request, &reply)
+}
+
+/// Prints `reply` to `request` as the command asked; the exit code says how it went.
+fn answer(cli: &Cli, request: &ExecRequest, reply: &Reply) -> Result<ExitCode> {
     if reply.status != Status::Ok {
         return Ok(refused(cli.json, reply.status));
     }
@@ -689,6 +755,14 @@ fn print_table(
                 vec!["clock_ns".into(), s.clock_ns.to_string()],
                 vec!["uptime_ns".into(), s.uptime_ns.to_string()],
                 vec!["connections".into(), s.connections.to_string()],
+                vec!["role".into(), s.role.name().into()],
+                vec!["replica".into(), s.replica.to_string()],
+                vec!["term".into(), s.term.to_string()],
+                vec!["commit".into(), s.commit.to_string()],
+                vec![
+                    "leader".into(),
+                    if s.leader == LEADER_UNKNOWN { "-".into() } else { s.leader.to_string() },
+                ],
             ];
             table(out, &["field", "value"], &rows)?;
         }

@@ -1,0 +1,313 @@
+//! Three `ledgerd` processes as one replicated ledger (`--replica I --cluster A,B,C`), on
+//! loopback: elections, replication, failover after SIGKILL, a leader cut off (SIGSTOP) and
+//! back, catch-up of a replica that was down, `not_leader` hints, readiness, the replication
+//! port's handshake, and the flags. Every acknowledged transfer must be on every replica,
+//! every replica must reach the same state hash, and each replica's journal must replay to it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{bin, builder, replay_hash, transfer, wallet};
+use ledgerd::harness::{Cluster, Daemon};
+use ledgerd_client::protocol::{NotLeaderReply, Operation, ReplicaRole, Status};
+use ledgerd_client::types::{Account, ResultCode, Transfer};
+use ledgerd_client::{Client, ClusterClient};
+
+const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Three replicas in `dir/r0..r2`, each with a fault file `dir/rI.faults` (cleared).
+fn start(dir: &Path) -> Cluster {
+    Cluster::start(3, |i| {
+        let faults = fault_file(dir, i);
+        std::fs::write(&faults, "clear").unwrap();
+        builder(&dir.join(format!("r{i}")), &["--fault-file", faults.to_str().unwrap()])
+    })
+    .expect("start three replicas")
+}
+
+fn fault_file(dir: &Path, replica: usize) -> std::path::PathBuf {
+    dir.join(format!("r{replica}.faults"))
+}
+
+/// A funded source account 1 (credits may exceed debits) and wallets 2..=n.
+fn open_accounts(client: &mut ClusterClient, n: u128) {
+    let mut accounts = vec![Account { id: 1, ledger: 1, code: 1, ..Default::default() }];
+    accounts.extend((2..=n).map(wallet));
+    assert_eq!(client.create_accounts(&accounts).expect("create accounts"), vec![]);
+}
+
+/// Sends `batch` through the leader; every event must be applied now or have been applied
+/// by an earlier attempt that a failover interrupted (`exists`).
+fn send(client: &mut ClusterClient, batch: &[Transfer]) {
+    let results = client.create_transfers(batch).expect("transfers acknowledged");
+    for r in results {
+        assert_eq!(r.result, ResultCode::Exists, "transfer {} of the batch", r.index);
+    }
+}
+
+/// Payments from the source account to the wallets, ids from `first`.
+fn payments(first: u128, count: u128, wallets: u128) -> Vec<Transfer> {
+    (first..first + count).map(|id| transfer(id, 1, 2 + id % (wallets - 1), 1 + id % 7)).collect()
+}
+
+/// Waits until every running replica reports the same applied sequence and state hash, and
+/// returns the hash.
+fn converged(cluster: &Cluster) -> (u64, u128) {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let statuses: Vec<_> = cluster
+            .replicas
+            .iter()
+            .filter(|r| r.pid().is_some())
+            .map(|r| r.client().ok().and_then(|mut c| c.status().ok()))
+            .collect();
+        let first = statuses[0];
+        if let Some(s) = first {
+            let same = statuses.iter().all(|t| {
+                t.is_some_and(|t| {
+                    (t.sequence, t.state_hash, t.commit) == (s.sequence, s.state_hash, s.commit)
+                })
+            });
+            if same && s.commit == s.sequence {
+                return (s.sequence, s.state_hash);
+            }
+        }
+        assert!(Instant::now() < deadline, "replicas did not converge: {statuses:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn role(replica: &Daemon) -> ReplicaRole {
+    replica.client().expect("connect").status().expect("status").role
+}
+
+/// Every transfer of `ids` is on `replica` (looked up through a leader-following client).
+fn all_present(client: &mut ClusterClient, ids: &[u128]) {
+    for chunk in ids.chunks(1000) {
+        let found = client.lookup_transfers(chunk).expect("lookup");
+        assert_eq!(found.len(), chunk.len(), "acknowledged transfers missing");
+    }
+}
+
+#[test]
+fn writes_reach_every_replica_and_survive_the_leader_s_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = start(tmp.path());
+    let leader = cluster.leader(LEADER_TIMEOUT).expect("a leader");
+    assert_eq!(role(&cluster.replicas[leader]), ReplicaRole::Leader);
+
+    // A follower refuses a write and names the leader.
+    let follower = (leader + 1) % 3;
+    let mut direct = cluster.replicas[follower].client().expect("connect");
+    let mut body = Vec::new();
+    ledgerd_client::protocol::encode_records(&mut body, &[wallet(99)]);
+    direct.send_raw(Operation::CreateAccounts, &body).unwrap();
+    let reply = direct.recv().unwrap();
+    assert_eq!(reply.status, Status::NotLeader);
+    assert_eq!(NotLeaderReply::decode(&reply.body).unwrap().hint(), Some(leader));
+    // Every replica is ready: the leader serves, the followers know where it is.
+    for r in &cluster.replicas {
+        let deadline = Instant::now() + LEADER_TIMEOUT;
+        while r.http_get("/readyz").unwrap().0 != 200 {
+            assert!(Instant::now() < deadline, "replica not ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    let mut client = cluster.client();
+    let wallets = 20;
+    open_accounts(&mut client, wallets);
+    let mut acknowledged = Vec::new();
+    for b in 0..10u128 {
+        let batch = payments(1000 + b * 50, 50, wallets);
+        send(&mut client, &batch);
+        acknowledged.extend(batch.iter().map(|t| t.id));
+    }
+
+    // The leader dies; the client finds the next one and goes on.
+    cluster.replicas[leader].kill();
+    let started = Instant::now();
+    let batch = payments(5000, 50, wallets);
+    send(&mut client, &batch);
+    acknowledged.extend(batch.iter().map(|t| t.id));
+    let failover = started.elapsed();
+    assert!(failover < Duration::from_secs(10), "failover took {failover:?}");
+    let new_leader = cluster.leader(LEADER_TIMEOUT).expect("a new leader");
+    assert_ne!(new_leader, leader);
+    for b in 1..10u128 {
+        let batch = payments(5000 + b * 50, 50, wallets);
+        send(&mut client, &batch);
+        acknowledged.extend(batch.iter().map(|t| t.id));
+    }
+    // Retrying an acknowledged batch applies nothing twice.
+    let again = client.create_transfers(&payments(5000, 50, wallets)).unwrap();
+    assert!(again.len() == 50 && again.iter().all(|r| r.result == ResultCode::Exists));
+
+    // The old leader comes back as a follower and catches up.
+    cluster.replicas[leader].restart().expect("restart the old leader");
+    let (sequence, hash) = converged(&cluster);
+    assert!(sequence > 20, "entries replicated: {sequence}");
+    all_present(&mut client, &acknowledged);
+    let source = client.lookup_accounts(&[1]).unwrap()[0];
+    let paid: u128 = (0..10u128)
+        .flat_map(|b| payments(1000 + b * 50, 50, wallets))
+        .chain((0..10u128).flat_map(|b| payments(5000 + b * 50, 50, wallets)))
+        .map(|t| t.amount)
+        .sum();
+    assert_eq!(source.debits_posted, paid, "every payment applied exactly once");
+
+    // Each replica's journal replays to the state every replica agrees on.
+    for r in &mut cluster.replicas {
+        r.stop().expect("stop");
+    }
+    for i in 0..3 {
+        let replayed = replay_hash(&tmp.path().join(format!("r{i}")));
+        assert_eq!(replayed, format!("{hash:032x}"), "replica {i}'s journal");
+    }
+}
+
+#[test]
+fn a_leader_cut_off_and_back_serves_no_stale_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = start(tmp.path());
+    let leader = cluster.leader(LEADER_TIMEOUT).expect("a leader");
+    let mut client = cluster.client();
+    open_accounts(&mut client, 3);
+    send(&mut client, &[transfer(10, 1, 2, 5)]);
+
+    // A connection to the old leader, opened while it still leads.
+    let mut old = cluster.replicas[leader].client().expect("connect");
+    // Cut off from its peers, then frozen before it could notice: to the others the leader
+    // is gone; it still believes it leads when it runs again.
+    common::set_fault(&fault_file(tmp.path(), leader), "partition");
+    let pid = cluster.replicas[leader].pid().expect("running") as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // The write goes to the other two only (a client of the old leader could leave it in
+    // its socket, to be applied there speculatively).
+    let new_leader = write_elsewhere(&cluster, leader, &transfer(11, 1, 3, 7));
+
+    // A read at the old leader, as soon as it runs again.
+    let mut body = Vec::new();
+    ledgerd_client::protocol::encode_ids(&mut body, &[11]);
+    old.send_raw(Operation::LookupTransfers, &body).unwrap();
+    old.flush().unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let reply = old.recv().expect("a reply from the old leader");
+    match reply.status {
+        // It could not confirm its leadership and stepped down.
+        Status::NotLeader => {
+            let hint = NotLeaderReply::decode(&reply.body).unwrap().hint();
+            assert!(hint.is_none() || hint == Some(new_leader), "hint {hint:?}");
+        }
+        // A read that succeeds must see the write the new leader acknowledged.
+        Status::Ok => assert_eq!(reply.body.len(), 128, "an ok read missed transfer 11"),
+        other => panic!("unexpected status {other:?}"),
+    }
+    common::set_fault(&fault_file(tmp.path(), leader), "clear");
+    converged(&cluster);
+    all_present(&mut client, &[10, 11]);
+}
+
+/// Sends `t` to the replicas other than `avoid` until one leads and acknowledges it; returns
+/// that one.
+fn write_elsewhere(cluster: &Cluster, avoid: usize, t: &Transfer) -> usize {
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    loop {
+        for (i, r) in cluster.replicas.iter().enumerate().filter(|(i, _)| *i != avoid) {
+            let Ok(mut c) = r.client() else { continue };
+            match c.create_transfers(std::slice::from_ref(t)) {
+                Ok(results) => {
+                    assert!(results.is_empty(), "{results:?}");
+                    return i;
+                }
+                Err(ledgerd_client::ClientError::Status(Status::NotLeader)) => {}
+                Err(e) => panic!("replica {i}: {e}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "no other replica took the write");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn the_replication_port_refuses_strangers_and_wrong_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = b"0123456789abcdef0123456789abcdef";
+    let token_file = tmp.path().join("token");
+    common::write_token_file(&token_file, token);
+    let token_arg = token_file.display().to_string();
+    let extra: Vec<&str> = vec!["--auth-token-file", &token_arg];
+    let cluster = Cluster::start(3, |i| {
+        builder(&tmp.path().join(format!("r{i}")), &extra).client_options(
+            ledgerd_client::ClientOptions { token: Some(token.to_vec()), ..Default::default() },
+        )
+    })
+    .expect("start");
+    cluster.leader(LEADER_TIMEOUT).expect("replicas with tokens elect a leader");
+
+    let refused = |hello: &[u8]| {
+        let mut s = TcpStream::connect(cluster.peers[0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(hello).unwrap();
+        let mut buf = [0u8; 16];
+        // Closed without a byte: the handshake was refused.
+        matches!(s.read(&mut buf), Ok(0) | Err(_))
+    };
+    let handshake = |from: u16, size: u16, token: &[u8]| {
+        let mut b = b"LDGRRAFT".to_vec();
+        for v in [1u16, from, size, token.len() as u16] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(token);
+        b
+    };
+    assert!(refused(b"GET / HTTP/1.1\r\n\r\n"));
+    assert!(refused(&handshake(2, 3, b"wrong-token-wrong-token-wrong-tok")));
+    assert!(refused(&handshake(2, 5, token)), "another cluster size");
+    assert!(refused(&handshake(1, 3, token)), "replica 1 is the one listening");
+    // The cluster still serves.
+    let mut client = cluster.client();
+    open_accounts(&mut client, 3);
+    converged(&cluster);
+}
+
+#[test]
+fn cluster_flags_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let refused = |args: &[&str], says: &str| {
+        let out = Daemon::builder(bin("ledgerd"), tmp.path().join("d"))
+            .args(args)
+            .run_to_exit(Duration::from_secs(30))
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    };
+    let list = "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3";
+    refused(&["--replica", "0"], "--replica and --cluster go together");
+    refused(&["--cluster", list], "--replica and --cluster go together");
+    refused(&["--replica", "3", "--cluster", list], "positions in --cluster go from 0 to 2");
+    refused(&["--replica", "0", "--cluster", "127.0.0.1:1,127.0.0.1:1"], "twice");
+    refused(&["--replica", "0", "--cluster", "localhost:1"], "is not an address");
+    refused(&["--replica", "0", "--cluster", list, "--cold-index", "true"], "--cold-index");
+}
+
+/// A single replica is a cluster of one: it elects itself and serves.
+#[test]
+fn a_cluster_of_one_serves_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(1, |_| builder(&tmp.path().join("r0"), &[])).expect("start");
+    cluster.leader(LEADER_TIMEOUT).expect("it leads");
+    let mut client = cluster.client();
+    open_accounts(&mut client, 3);
+    send(&mut client, &[transfer(10, 1, 2, 5)]);
+    let mut direct: Client = cluster.replicas[0].client().unwrap();
+    let status = direct.status().unwrap();
+    assert_eq!((status.role, status.replica, status.leader), (ReplicaRole::Leader, 0, 0));
+    assert!(status.term >= 1 && status.commit >= 3, "{status:?}");
+}
