@@ -103,7 +103,7 @@ impl std::ops::DerefMut for Daemon {
 
 /// The harness's builder for a benchmark's daemon: `extra_args` only, the log filter from
 /// `LEDGERD_BENCH_LOG` (`info` shows the daemon's own logs: recovery times, snapshots).
-fn builder(data_dir: &Path, extra_args: &[String]) -> harness::Builder {
+pub fn builder(data_dir: &Path, extra_args: &[String]) -> harness::Builder {
     harness::Daemon::builder(ledgerd_bin(), data_dir)
         .args(extra_args)
         .log(std::env::var("LEDGERD_BENCH_LOG").unwrap_or_else(|_| "warn".into()))

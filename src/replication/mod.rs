@@ -383,12 +383,15 @@ impl<S: ReplicaStorage> Replica<S> {
         (leader != raft::INVALID_ID).then_some(leader)
     }
 
-    /// A leader whose state holds its whole log, all entries before its term committed.
+    /// A leader whose state holds its whole log, with an entry of its own term committed and
+    /// applied (so every entry before its term is committed too). raft-rs may know of later
+    /// commits that the next [`Replica::ready`] applies: they are this leader's own entries,
+    /// already in its state.
     pub fn serving(&self) -> bool {
         let raft = &self.raw.raft;
         raft.state == StateRole::Leader
             && self.applied == raft.raft_log.last_index()
-            && self.committed == raft.raft_log.committed
+            && self.committed <= raft.raft_log.committed
             && raft.raft_log.term(self.committed).ok() == Some(raft.term)
     }
 
@@ -506,6 +509,16 @@ impl<S: ReplicaStorage> Replica<S> {
     /// the storage (the replica's disk) here, applies committed entries, and returns the
     /// messages to send and the replies to release.
     pub fn ready(&mut self) -> Output {
+        let mut messages = Vec::new();
+        let replies = self.ready_sending(&mut |m| messages.push(m));
+        Output { messages, replies }
+    }
+
+    /// [`Replica::ready`], handing each message to `send` as soon as it may leave: a leader's
+    /// appends go out before it persists the same entries itself (the followers' flushes and
+    /// its own run at once; an entry counts for the leader's quorum only once its own flush
+    /// is done), every other message after the persistence it depends on.
+    pub fn ready_sending(&mut self, send: &mut dyn FnMut(Message)) -> Vec<(u64, Reply)> {
         let mut out = Output::default();
         if self.read_round_next > self.read_round_asked
             && self.waiting.iter().any(|w| w.read_round == self.read_round_next)
@@ -517,7 +530,7 @@ impl<S: ReplicaStorage> Replica<S> {
         if !self.raw.has_ready() {
             self.undo_stale_speculation();
             self.release(&mut out);
-            return out;
+            return out.replies;
         }
         let store = self.raw.store().clone();
         let mut ready = self.raw.ready();
@@ -527,26 +540,32 @@ impl<S: ReplicaStorage> Replica<S> {
             );
             self.read_round_confirmed = self.read_round_confirmed.max(round);
         }
-        out.messages.extend(ready.take_messages());
+        for message in ready.take_messages() {
+            send(message);
+        }
         if ready.snapshot().get_metadata().index != 0 {
             self.install(ready.snapshot().clone());
         }
         let committed = ready.take_committed_entries();
         self.apply_committed(&committed);
         store.persist(ready.entries(), ready.hs()).expect("persist the log");
-        out.messages.extend(ready.take_persisted_messages());
+        for message in ready.take_persisted_messages() {
+            send(message);
+        }
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             store.set_commit(commit);
         }
-        out.messages.extend(light.take_messages());
+        for message in light.take_messages() {
+            send(message);
+        }
         let committed = light.take_committed_entries();
         self.apply_committed(&committed);
         self.raw.advance_apply();
         self.undo_stale_speculation();
         self.release(&mut out);
         self.maybe_compact();
-        out
+        out.replies
     }
 
     /// A follower behind the leader's log takes the leader's snapshot as its state.

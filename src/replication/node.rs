@@ -82,6 +82,8 @@ pub struct Node {
     /// Bodies of released replies, kept for reuse.
     spare: Vec<Vec<u8>>,
     next_tick: Instant,
+    /// Role, term and leader when last published, to log changes.
+    last_seen: (StateRole, u64, Option<u64>),
     accounts: Vec<Account>,
     transfers: Vec<Transfer>,
     limits: Vec<AccountLimit>,
@@ -101,6 +103,7 @@ impl Node {
         let outs = sinks.iter().map(|_| ReplyBatch::default()).collect();
         Node {
             next_tick: Instant::now() + config.tick,
+            last_seen: (StateRole::Follower, 0, None),
             config,
             replica,
             transport,
@@ -218,11 +221,9 @@ impl Node {
 
     /// Hands raft-rs's `Ready` to the replica, sends its messages, answers what it released.
     fn pump(&mut self) {
-        let out = self.replica.ready();
-        for message in &out.messages {
-            self.transport.send(message);
-        }
-        for (token, reply) in out.replies {
+        let transport = &self.transport;
+        let replies = self.replica.ready_sending(&mut |message| transport.send(&message));
+        for (token, reply) in replies {
             let q = &mut self.queue[(token - self.first_token) as usize];
             assert!(q.status.is_none(), "request {token} answered twice");
             let operation = Operation::from_u16(q.operation).expect("a queued operation");
@@ -268,7 +269,19 @@ impl Node {
         }
     }
 
-    fn publish_role(&self) {
+    fn publish_role(&mut self) {
+        let seen = (self.replica.role(), self.replica.term(), self.replica.leader_hint());
+        if seen != self.last_seen {
+            let (role, term, leader) = seen;
+            tracing::info!(
+                role = role_of(role).name(),
+                term,
+                leader = leader.map(|id| id - 1),
+                commit = self.replica.commit_index(),
+                "replica role changed"
+            );
+            self.last_seen = seen;
+        }
         let m = &self.metrics;
         m.replica_role.store(role_of(self.replica.role()) as u64, Relaxed);
         m.replica_term.store(self.replica.term(), Relaxed);
