@@ -156,11 +156,11 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
         FaultFile {
             path: path.clone(),
             plan: Arc::new(FaultPlan::new()),
-            partition: Arc::new(AtomicBool::new(false)),
+            loss_percent: Arc::new(std::sync::atomic::AtomicU32::new(0)),
             applied: None,
         }
     });
-    let partition = faults.as_ref().map(|f| Arc::clone(&f.partition));
+    let loss = faults.as_ref().map(|f| Arc::clone(&f.loss_percent));
     recovery_config.fault = faults.as_ref().map(|f| Arc::clone(&f.plan));
     // Producers ring the first stage's doorbell: the resolve stage's when history is on disk
     // (it rings the business thread's), else the business thread's.
@@ -172,7 +172,7 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
     let core = match &config.cluster {
         Some(cluster) => {
             let doorbell = &business_doorbell;
-            start_member(&config, cluster, &recovery_config, doorbell, &metrics, partition)?
+            start_member(&config, cluster, &recovery_config, doorbell, &metrics, loss)?
         }
         None => start_single(&config, &mut recovery_config, &metrics)?,
     };
@@ -405,7 +405,7 @@ fn start_member(
     recovery_config: &RecoveryConfig,
     doorbell: &Arc<Doorbell>,
     metrics: &Metrics,
-    partition: Option<Arc<AtomicBool>>,
+    loss: Option<Arc<std::sync::atomic::AtomicU32>>,
 ) -> anyhow::Result<Core> {
     let started = Instant::now();
     anyhow::ensure!(
@@ -443,7 +443,7 @@ fn start_member(
             peers: cluster.peers.clone(),
             token: config.tokens.first_read_write().map(<[u8]>::to_vec),
             accepts,
-            partition: partition.unwrap_or_default(),
+            loss_percent: loss.unwrap_or_default(),
         },
         Arc::clone(doorbell),
     )
@@ -521,12 +521,13 @@ struct Timer {
 /// `clear` (or an empty or missing file) disarms; `append ERRNO` / `flush ERRNO` fail every
 /// append / flush from now on; `append-once ERRNO` / `flush-once ERRNO` fail the next one
 /// only. ERRNO is `ENOSPC` or `EIO`. `panic` makes the business thread panic on the next
-/// request or tick (the process must abort). `partition` makes a cluster member drop every
-/// Raft message it sends or receives, as if cut off from its peers.
+/// request or tick (the process must abort). On a cluster member, `loss PERCENT` drops that
+/// share of the Raft messages it sends and receives, and `partition` all of them (cut off
+/// from its peers).
 struct FaultFile {
     path: PathBuf,
     plan: Arc<FaultPlan>,
-    partition: Arc<AtomicBool>,
+    loss_percent: Arc<std::sync::atomic::AtomicU32>,
     applied: Option<String>,
 }
 
@@ -538,13 +539,18 @@ impl FaultFile {
             return;
         }
         let mut words = line.split_whitespace();
-        let (site, errno) = (words.next().unwrap_or("clear"), words.next().unwrap_or("EIO"));
-        let errno = match errno {
+        let (site, argument) = (words.next().unwrap_or("clear"), words.next().unwrap_or("EIO"));
+        let errno = match argument {
             "ENOSPC" => FaultPlan::ENOSPC,
             _ => FaultPlan::EIO,
         };
         self.plan.clear();
-        self.partition.store(site == "partition", Relaxed);
+        let loss = match site {
+            "partition" => 100,
+            "loss" => argument.parse::<u32>().unwrap_or(0).min(100),
+            _ => 0,
+        };
+        self.loss_percent.store(loss, Relaxed);
         match site {
             "append" => self.plan.fail_appends_from(1, errno),
             "flush" => self.plan.fail_flushes_from(1, errno),

@@ -438,6 +438,16 @@ impl Daemon {
         Ok(status)
     }
 
+    /// The value of an unlabelled metric (or of a full `name{labels}` line prefix) from
+    /// `/metrics`, if it is there.
+    pub fn metric(&self, name: &str) -> Result<Option<u64>> {
+        let (_, text) = self.http_get("/metrics")?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok()))
+    }
+
     /// `GET path` from the operator endpoint: (status code, body). Each read and write is
     /// bounded by [`HTTP_TIMEOUT`].
     pub fn http_get(&self, path: &str) -> Result<(u16, String)> {

@@ -127,6 +127,11 @@ pub struct Metrics {
     pub replica_commit: AtomicU64,
     pub replica_leader: AtomicU64,
     pub replica_ready: AtomicU64,
+    /// Raft messages sent to and received from peers, and dropped (a full queue, a broken
+    /// connection, an injected loss).
+    pub replica_messages_sent: AtomicU64,
+    pub replica_messages_received: AtomicU64,
+    pub replica_messages_dropped: AtomicU64,
     /// 1 while writes are answered `journal_unavailable` (from a journal failure until a write
     /// or a probe of the journal succeeds).
     pub writes_failing: AtomicU64,
@@ -225,6 +230,9 @@ impl Metrics {
             replica_commit: AtomicU64::new(0),
             replica_leader: AtomicU64::new(u32::MAX as u64),
             replica_ready: AtomicU64::new(0),
+            replica_messages_sent: AtomicU64::new(0),
+            replica_messages_received: AtomicU64::new(0),
+            replica_messages_dropped: AtomicU64::new(0),
             writes_failing: AtomicU64::new(0),
             write_failures_in_a_row: AtomicU64::new(0),
             writes_failing_since_ms: AtomicU64::new(0),
@@ -353,7 +361,7 @@ impl Metrics {
             "Latency of one journal flush (group commit).",
             6,
         );
-        let gauges: [(&str, &str, u64); 21] = [
+        let gauges: [(&str, &str, u64); 24] = [
             (
                 "ledgerd_journal_sequence",
                 "Last durable journal sequence.",
@@ -406,6 +414,21 @@ impl Metrics {
                 self.cold_watermark_sequence.load(Relaxed),
             ),
             ("ledgerd_snapshots_total", "Snapshots written.", self.snapshots_taken.load(Relaxed)),
+            (
+                "ledgerd_replica_messages_sent_total",
+                "Raft messages written to peers.",
+                self.replica_messages_sent.load(Relaxed),
+            ),
+            (
+                "ledgerd_replica_messages_received_total",
+                "Raft messages received from peers.",
+                self.replica_messages_received.load(Relaxed),
+            ),
+            (
+                "ledgerd_replica_messages_dropped_total",
+                "Raft messages dropped: a full queue, a broken connection (Raft sends again).",
+                self.replica_messages_dropped.load(Relaxed),
+            ),
             (
                 "ledgerd_snapshot_sequence",
                 "Journal sequence of the newest snapshot (0: none).",

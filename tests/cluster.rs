@@ -213,6 +213,50 @@ fn a_leader_cut_off_and_back_serves_no_stale_read() {
     all_present(&mut client, &[10, 11]);
 }
 
+#[test]
+fn writes_go_on_through_message_loss_and_a_follower_s_full_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = start(tmp.path());
+    let leader = cluster.leader(LEADER_TIMEOUT).expect("a leader");
+    let mut client = cluster.client();
+    let wallets = 10;
+    open_accounts(&mut client, wallets);
+    let mut acknowledged = Vec::new();
+
+    // A fifth of all Raft messages lost, both ways, on every replica.
+    for i in 0..3 {
+        common::set_fault(&fault_file(tmp.path(), i), "loss 20");
+    }
+    for b in 0..20u128 {
+        let batch = payments(1000 + b * 10, 10, wallets);
+        send(&mut client, &batch);
+        acknowledged.extend(batch.iter().map(|t| t.id));
+    }
+    for i in 0..3 {
+        common::set_fault(&fault_file(tmp.path(), i), "clear");
+    }
+    let dropped =
+        common::metric(&cluster.replicas[leader], "ledgerd_replica_messages_dropped_total");
+    assert!(dropped > 0, "the leader dropped messages");
+
+    // A follower's disk fills: it cannot hold entries, so it stops (a replica that cannot
+    // persist must not acknowledge anything); the other two go on.
+    let follower = (leader + 1) % 3;
+    common::set_fault(&fault_file(tmp.path(), follower), "append ENOSPC");
+    for b in 0..10u128 {
+        let batch = payments(3000 + b * 10, 10, wallets);
+        send(&mut client, &batch);
+        acknowledged.extend(batch.iter().map(|t| t.id));
+    }
+    let exit = cluster.replicas[follower].wait_exit(Duration::from_secs(20));
+    assert!(exit.is_ok_and(|s| !s.success()), "the follower with a full disk stopped");
+    // Space again: it restarts, catches up and agrees.
+    std::fs::write(fault_file(tmp.path(), follower), "clear").unwrap();
+    cluster.replicas[follower].restart().expect("restart the follower");
+    converged(&cluster);
+    all_present(&mut client, &acknowledged);
+}
+
 /// Sends `t` to the replicas other than `avoid` until one leads and acknowledges it; returns
 /// that one.
 fn write_elsewhere(cluster: &Cluster, avoid: usize, t: &Transfer) -> usize {

@@ -548,7 +548,9 @@ impl<S: ReplicaStorage> Replica<S> {
         }
         let committed = ready.take_committed_entries();
         self.apply_committed(&committed);
-        store.persist(ready.entries(), ready.hs()).expect("persist the log");
+        store
+            .persist(ready.entries(), ready.hs())
+            .expect("persist the log (a replica that cannot write its journal stops)");
         for message in ready.take_persisted_messages() {
             send(message);
         }

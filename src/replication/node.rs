@@ -290,6 +290,10 @@ impl Node {
         let serves = self.replica.serving()
             || (self.replica.role() == StateRole::Follower && self.replica.leader_hint().is_some());
         m.replica_ready.store(serves as u64, Relaxed);
+        let stats = &self.transport.stats;
+        m.replica_messages_sent.store(stats.sent.load(Relaxed), Relaxed);
+        m.replica_messages_received.store(stats.received.load(Relaxed), Relaxed);
+        m.replica_messages_dropped.store(stats.dropped.load(Relaxed), Relaxed);
         m.journal_sequence.store(self.replica.commit_index(), Relaxed);
         let next = self.replica.state().next_expiry_ns().unwrap_or(u64::MAX);
         self.config.next_expiry_ns.store(next, Relaxed);

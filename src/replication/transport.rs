@@ -16,7 +16,7 @@
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -66,7 +66,7 @@ pub struct TransportStats {
 pub struct Transport {
     /// Per replica id (index 0 unused, and this replica's own slot empty).
     outboxes: Vec<Option<SyncSender<Vec<u8>>>>,
-    partition: Arc<AtomicBool>,
+    loss_percent: Arc<AtomicU32>,
     pub stats: Arc<TransportStats>,
     threads: Vec<JoinHandle<()>>,
     shutdown: Arc<AtomicBool>,
@@ -82,9 +82,9 @@ pub struct TransportConfig {
     pub token: Option<Vec<u8>>,
     /// Whether a presented token is one the peer may use (`None`: no tokens, accept all).
     pub accepts: Option<TokenCheck>,
-    /// Test-only (the fault file's `partition`): while set, every message sent or received
-    /// is dropped.
-    pub partition: Arc<AtomicBool>,
+    /// Test-only (the fault file's `loss` and `partition`): the percentage of messages sent
+    /// or received that are dropped (100: cut off from every peer).
+    pub loss_percent: Arc<AtomicU32>,
 }
 
 impl Transport {
@@ -110,7 +110,7 @@ impl Transport {
             accepts: config.accepts.clone(),
             inbox: inbox_tx,
             doorbell,
-            partition: Arc::clone(&config.partition),
+            loss_percent: Arc::clone(&config.loss_percent),
             stats: Arc::clone(&stats),
             shutdown: Arc::clone(&shutdown),
             open: Arc::new(AtomicUsize::new(0)),
@@ -142,8 +142,8 @@ impl Transport {
                     .spawn(move || writer.run())?,
             );
         }
-        let partition = config.partition;
-        Ok((Transport { outboxes, partition, stats, threads, shutdown }, inbox))
+        let loss_percent = config.loss_percent;
+        Ok((Transport { outboxes, loss_percent, stats, threads, shutdown }, inbox))
     }
 
     /// Queues `message` for its destination; drops it when that peer's queue is full.
@@ -151,7 +151,7 @@ impl Transport {
         let Some(Some(outbox)) = self.outboxes.get(message.to as usize) else {
             panic!("a message to replica {}, outside the cluster or to itself", message.to);
         };
-        if self.partition.load(Ordering::Relaxed) {
+        if lost(&self.loss_percent) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -176,6 +176,14 @@ impl Transport {
         for thread in self.threads {
             let _ = thread.join();
         }
+    }
+}
+
+/// Whether the injected loss drops this message.
+fn lost(loss_percent: &AtomicU32) -> bool {
+    match loss_percent.load(Ordering::Relaxed) {
+        0 => false,
+        p => p >= 100 || fastrand::u32(0..100) < p,
     }
 }
 
@@ -260,7 +268,7 @@ struct Accepting {
     accepts: Option<TokenCheck>,
     inbox: SyncSender<Message>,
     doorbell: Arc<Doorbell>,
-    partition: Arc<AtomicBool>,
+    loss_percent: Arc<AtomicU32>,
     stats: Arc<TransportStats>,
     shutdown: Arc<AtomicBool>,
     open: Arc<AtomicUsize>,
@@ -291,7 +299,7 @@ impl Accepting {
                 accepts: self.accepts.clone(),
                 inbox: self.inbox.clone(),
                 doorbell: Arc::clone(&self.doorbell),
-                partition: Arc::clone(&self.partition),
+                loss_percent: Arc::clone(&self.loss_percent),
                 stats: Arc::clone(&self.stats),
                 shutdown: Arc::clone(&self.shutdown),
             };
@@ -314,7 +322,7 @@ struct Reading {
     accepts: Option<TokenCheck>,
     inbox: SyncSender<Message>,
     doorbell: Arc<Doorbell>,
-    partition: Arc<AtomicBool>,
+    loss_percent: Arc<AtomicU32>,
     stats: Arc<TransportStats>,
     shutdown: Arc<AtomicBool>,
 }
@@ -356,7 +364,7 @@ impl Reading {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            if self.partition.load(Ordering::Relaxed) {
+            if lost(&self.loss_percent) {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

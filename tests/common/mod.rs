@@ -99,11 +99,7 @@ impl TestDaemon {
 
     /// The value of an unlabelled metric (or of a full `name{labels}` line prefix).
     pub fn metric(&self, name: &str) -> u64 {
-        let (_, text) = self.http_get("/metrics");
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("metric {name} not in /metrics"))
+        metric(&self.0, name)
     }
 
     /// SIGTERM, then wait for the exit; returns the exit status.
@@ -119,6 +115,14 @@ impl TestDaemon {
     pub fn http_get(&self, path: &str) -> (u16, String) {
         self.0.http_get(path).expect("GET from the operator endpoint")
     }
+}
+
+/// The value of an unlabelled metric of `daemon` (or of a full `name{labels}` line prefix).
+pub fn metric(daemon: &Daemon, name: &str) -> u64 {
+    daemon
+        .metric(name)
+        .expect("GET /metrics")
+        .unwrap_or_else(|| panic!("metric {name} not in /metrics"))
 }
 
 /// Writes a token file as the daemon requires it: readable by its owner only (mode 0600).
