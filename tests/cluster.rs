@@ -150,6 +150,15 @@ fn writes_reach_every_replica_and_survive_the_leader_s_sigkill() {
 
     // The old leader comes back as a follower and catches up.
     cluster.replicas[leader].restart().expect("restart the old leader");
+    converged(&cluster);
+    // A replica replaced by a new one on an empty data directory catches up from the leader.
+    let replaced = (new_leader + 1) % 3;
+    cluster.replicas[replaced].kill();
+    std::fs::remove_dir_all(tmp.path().join(format!("r{replaced}"))).unwrap();
+    cluster.replicas[replaced].restart().expect("start the replacement");
+    // The leader believes that replica holds everything until a write shows otherwise.
+    send(&mut client, &payments(9000, 1, wallets));
+    acknowledged.push(9000);
     let (sequence, hash) = converged(&cluster);
     assert!(sequence > 20, "entries replicated: {sequence}");
     all_present(&mut client, &acknowledged);
@@ -157,6 +166,7 @@ fn writes_reach_every_replica_and_survive_the_leader_s_sigkill() {
     let paid: u128 = (0..10u128)
         .flat_map(|b| payments(1000 + b * 50, 50, wallets))
         .chain((0..10u128).flat_map(|b| payments(5000 + b * 50, 50, wallets)))
+        .chain(payments(9000, 1, wallets))
         .map(|t| t.amount)
         .sum();
     assert_eq!(source.debits_posted, paid, "every payment applied exactly once");

@@ -33,7 +33,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
-use raft::prelude::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
+use raft::prelude::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
 use raft::storage::MemStorage;
 use raft::{
     Config, GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Storage, StorageError,
@@ -284,6 +284,7 @@ pub struct Replica<S: ReplicaStorage = LogStore> {
     read_round_next: u64,
     read_round_asked: u64,
     read_round_confirmed: u64,
+    lost_entries_seen: u64,
 }
 
 impl<S: ReplicaStorage> Replica<S> {
@@ -329,6 +330,7 @@ impl<S: ReplicaStorage> Replica<S> {
             read_round_next: 1,
             read_round_asked: 0,
             read_round_confirmed: 0,
+            lost_entries_seen: 0,
         }
     }
 
@@ -406,10 +408,26 @@ impl<S: ReplicaStorage> Replica<S> {
         self.raw.report_snapshot(to, status);
     }
 
-    pub fn step(&mut self, message: Message) {
+    pub fn step(&mut self, mut message: Message) {
+        if message.get_msg_type() == MessageType::MsgHeartbeat {
+            let log = &self.raw.raft.raft_log;
+            if message.commit > log.last_index() {
+                // The leader believes this replica holds entries it does not: its data
+                // directory was replaced (an empty or older one). raft-rs would take that for
+                // a bug and stop; the commit is ignored instead, and the next append the
+                // leader sends is refused and walks it back to where the logs agree.
+                message.commit = log.committed;
+                self.lost_entries_seen += 1;
+            }
+        }
         // Messages from an older configuration or a stale peer are refused by raft-rs and
         // change nothing: dropping them is what the network could have done.
         let _ = self.raw.step(message);
+    }
+
+    /// Heartbeats that named a commit past this replica's log (its data was replaced).
+    pub fn lost_entries_seen(&self) -> u64 {
+        self.lost_entries_seen
     }
 
     /// Decides `request` at `now_ns` and proposes its event; the reply comes out of a later
