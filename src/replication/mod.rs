@@ -564,14 +564,16 @@ impl<S: ReplicaStorage> Replica<S> {
         if ready.snapshot().get_metadata().index != 0 {
             self.install(ready.snapshot().clone());
         }
-        let committed = ready.take_committed_entries();
-        self.apply_committed(&committed);
         store
             .persist(ready.entries(), ready.hs())
             .expect("persist the log (a replica that cannot write its journal stops)");
+        // A follower's acknowledgement leaves before it applies what was committed: the
+        // leader's commit does not wait for a follower's state machine.
         for message in ready.take_persisted_messages() {
             send(message);
         }
+        let committed = ready.take_committed_entries();
+        self.apply_committed(&committed);
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             store.set_commit(commit);

@@ -132,6 +132,11 @@ impl Node {
         doorbell.register_current();
         loop {
             let mut busy = self.step_messages();
+            if busy {
+                // Commits learned from peers release their replies before the next batch of
+                // requests is decided.
+                self.pump();
+            }
             if self.queue.len() < WAITING_MAX {
                 match poller.take_each(BATCH_REQUESTS_MAX, &mut |slot| self.handle(slot)) {
                     Ok(handled) => {
