@@ -694,6 +694,8 @@ failed_ids_max = 20
 tls_cert = "/nonexistent/cert.pem"
 tls_key = "/nonexistent/key.pem"
 tls_client_ca = "/nonexistent/ca.pem"
+replica = 1
+cluster = "127.0.0.1:9200,127.0.0.1:9201,127.0.0.1:9202"
 "#;
 
     #[test]
@@ -714,7 +716,14 @@ tls_client_ca = "/nonexistent/ca.pem"
             ["repair_discard_after", "fault_file", "build_snapshot_up_to", "evict_through_ns"],
             "keys in the file that did not reach the settings: {debug}"
         );
-        let c = Settings { auth_token_file: None, ..s }.resolve().unwrap();
+        assert_eq!(
+            (s.replica, s.cluster.as_deref()),
+            (Some(1), Some("127.0.0.1:9200,127.0.0.1:9201,127.0.0.1:9202"))
+        );
+        // (A cluster member cannot keep history on disk yet: resolved without the cluster.)
+        let c = Settings { auth_token_file: None, replica: None, cluster: None, ..s }
+            .resolve()
+            .unwrap();
         assert_eq!(c.snapshot_every_events, 14);
         assert_eq!(c.snapshot_every_records, 13);
         assert_eq!(c.connections_max, 77);
