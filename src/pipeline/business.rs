@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use disruptor::Polling;
 use rkyv::util::AlignedVec;
 
+use super::reads::Scratch;
 use super::resolve::Resolutions;
 use super::{Doorbell, ReplyBatch, ReplyEntry, ReplySink, Slot, SlotKind, SlotPoller};
 use super::{BATCH_EVENTS_MAX, BATCH_REQUESTS_MAX};
@@ -16,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{self, Operation, Status};
 use crate::recovery::{self, RecoveryConfig};
 use crate::state_machine::{Capacity, StateMachine};
-use crate::types::{Account, AccountBalance, AccountFilter, AccountLimit, CreateResult, Transfer};
+use crate::types::{CreateResult, Transfer};
 
 /// How long the idle business thread spins before it parks.
 const IDLE_SPIN_DEFAULT: Duration = Duration::from_micros(20);
@@ -140,11 +141,7 @@ pub struct Business {
     event: Event,
     encoded: AlignedVec<16>,
     results: Vec<CreateResult>,
-    accounts: Vec<Account>,
-    transfers: Vec<Transfer>,
-    limits: Vec<AccountLimit>,
-    ids: Vec<u128>,
-    balances: Vec<AccountBalance>,
+    scratch: Scratch,
     body: Vec<u8>,
     /// History in the disk index: the resolve stage's results and the slots consumed so far.
     cold: Option<ColdStage>,
@@ -182,11 +179,7 @@ impl Business {
             event: Event::default(),
             encoded: AlignedVec::new(),
             results: Vec::new(),
-            accounts: Vec::new(),
-            transfers: Vec::new(),
-            limits: Vec::new(),
-            ids: Vec::new(),
-            balances: Vec::new(),
+            scratch: Scratch::default(),
             body: Vec::new(),
             cold: None,
             ordinal: 0,
@@ -382,19 +375,24 @@ impl Business {
         let now = now_ns();
         match operation {
             Operation::CreateAccounts => {
-                decode_records(body, Account::SIZE, &mut self.accounts, Account::read_from);
-                if !self.state.accounts_fit(&self.config.capacity, self.accounts.len()) {
+                Scratch::decode(body, &mut self.scratch.accounts);
+                if !self.state.accounts_fit(&self.config.capacity, self.scratch.accounts.len()) {
                     return Err(Status::LedgerFull);
                 }
-                self.state.create_accounts(now, &self.accounts, &mut self.results, &mut self.event);
-                self.metrics.events(0, self.accounts.len(), &self.results);
-                self.events_since_flush += self.accounts.len();
+                self.state.create_accounts(
+                    now,
+                    &self.scratch.accounts,
+                    &mut self.results,
+                    &mut self.event,
+                );
+                self.metrics.events(0, self.scratch.accounts.len(), &self.results);
+                self.events_since_flush += self.scratch.accounts.len();
                 self.journal_event()?;
                 encode_results(&self.results, &mut self.body);
             }
             Operation::CreateTransfers => {
-                decode_records(body, Transfer::SIZE, &mut self.transfers, Transfer::read_from);
-                if !self.state.transfers_fit(&self.config.capacity, self.transfers.len()) {
+                Scratch::decode(body, &mut self.scratch.transfers);
+                if !self.state.transfers_fit(&self.config.capacity, self.scratch.transfers.len()) {
                     // With history on disk the limit is on memory: the index is behind and
                     // catches up by itself, so the client retries later.
                     return Err(if self.cold.is_some() {
@@ -405,62 +403,34 @@ impl Business {
                 }
                 self.state.create_transfers(
                     now,
-                    &self.transfers,
+                    &self.scratch.transfers,
                     &mut self.results,
                     &mut self.event,
                 );
-                self.metrics.events(1, self.transfers.len(), &self.results);
-                self.events_since_flush += self.transfers.len();
+                self.metrics.events(1, self.scratch.transfers.len(), &self.results);
+                self.events_since_flush += self.scratch.transfers.len();
                 self.journal_event()?;
                 encode_results(&self.results, &mut self.body);
             }
             Operation::SetAccountLimits => {
-                decode_records(body, AccountLimit::SIZE, &mut self.limits, AccountLimit::read_from);
+                Scratch::decode(body, &mut self.scratch.limits);
                 self.state.set_account_limits(
                     now,
-                    &self.limits,
+                    &self.scratch.limits,
                     &mut self.results,
                     &mut self.event,
                 );
-                self.metrics.events(2, self.limits.len(), &self.results);
-                self.events_since_flush += self.limits.len();
+                self.metrics.events(2, self.scratch.limits.len(), &self.results);
+                self.events_since_flush += self.scratch.limits.len();
                 self.journal_event()?;
                 encode_results(&self.results, &mut self.body);
             }
-            Operation::LookupAccounts => {
-                decode_records(body, 16, &mut self.ids, |b| crate::types::read_u128(b, 0));
-                self.state.lookup_accounts(&self.ids, &mut self.accounts);
-                encode_records(&self.accounts, Account::SIZE, &mut self.body, Account::write_to);
-            }
-            Operation::LookupTransfers => {
-                decode_records(body, 16, &mut self.ids, |b| crate::types::read_u128(b, 0));
-                self.state.lookup_transfers(&self.ids, &mut self.transfers);
-                encode_records(&self.transfers, Transfer::SIZE, &mut self.body, Transfer::write_to);
-            }
-            Operation::LookupAccountLimits => {
-                decode_records(body, 16, &mut self.ids, |b| crate::types::read_u128(b, 0));
-                self.state.lookup_account_limits(&self.ids, &mut self.limits);
-                encode_records(
-                    &self.limits,
-                    AccountLimit::SIZE,
-                    &mut self.body,
-                    AccountLimit::write_to,
-                );
-            }
-            Operation::GetAccountTransfers => {
-                let filter = AccountFilter::read_from(&body[..AccountFilter::SIZE]);
-                self.state.get_account_transfers(&filter, &mut self.transfers);
-                encode_records(&self.transfers, Transfer::SIZE, &mut self.body, Transfer::write_to);
-            }
-            Operation::GetAccountBalances => {
-                let filter = AccountFilter::read_from(&body[..AccountFilter::SIZE]);
-                self.state.get_account_balances(&filter, &mut self.balances);
-                encode_records(
-                    &self.balances,
-                    AccountBalance::SIZE,
-                    &mut self.body,
-                    AccountBalance::write_to,
-                );
+            read @ (Operation::LookupAccounts
+            | Operation::LookupTransfers
+            | Operation::LookupAccountLimits
+            | Operation::GetAccountTransfers
+            | Operation::GetAccountBalances) => {
+                super::reads::answer(&self.state, read, body, &mut self.scratch, &mut self.body);
             }
             Operation::ChangeEvents => {
                 let request =
@@ -756,25 +726,6 @@ pub fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn decode_records<T>(body: &[u8], size: usize, out: &mut Vec<T>, read: impl Fn(&[u8]) -> T) {
-    debug_assert_eq!(body.len() % size, 0, "validated by the network layer");
-    out.clear();
-    out.extend(body.chunks_exact(size).map(read));
-}
-
-fn encode_records<T>(
-    records: &[T],
-    size: usize,
-    body: &mut Vec<u8>,
-    write: impl Fn(&T, &mut [u8]),
-) {
-    body.clear();
-    body.resize(records.len() * size, 0);
-    for (record, chunk) in records.iter().zip(body.chunks_exact_mut(size)) {
-        write(record, chunk);
-    }
 }
 
 fn encode_results(results: &[CreateResult], body: &mut Vec<u8>) {

@@ -12,6 +12,7 @@
 //!   then the state is rebuilt from what is durable (snapshot + journal) before serving again.
 
 mod business;
+pub mod reads;
 mod replies;
 pub mod resolve;
 

@@ -27,11 +27,11 @@ use raft::StateRole;
 use super::transport::Transport;
 use super::{JournalLog, Replica, Reply, Request};
 use crate::metrics::Metrics;
+use crate::pipeline::reads::{self, Scratch};
 use crate::pipeline::{is_write, SlotPoller, BATCH_REQUESTS_MAX};
 use crate::pipeline::{now_ns, Doorbell, ReplyBatch, ReplyEntry, ReplySink, Slot, SlotKind};
 use crate::protocol::{self, NotLeaderReply, Operation, ReplicaRole, Status, StatusReply};
 use crate::state_machine::Capacity;
-use crate::types::{Account, AccountBalance, AccountFilter, AccountLimit, Transfer};
 
 /// Raft's clock: elections time out after 10 + 3 × id ticks, leaders send heartbeats every
 /// 3 (see `election_ticks`): with 10 ms, a leader's loss is noticed within 130–190 ms.
@@ -84,11 +84,7 @@ pub struct Node {
     next_tick: Instant,
     /// Role, term and leader when last published, to log changes.
     last_seen: (StateRole, u64, Option<u64>),
-    accounts: Vec<Account>,
-    transfers: Vec<Transfer>,
-    limits: Vec<AccountLimit>,
-    ids: Vec<u128>,
-    balances: Vec<AccountBalance>,
+    scratch: Scratch,
 }
 
 impl Node {
@@ -114,11 +110,7 @@ impl Node {
             queue: VecDeque::new(),
             first_token: 1,
             spare: Vec::new(),
-            accounts: Vec::new(),
-            transfers: Vec::new(),
-            limits: Vec::new(),
-            ids: Vec::new(),
-            balances: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -363,23 +355,27 @@ impl Node {
         let body = &slot.body;
         let submitted = match operation {
             Operation::CreateAccounts => {
-                decode(body, &mut self.accounts);
-                if !self.replica.state().accounts_fit(&self.config.capacity, self.accounts.len()) {
+                Scratch::decode(body, &mut self.scratch.accounts);
+                if !self
+                    .replica
+                    .state()
+                    .accounts_fit(&self.config.capacity, self.scratch.accounts.len())
+                {
                     return self.answer(token, Status::LedgerFull);
                 }
-                self.replica.submit(now, token, Request::CreateAccounts(&self.accounts))
+                self.replica.submit(now, token, Request::CreateAccounts(&self.scratch.accounts))
             }
             Operation::CreateTransfers => {
-                decode(body, &mut self.transfers);
+                Scratch::decode(body, &mut self.scratch.transfers);
                 let state = self.replica.state();
-                if !state.transfers_fit(&self.config.capacity, self.transfers.len()) {
+                if !state.transfers_fit(&self.config.capacity, self.scratch.transfers.len()) {
                     return self.answer(token, Status::LedgerFull);
                 }
-                self.replica.submit(now, token, Request::CreateTransfers(&self.transfers))
+                self.replica.submit(now, token, Request::CreateTransfers(&self.scratch.transfers))
             }
             Operation::SetAccountLimits => {
-                decode(body, &mut self.limits);
-                self.replica.submit(now, token, Request::SetAccountLimits(&self.limits))
+                Scratch::decode(body, &mut self.scratch.limits);
+                self.replica.submit(now, token, Request::SetAccountLimits(&self.scratch.limits))
             }
             Operation::Status => {
                 let reply = self.status_reply();
@@ -405,42 +401,11 @@ impl Node {
     /// Answers a read from the replica's state into `token`'s body.
     fn read(&mut self, operation: Operation, body: &[u8], token: u64) -> Result<(), Status> {
         let mut out = std::mem::take(self.body(token));
-        out.clear();
         let state = self.replica.state();
-        match operation {
-            Operation::LookupAccounts => {
-                self.ids.clear();
-                self.ids.extend(protocol::decode_ids(body));
-                state.lookup_accounts(&self.ids, &mut self.accounts);
-                protocol::encode_records(&mut out, &self.accounts);
-            }
-            Operation::LookupTransfers => {
-                self.ids.clear();
-                self.ids.extend(protocol::decode_ids(body));
-                state.lookup_transfers(&self.ids, &mut self.transfers);
-                protocol::encode_records(&mut out, &self.transfers);
-            }
-            Operation::LookupAccountLimits => {
-                self.ids.clear();
-                self.ids.extend(protocol::decode_ids(body));
-                state.lookup_account_limits(&self.ids, &mut self.limits);
-                protocol::encode_records(&mut out, &self.limits);
-            }
-            Operation::GetAccountTransfers => {
-                let filter = AccountFilter::read_from(&body[..AccountFilter::SIZE]);
-                state.get_account_transfers(&filter, &mut self.transfers);
-                protocol::encode_records(&mut out, &self.transfers);
-            }
-            Operation::GetAccountBalances => {
-                let filter = AccountFilter::read_from(&body[..AccountFilter::SIZE]);
-                state.get_account_balances(&filter, &mut self.balances);
-                protocol::encode_records(&mut out, &self.balances);
-            }
-            Operation::ChangeEvents => {
-                let request =
-                    protocol::ChangeEventsRequest::decode(body).map_err(|_| Status::InvalidBody)?;
+        let result = if operation == Operation::ChangeEvents {
+            match protocol::ChangeEventsRequest::decode(body) {
                 // Committed records only: the ones after the commit index may still be cut.
-                let result = self.replica.storage().with_journal(|journal, commit| {
+                Ok(request) => self.replica.storage().with_journal(|journal, commit| {
                     crate::change_events::collect(
                         journal,
                         commit,
@@ -449,16 +414,15 @@ impl Node {
                         &request,
                         &mut out,
                     )
-                });
-                if let Err(status) = result {
-                    *self.body(token) = out;
-                    return Err(status);
-                }
+                }),
+                Err(_) => Err(Status::InvalidBody),
             }
-            _ => unreachable!("writes, status and hello are handled by the caller"),
-        }
+        } else {
+            reads::answer(state, operation, body, &mut self.scratch, &mut out);
+            Ok(())
+        };
         *self.body(token) = out;
-        Ok(())
+        result
     }
 
     fn status_reply(&self) -> StatusReply {
@@ -496,10 +460,4 @@ fn role_of(role: StateRole) -> ReplicaRole {
 /// A replica id (from 1) as a position in the cluster's address list (from 0).
 fn leader_position(id: Option<u64>) -> u32 {
     id.map_or(protocol::LEADER_UNKNOWN, |id| (id - 1) as u32)
-}
-
-/// Decodes a batch body the network layer validated.
-fn decode<R: protocol::Record>(body: &[u8], out: &mut Vec<R>) {
-    out.clear();
-    protocol::decode_records(body, out).expect("validated by the network layer");
 }
