@@ -221,12 +221,7 @@ impl Business {
 
     /// Consumes the ring until every producer is gone and the ring is drained.
     pub fn run(mut self, mut poller: impl SlotPoller, doorbell: Arc<Doorbell>) {
-        if let Some(core) = self.config.pin_core {
-            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                tracing::warn!(core, "could not pin the business thread; running unpinned");
-            }
-        }
-        doorbell.register_current();
+        doorbell.enter_business_thread(self.config.pin_core);
         loop {
             let idle = match poller.take_each(BATCH_REQUESTS_MAX, &mut |slot| {
                 self.handle(slot);

@@ -148,6 +148,18 @@ impl Doorbell {
         }
     }
 
+    /// Called first on the business thread (a single daemon's or a cluster member's): pins it
+    /// to `core` if given (a failure is logged; it runs unpinned) and makes it the one the
+    /// doorbell wakes.
+    pub(crate) fn enter_business_thread(&self, core: Option<usize>) {
+        if let Some(core) = core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                tracing::warn!(core, "could not pin the business thread; running unpinned");
+            }
+        }
+        self.register_current();
+    }
+
     pub(crate) fn register_current(&self) {
         let _ = self.thread.set(std::thread::current());
     }

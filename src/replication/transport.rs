@@ -105,14 +105,16 @@ impl Transport {
         let mut threads = Vec::new();
         let accepting = Accepting {
             listener,
-            id: config.id,
-            cluster_size: n as u16,
-            accepts: config.accepts.clone(),
-            inbox: inbox_tx,
-            doorbell,
-            loss_percent: Arc::clone(&config.loss_percent),
-            stats: Arc::clone(&stats),
-            shutdown: Arc::clone(&shutdown),
+            reading: Reading {
+                id: config.id,
+                cluster_size: n as u16,
+                accepts: config.accepts.clone(),
+                inbox: inbox_tx,
+                doorbell,
+                loss_percent: Arc::clone(&config.loss_percent),
+                stats: Arc::clone(&stats),
+                shutdown: Arc::clone(&shutdown),
+            },
             open: Arc::new(AtomicUsize::new(0)),
         };
         threads.push(
@@ -263,46 +265,25 @@ impl Writer {
 
 struct Accepting {
     listener: TcpListener,
-    id: u64,
-    cluster_size: u16,
-    accepts: Option<TokenCheck>,
-    inbox: SyncSender<Message>,
-    doorbell: Arc<Doorbell>,
-    loss_percent: Arc<AtomicU32>,
-    stats: Arc<TransportStats>,
-    shutdown: Arc<AtomicBool>,
+    /// What each accepted connection's reader gets a copy of.
+    reading: Reading,
     open: Arc<AtomicUsize>,
 }
 
 impl Accepting {
     fn run(self) {
-        while !self.shutdown.load(Ordering::Acquire) {
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(ACCEPT_POLL);
-                    continue;
-                }
-                Err(_) => {
-                    std::thread::sleep(ACCEPT_POLL);
-                    continue;
-                }
+        while !self.reading.shutdown.load(Ordering::Acquire) {
+            // Non-blocking: nothing to accept (or a failed accept) waits a poll interval.
+            let Ok((stream, _)) = self.listener.accept() else {
+                std::thread::sleep(ACCEPT_POLL);
+                continue;
             };
             if self.open.load(Ordering::Acquire) >= INBOUND_CONNECTIONS_MAX {
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.reading.stats.refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             self.open.fetch_add(1, Ordering::AcqRel);
-            let reader = Reading {
-                id: self.id,
-                cluster_size: self.cluster_size,
-                accepts: self.accepts.clone(),
-                inbox: self.inbox.clone(),
-                doorbell: Arc::clone(&self.doorbell),
-                loss_percent: Arc::clone(&self.loss_percent),
-                stats: Arc::clone(&self.stats),
-                shutdown: Arc::clone(&self.shutdown),
-            };
+            let reader = self.reading.clone();
             let open = Arc::clone(&self.open);
             let spawned =
                 std::thread::Builder::new().name("ledgerd-raft-from".into()).spawn(move || {
@@ -316,6 +297,7 @@ impl Accepting {
     }
 }
 
+#[derive(Clone)]
 struct Reading {
     id: u64,
     cluster_size: u16,
