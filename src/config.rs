@@ -217,13 +217,22 @@ pub struct Settings {
     /// read-write token to each other.
     #[arg(long, env = "LEDGERD_CLUSTER")]
     pub cluster: Option<String>,
+
+    /// The address this replica's replication port binds, where it differs from the one its
+    /// peers dial (its entry in --cluster): behind a container's port mapping, NAT or a
+    /// proxy. Needs --replica. [default: this replica's entry in --cluster]
+    #[arg(long, env = "LEDGERD_REPLICATION_LISTEN")]
+    pub replication_listen: Option<SocketAddr>,
 }
 
-/// A cluster member's place: its position and every replica's replication address.
+/// A cluster member's place: its position, every replica's replication address, and the
+/// address its own replication port binds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub position: usize,
     pub peers: Vec<SocketAddr>,
+    /// `--replication-listen`, else `peers[position]`.
+    pub listen: SocketAddr,
 }
 
 /// Most replicas in a cluster.
@@ -326,6 +335,7 @@ impl Settings {
             cold_index_transfers,
             replica,
             cluster,
+            replication_listen,
             log_format,
             log,
             insecure,
@@ -442,7 +452,13 @@ impl Settings {
         insecure: bool,
     ) -> anyhow::Result<Option<ClusterConfig>> {
         let (position, list) = match (self.replica, self.cluster.as_deref()) {
-            (None, None) => return Ok(None),
+            (None, None) => {
+                anyhow::ensure!(
+                    self.replication_listen.is_none(),
+                    "--replication-listen needs --replica and --cluster"
+                );
+                return Ok(None);
+            }
             (Some(position), Some(list)) => (position, list),
             _ => anyhow::bail!("--replica and --cluster go together"),
         };
@@ -472,9 +488,12 @@ impl Settings {
             "--cold-index is not available with --cluster yet: a cluster member keeps its \
              history in memory"
         );
-        crate::net::auth::check_listen_policy(peers[position], tokens, false, insecure)
-            .map_err(|e| anyhow::anyhow!("replication address: {e}"))?;
-        Ok(Some(ClusterConfig { position, peers }))
+        let listen = self.replication_listen.unwrap_or(peers[position]);
+        for addr in [peers[position], listen] {
+            crate::net::auth::check_listen_policy(addr, tokens, false, insecure)
+                .map_err(|e| anyhow::anyhow!("replication address: {e}"))?;
+        }
+        Ok(Some(ClusterConfig { position, peers, listen }))
     }
 
     /// The record limits: flags where given, else the defaults for this machine's memory.
@@ -696,6 +715,7 @@ tls_key = "/nonexistent/key.pem"
 tls_client_ca = "/nonexistent/ca.pem"
 replica = 1
 cluster = "127.0.0.1:9200,127.0.0.1:9201,127.0.0.1:9202"
+replication_listen = "127.0.0.1:9301"
 "#;
 
     #[test]
@@ -720,10 +740,17 @@ cluster = "127.0.0.1:9200,127.0.0.1:9201,127.0.0.1:9202"
             (s.replica, s.cluster.as_deref()),
             (Some(1), Some("127.0.0.1:9200,127.0.0.1:9201,127.0.0.1:9202"))
         );
+        assert_eq!(s.replication_listen, Some("127.0.0.1:9301".parse().unwrap()));
         // (A cluster member cannot keep history on disk yet: resolved without the cluster.)
-        let c = Settings { auth_token_file: None, replica: None, cluster: None, ..s }
-            .resolve()
-            .unwrap();
+        let c = Settings {
+            auth_token_file: None,
+            replica: None,
+            cluster: None,
+            replication_listen: None,
+            ..s
+        }
+        .resolve()
+        .unwrap();
         assert_eq!(c.snapshot_every_events, 14);
         assert_eq!(c.snapshot_every_records, 13);
         assert_eq!(c.connections_max, 77);

@@ -441,15 +441,14 @@ fn start_member(
         TransportConfig {
             id,
             peers: cluster.peers.clone(),
+            listen: cluster.listen,
             token: config.tokens.first_read_write().map(<[u8]>::to_vec),
             accepts,
             loss_percent: loss.unwrap_or_default(),
         },
         Arc::clone(doorbell),
     )
-    .with_context(|| {
-        format!("binding the replication address {}", cluster.peers[cluster.position])
-    })?;
+    .with_context(|| format!("binding the replication address {}", cluster.listen))?;
     metrics.replica.store(1, Relaxed);
     metrics.journal_sequence.store(replica.commit_index(), Relaxed);
     Ok(Core::Member { replica: Box::new(replica), transport, inbox })

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{bin, builder, replay_hash, transfer, wallet};
+use ledgerd::harness::proxy::Link;
 use ledgerd::harness::{Cluster, Daemon};
 use ledgerd_client::protocol::{NotLeaderReply, Operation, ReplicaRole, Status};
 use ledgerd_client::types::{Account, ResultCode, Transfer};
@@ -267,6 +268,97 @@ fn writes_go_on_through_message_loss_and_a_follower_s_full_disk() {
     all_present(&mut client, &acknowledged);
 }
 
+/// Every replica behind a proxy that delays what its peers send it (with jitter), while the
+/// test cuts connections, slows one replica's inbound traffic past the election timeout,
+/// SIGKILLs the leader and brings it back. The seed (`LEDGERD_TEST_SEED`, else fixed) draws
+/// the jitter and the faults; a failure names it.
+#[test]
+fn writes_survive_delay_jitter_cut_connections_and_a_killed_leader() {
+    let seed: u64 =
+        std::env::var("LEDGERD_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(2026);
+    eprintln!("LEDGERD_TEST_SEED={seed}");
+    let ms = Duration::from_millis;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster =
+        Cluster::start_behind_proxies(3, Link { delay: ms(10), jitter: ms(20) }, seed, |i| {
+            builder(&tmp.path().join(format!("r{i}")), &[])
+        })
+        .expect("start three replicas behind proxies");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    cluster.leader(LEADER_TIMEOUT).expect("a leader through delayed links");
+    // Round trips of up to a second while one replica's traffic is slow.
+    let mut options = cluster.replicas[0].client_options();
+    options.io_timeout = Some(Duration::from_secs(3));
+    let mut client = ClusterClient::new(cluster.client_addrs(), options);
+    let wallets = 10;
+    open_accounts(&mut client, wallets);
+
+    let mut acknowledged = Vec::new();
+    let mut paid = 0u128;
+    let mut killed = None;
+    for round in 0..24u128 {
+        match round {
+            // Everything sent to the leader arrives late, past its election timeout.
+            4 => {
+                let leader = cluster.leader(LEADER_TIMEOUT).expect("a leader");
+                cluster.proxies[leader].set_link(Link { delay: ms(250), jitter: ms(50) });
+            }
+            8 => {
+                for p in &cluster.proxies {
+                    p.set_link(Link { delay: ms(30), jitter: ms(40) });
+                }
+            }
+            12 => {
+                let leader = cluster.leader(LEADER_TIMEOUT).expect("a leader");
+                cluster.replicas[leader].kill();
+                killed = Some(leader);
+            }
+            16 => {
+                let back = killed.take().unwrap();
+                cluster.replicas[back].restart().expect("restart the killed leader");
+            }
+            20 => {
+                for p in &cluster.proxies {
+                    p.set_link(Link { delay: ms(2), jitter: ms(3) });
+                }
+            }
+            _ => {}
+        }
+        if round % 3 == 2 {
+            cluster.proxies[rng.usize(0..3)].cut();
+        }
+        let batch = payments(1000 + round * 20, 20, wallets);
+        send(&mut client, &batch);
+        acknowledged.extend(batch.iter().map(|t| t.id));
+        paid += batch.iter().map(|t| t.amount).sum::<u128>();
+    }
+
+    for p in &cluster.proxies {
+        p.set_link(Link::default());
+    }
+    let (sequence, hash) = converged(&cluster);
+    assert!(sequence > 24, "entries replicated: {sequence}");
+    let term = cluster.replicas[0].client().unwrap().status().unwrap().term;
+    eprintln!("term {term}, requests sent again {}", client.retries);
+    all_present(&mut client, &acknowledged);
+    let source = client.lookup_accounts(&[1]).unwrap()[0];
+    assert_eq!(source.debits_posted, paid, "every payment applied exactly once (seed {seed})");
+    // Replication went through the proxies, and cut connections were opened again.
+    for (i, p) in cluster.proxies.iter().enumerate() {
+        assert!(p.forwarded_bytes() > 0, "nothing reached replica {i} through its proxy");
+    }
+    let opened: u64 = cluster.proxies.iter().map(|p| p.connections()).sum();
+    assert!(opened > 6, "connections opened through the proxies: {opened}");
+
+    for r in &mut cluster.replicas {
+        r.stop().expect("stop");
+    }
+    for i in 0..3 {
+        let replayed = replay_hash(&tmp.path().join(format!("r{i}")));
+        assert_eq!(replayed, format!("{hash:032x}"), "replica {i}'s journal (seed {seed})");
+    }
+}
+
 /// Sends `t` to the replicas other than `avoid` until one leads and acknowledges it; returns
 /// that one.
 fn write_elsewhere(cluster: &Cluster, avoid: usize, t: &Transfer) -> usize {
@@ -349,6 +441,11 @@ fn cluster_flags_are_checked() {
     refused(&["--replica", "0", "--cluster", "127.0.0.1:1,127.0.0.1:1"], "twice");
     refused(&["--replica", "0", "--cluster", "localhost:1"], "is not an address");
     refused(&["--replica", "0", "--cluster", list, "--cold-index", "true"], "--cold-index");
+    refused(&["--replication-listen", "127.0.0.1:4"], "--replication-listen needs --replica");
+    refused(
+        &["--replica", "0", "--cluster", list, "--replication-listen", "0.0.0.0:4"],
+        "replication address",
+    );
 }
 
 /// A single replica is a cluster of one: it elects itself and serves.

@@ -76,8 +76,11 @@ pub struct Transport {
 pub struct TransportConfig {
     /// This replica's id (1-based position in `peers`).
     pub id: u64,
-    /// Every replica's replication address, in `--cluster` order.
+    /// Every replica's replication address, in `--cluster` order: where its peers dial it.
     pub peers: Vec<SocketAddr>,
+    /// The address this replica's listener binds (its own entry in `peers` unless something
+    /// between the replicas maps one to the other).
+    pub listen: SocketAddr,
     /// The token this replica presents to its peers.
     pub token: Option<Vec<u8>>,
     /// Whether a presented token is one the peer may use (`None`: no tokens, accept all).
@@ -96,8 +99,7 @@ impl Transport {
     ) -> std::io::Result<(Transport, Receiver<Message>)> {
         let n = config.peers.len();
         assert!(config.id >= 1 && config.id as usize <= n, "replica id inside the cluster");
-        let own = config.peers[config.id as usize - 1];
-        let listener = TcpListener::bind(own)?;
+        let listener = TcpListener::bind(config.listen)?;
         listener.set_nonblocking(true)?;
         let shutdown = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(TransportStats::default());

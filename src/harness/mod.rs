@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use ledgerd_client::protocol::ReplicaRole;
 use ledgerd_client::{Client, ClientError, ClientOptions, ClusterClient};
 
+pub mod proxy;
+use proxy::{Link, Proxy};
+
 /// How long [`Builder::start`] and [`Daemon::restart`] wait for the daemon to answer, unless
 /// [`Builder::start_timeout`] says otherwise.
 pub const START_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
@@ -466,11 +469,15 @@ impl Daemon {
 }
 
 /// A cluster of replicas on loopback, each a [`Daemon`] started with `--replica I --cluster
-/// ADDRS` on free replication ports.
+/// ADDRS` on free replication ports, optionally each behind a [`Proxy`] that delays and cuts
+/// the traffic its peers send it.
 pub struct Cluster {
     pub replicas: Vec<Daemon>,
-    /// Every replica's replication address, in `--cluster` order.
+    /// Every replica's replication address, in `--cluster` order (a proxy's, when behind one).
     pub peers: Vec<SocketAddr>,
+    /// `proxies[i]` forwards to replica `i`'s replication port; empty unless started with
+    /// [`Cluster::start_behind_proxies`].
+    pub proxies: Vec<Proxy>,
 }
 
 /// Between two looks for the leader.
@@ -481,16 +488,47 @@ impl Cluster {
     /// or `--cluster`) and waits until each answers `status`.
     pub fn start(n: usize, builder: impl Fn(usize) -> Builder) -> Result<Cluster> {
         let peers = (0..n).map(|_| free_addr()).collect::<Result<Vec<_>>>()?;
-        let list = peers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
-        let mut replicas = Vec::with_capacity(n);
+        Cluster::spawn(peers, Vec::new(), builder)
+    }
+
+    /// Like [`Cluster::start`], with every replica's replication port behind its own
+    /// [`Proxy`] (`--cluster` lists the proxies, `--replication-listen` the real ports):
+    /// everything a replica receives from its peers waits `link`, with jitter drawn from
+    /// `seed`.
+    pub fn start_behind_proxies(
+        n: usize,
+        link: Link,
+        seed: u64,
+        builder: impl Fn(usize) -> Builder,
+    ) -> Result<Cluster> {
+        let mut proxies = Vec::with_capacity(n);
         for i in 0..n {
-            let b = builder(i).arg("--replica").arg(i.to_string()).arg("--cluster").arg(&list);
+            let real = free_addr()?;
+            proxies
+                .push(Proxy::start(real, link, seed.wrapping_add(i as u64)).map_err(Error::Port)?);
+        }
+        let peers = proxies.iter().map(Proxy::addr).collect();
+        Cluster::spawn(peers, proxies, builder)
+    }
+
+    fn spawn(
+        peers: Vec<SocketAddr>,
+        proxies: Vec<Proxy>,
+        builder: impl Fn(usize) -> Builder,
+    ) -> Result<Cluster> {
+        let list = peers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+        let mut replicas = Vec::with_capacity(peers.len());
+        for i in 0..peers.len() {
+            let mut b = builder(i).arg("--replica").arg(i.to_string()).arg("--cluster").arg(&list);
+            if let Some(p) = proxies.get(i) {
+                b = b.arg("--replication-listen").arg(p.target().to_string());
+            }
             replicas.push(b.spawn()?);
         }
         for r in &mut replicas {
             r.wait_ready(r.config.start_timeout)?;
         }
-        Ok(Cluster { replicas, peers })
+        Ok(Cluster { replicas, peers, proxies })
     }
 
     /// Every replica's client address, in `--cluster` order.
