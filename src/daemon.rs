@@ -22,6 +22,7 @@ use crate::recovery::{self, RecoveryConfig};
 use crate::replication::node::{Node, NodeConfig};
 use crate::replication::transport::{TokenCheck, Transport, TransportConfig};
 use crate::replication::{self, JournalLog, Replica};
+use crate::snapshot;
 
 /// Scheduling niceness of the snapshot process (0 is the daemon's; 19 the lowest priority).
 const SNAPSHOT_NICE: libc::c_int = 10;
@@ -182,7 +183,7 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
         Core::Single { recovered, .. } => {
             (recovered.report.snapshot_sequence.unwrap_or(0), recovered.state.next_expiry_ns())
         }
-        Core::Member { replica, .. } => (0, replica.state().next_expiry_ns()),
+        Core::Member { replica, .. } => (replica.started_from(), replica.state().next_expiry_ns()),
     };
     metrics.snapshot_sequence.store(snapshot_sequence, Relaxed);
 
@@ -309,7 +310,6 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
             child: None,
             faults,
             cold_index: cold.as_ref().map(|c| c.index.clone()),
-            snapshots: config.cluster.is_none(),
         };
         std::thread::Builder::new().name("ledgerd-timer".into()).spawn(move || timer.run())?
     };
@@ -408,9 +408,11 @@ fn start_member(
     loss: Option<Arc<std::sync::atomic::AtomicU32>>,
 ) -> anyhow::Result<Core> {
     let started = Instant::now();
+    // A member's snapshots sit beside its hard state; snapshots without one are a single
+    // daemon's, of a journal no cluster wrote.
     anyhow::ensure!(
-        !config.data_dir.join("snapshots").exists()
-            || std::fs::read_dir(config.data_dir.join("snapshots"))?.next().is_none(),
+        config.data_dir.join(replication::RAFT_STATE_FILE).exists()
+            || snapshot::list_snapshots(&config.data_dir)?.is_empty(),
         "{} holds snapshots of a single daemon: a cluster member starts from a journal of its \
          own (an empty data directory, or one a member of this cluster wrote)",
         config.data_dir.display()
@@ -422,6 +424,7 @@ fn start_member(
     let replica = Replica::start(id, log, replication::Options::default());
     tracing::info!(
         replica = cluster.position,
+        snapshot_index = replica.started_from(),
         term = replica.term(),
         commit = replica.commit_index(),
         last_index = replica.last_index(),
@@ -509,8 +512,6 @@ struct Timer {
     faults: Option<FaultFile>,
     /// History on disk: snapshots leave out what the index holds.
     cold_index: Option<ColdIndex>,
-    /// Whether to take snapshots (a cluster member rebuilds from its journal alone).
-    snapshots: bool,
 }
 
 /// Test-only fault injection: a file whose one line says which journal operation fails with
@@ -583,9 +584,7 @@ impl Timer {
                     self.doorbell.ring();
                 }
             }
-            if self.snapshots {
-                self.snapshots();
-            }
+            self.snapshots();
         }
         if let Some((mut child, _)) = self.child.take() {
             let _ = child.kill();

@@ -438,7 +438,7 @@ type RecordChecksum = u128;
 
 /// The newest snapshot at or below `last` whose record checksum matches the journal and whose
 /// image loads; the state it holds and the first sequence still to replay.
-fn newest_snapshot_state(
+pub fn newest_snapshot_state(
     data_dir: &Path,
     last: u64,
     checksum_of: impl Fn(u64) -> Option<RecordChecksum>,

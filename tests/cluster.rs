@@ -359,6 +359,67 @@ fn writes_survive_delay_jitter_cut_connections_and_a_killed_leader() {
     }
 }
 
+/// Members write snapshot files of their committed state and start from them: after every
+/// replica is SIGKILLed, each restarts from its newest snapshot plus the committed entries
+/// after it, and all agree with what their journals replay to.
+#[test]
+fn members_take_snapshot_files_and_restart_from_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(3, |i| {
+        builder(&tmp.path().join(format!("r{i}")), &["--snapshot-every-records", "10"])
+    })
+    .expect("start three replicas");
+    cluster.leader(LEADER_TIMEOUT).expect("a leader");
+    let mut client = cluster.client();
+    let wallets = 10;
+    open_accounts(&mut client, wallets);
+    let mut acknowledged = Vec::new();
+    let mut paid = 0u128;
+    let mut write = |client: &mut ClusterClient, first: u128| {
+        let batch = payments(first, 10, wallets);
+        send(client, &batch);
+        acknowledged.extend(batch.iter().map(|t| t.id));
+        paid += batch.iter().map(|t| t.amount).sum::<u128>();
+    };
+    for b in 0..40u128 {
+        write(&mut client, 1000 + b * 10);
+    }
+    // Every replica, followers too, writes snapshots (in a child process, off its business
+    // thread).
+    for (i, r) in cluster.replicas.iter().enumerate() {
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        while common::metric(r, "ledgerd_snapshots_total") == 0 {
+            assert!(Instant::now() < deadline, "replica {i} wrote no snapshot");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for r in &mut cluster.replicas {
+        r.kill();
+    }
+    for (i, r) in cluster.replicas.iter_mut().enumerate() {
+        r.restart().expect("restart");
+        let from = common::metric(r, "ledgerd_snapshot_sequence");
+        assert!(from >= 10, "replica {i} started from snapshot {from}");
+    }
+    let status = cluster.replicas[0].client().unwrap().status().unwrap();
+    assert!(status.snapshot_sequence >= 10, "{status:?}");
+    write(&mut client, 9000);
+    let (_, hash) = converged(&cluster);
+    all_present(&mut client, &acknowledged);
+    let source = client.lookup_accounts(&[1]).unwrap()[0];
+    assert_eq!(source.debits_posted, paid, "every payment applied exactly once");
+    for r in &mut cluster.replicas {
+        r.stop().expect("stop");
+    }
+    // From its newest snapshot, and from the journal alone.
+    for i in 0..3 {
+        let dir = tmp.path().join(format!("r{i}"));
+        assert_eq!(replay_hash(&dir), format!("{hash:032x}"), "replica {i}'s snapshot");
+        let whole = common::replay_hash_with(&dir, &["--no-snapshots"]);
+        assert_eq!(whole, format!("{hash:032x}"), "replica {i}'s journal");
+    }
+}
+
 /// Sends `t` to the replicas other than `avoid` until one leads and acknowledges it; returns
 /// that one.
 fn write_elsewhere(cluster: &Cluster, avoid: usize, t: &Transfer) -> usize {

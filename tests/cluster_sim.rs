@@ -11,8 +11,9 @@
 //!
 //! Two tests run the seeds: one on the in-memory log (`LogStore`, with compaction and
 //! snapshots; 500 seeds by default), one on the journal (`JournalLog`, real files under
-//! /dev/shm where it exists, where followers cut entries a new leader replaced; 200 seeds by
-//! default). `LEDGERD_SIM_DISK=memory` or `journal` runs only one of them.
+//! /dev/shm where it exists, where followers cut entries a new leader replaced, and snapshot
+//! files written at random moments, as the daemon's snapshot process writes them, start
+//! restarts and rebuilds; 200 seeds by default). `LEDGERD_SIM_DISK=memory` or `journal` runs only one of them.
 //!
 //! After the faults, the cluster heals and every check runs: each client's accepted answer
 //! matches what every replica holds (acknowledged transfers present with their fields,
@@ -87,6 +88,11 @@ trait Disk {
     fn replayed(&self, _up_to: u64) -> Option<StateMachine> {
         None
     }
+    /// Writes a snapshot file of the committed entries up to `commit`, as the daemon's
+    /// snapshot process does; false where the disk keeps none.
+    fn write_snapshot(&self, _commit: u64) -> bool {
+        false
+    }
 }
 
 impl Disk for LogStore {
@@ -126,6 +132,12 @@ impl Disk for JournalDisk {
         let rebuilt = ledgerd::recovery::rebuild(self.dir.path(), Some(up_to), false, &mut |_| {});
         Some(rebuilt.expect("the replica's journal replays as a ledger's").0)
     }
+    fn write_snapshot(&self, commit: u64) -> bool {
+        let config = ledgerd::recovery::RecoveryConfig::new(self.dir.path());
+        let written = ledgerd::recovery::build_snapshot(&config, Some(commit), 2)
+            .expect("a snapshot of committed entries builds");
+        written.is_some()
+    }
 }
 
 struct Node<D: Disk> {
@@ -149,6 +161,8 @@ struct Faults {
     delay_max: u64,
     crash_per_mille: u32,
     partition_per_mille: u32,
+    /// Chance per step that a live replica's disk gets a snapshot file of its commit index.
+    snapshot_file_per_mille: u32,
 }
 
 struct Sim<D: Disk> {
@@ -175,6 +189,10 @@ struct Sim<D: Disk> {
     snapshots_delivered: u64,
     /// Entries cut from a replica's log, over all incarnations of the replicas.
     entries_cut: u64,
+    /// Snapshot files written; restarts that started from a snapshot (a file, or the
+    /// in-memory log's own).
+    snapshot_files: u64,
+    restarts_from_snapshot: u64,
     verbose: bool,
 }
 
@@ -202,6 +220,7 @@ impl<D: Disk> Sim<D> {
             delay_max: rng.u64(1..40),
             crash_per_mille: rng.u32(1..4),
             partition_per_mille: rng.u32(0..3),
+            snapshot_file_per_mille: rng.u32(0..4),
         };
         let mut sim = Sim {
             seed,
@@ -222,6 +241,8 @@ impl<D: Disk> Sim<D> {
             faults,
             snapshots_delivered: 0,
             entries_cut: 0,
+            snapshot_files: 0,
+            restarts_from_snapshot: 0,
             verbose,
         };
         sim.clients = (0..CLIENTS).map(|c| sim.workload(c)).collect();
@@ -377,6 +398,8 @@ impl<D: Disk> Sim<D> {
                 return Outcome {
                     snapshots_delivered: self.snapshots_delivered,
                     entries_cut: self.entries_cut + cut,
+                    snapshot_files: self.snapshot_files,
+                    restarts_from_snapshot: self.restarts_from_snapshot,
                 };
             }
             self.step += 1;
@@ -423,6 +446,16 @@ impl<D: Disk> Sim<D> {
         if matches!(self.isolated, Some((_, until)) if self.step >= until) {
             self.isolated = None;
         }
+        if self.rng.u32(0..1000) < self.faults.snapshot_file_per_mille {
+            let id = self.rng.u64(1..=REPLICAS);
+            let node = &self.nodes[(id - 1) as usize];
+            if let Some(commit) = node.replica.as_ref().map(|r| r.commit_index()) {
+                if commit > 0 && node.disk.write_snapshot(commit) {
+                    self.snapshot_files += 1;
+                    self.log(|| format!("snapshot file of replica {id} at {commit}"));
+                }
+            }
+        }
     }
 
     fn heal(&mut self) {
@@ -438,9 +471,12 @@ impl<D: Disk> Sim<D> {
     fn restart_due(&mut self) {
         for (i, node) in self.nodes.iter_mut().enumerate() {
             if node.replica.is_none() && node.restart_at <= self.step {
-                node.replica = Some(Replica::start(i as u64 + 1, node.disk.open(), self.options));
+                let replica = Replica::start(i as u64 + 1, node.disk.open(), self.options);
+                let from = replica.started_from();
+                self.restarts_from_snapshot += u64::from(from > 0);
+                node.replica = Some(replica);
                 if self.verbose {
-                    eprintln!("[{:>6}] restart replica {}", self.step, i + 1);
+                    eprintln!("[{:>6}] restart replica {} from snapshot {from}", self.step, i + 1);
                 }
             }
         }
@@ -730,34 +766,51 @@ impl Drop for SeedGuard {
 struct Outcome {
     snapshots_delivered: u64,
     entries_cut: u64,
+    snapshot_files: u64,
+    restarts_from_snapshot: u64,
+}
+
+/// How many seeds exercised each path.
+#[derive(Default)]
+struct Seeds {
+    run: u64,
+    sent_snapshots: u64,
+    cut_entries: u64,
+    restarted_from_snapshot_files: u64,
 }
 
 /// Runs the seeds `LEDGERD_SIM_SEED` (one, verbose) or `LEDGERD_SIM_SEEDS` (random ones, by
 /// default `default_seeds`) names on disks from `disk`; returns how many seeds sent a
-/// snapshot and how many cut entries, and the seeds run.
-fn run_seeds<D: Disk>(default_seeds: u64, disk: impl Fn(&[u64]) -> D) -> (u64, u64, u64) {
+/// snapshot, cut entries, restarted from a snapshot file, of the seeds run.
+fn run_seeds<D: Disk>(default_seeds: u64, disk: impl Fn(&[u64]) -> D) -> Seeds {
     if let Ok(seed) = std::env::var("LEDGERD_SIM_SEED") {
         let seed: u64 = seed.parse().expect("LEDGERD_SIM_SEED is a number");
         let _guard = SeedGuard(seed);
         let outcome = Sim::new(seed, true, disk).run();
         eprintln!(
-            "snapshots delivered: {}, entries cut: {}",
-            outcome.snapshots_delivered, outcome.entries_cut
+            "snapshots delivered: {}, entries cut: {}, snapshot files: {}, restarts from a \
+             snapshot: {}",
+            outcome.snapshots_delivered,
+            outcome.entries_cut,
+            outcome.snapshot_files,
+            outcome.restarts_from_snapshot
         );
-        return (0, 0, 0);
+        return Seeds::default();
     }
     let seeds: u64 =
         std::env::var("LEDGERD_SIM_SEEDS").map_or(default_seeds, |s| s.parse().expect("a number"));
     let base = fastrand::u64(..);
-    let (mut with_snapshots, mut with_cuts) = (0, 0);
+    let mut counted = Seeds { run: seeds, ..Seeds::default() };
     for i in 0..seeds {
         let seed = base.wrapping_add(i);
         let _guard = SeedGuard(seed);
         let outcome = Sim::new(seed, false, &disk).run();
-        with_snapshots += u64::from(outcome.snapshots_delivered > 0);
-        with_cuts += u64::from(outcome.entries_cut > 0);
+        counted.sent_snapshots += u64::from(outcome.snapshots_delivered > 0);
+        counted.cut_entries += u64::from(outcome.entries_cut > 0);
+        counted.restarted_from_snapshot_files +=
+            u64::from(outcome.snapshot_files > 0 && outcome.restarts_from_snapshot > 0);
     }
-    (with_snapshots, with_cuts, seeds)
+    counted
 }
 
 fn disk_chosen(which: &str) -> bool {
@@ -769,7 +822,7 @@ fn replicas_agree_and_lose_nothing_acknowledged_on_the_in_memory_log() {
     if !disk_chosen("memory") {
         return;
     }
-    let (with_snapshots, _, seeds) = run_seeds(500, LogStore::new);
+    let Seeds { run: seeds, sent_snapshots: with_snapshots, .. } = run_seeds(500, LogStore::new);
     eprintln!("{with_snapshots} of {seeds} seeds sent a snapshot to a lagging replica");
     // Logs are kept short so that lagging replicas need snapshots: a run where none was ever
     // sent did not test that path.
@@ -781,9 +834,13 @@ fn replicas_agree_and_lose_nothing_acknowledged_on_the_journal() {
     if !disk_chosen("journal") {
         return;
     }
-    let (_, with_cuts, seeds) = run_seeds(200, JournalDisk::new);
+    let counted = run_seeds(200, JournalDisk::new);
+    let (seeds, with_cuts, from_files) =
+        (counted.run, counted.cut_entries, counted.restarted_from_snapshot_files);
     eprintln!("{with_cuts} of {seeds} seeds cut entries a new leader replaced");
+    eprintln!("{from_files} of {seeds} seeds restarted a replica from a snapshot file");
     // A deposed leader's uncommitted entries are cut when the next leader overwrites them:
     // a run where that never happened did not test the journal's cut.
     assert!(seeds < 100 || with_cuts * 50 >= seeds, "too few seeds cut entries");
+    assert!(seeds < 100 || from_files * 10 >= seeds, "too few seeds restarted from a file");
 }

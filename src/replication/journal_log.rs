@@ -3,6 +3,11 @@
 //! entry a new leader appends) is the record's body. The journal is also the ledger's
 //! history, so this log is never compacted; raft-rs never needs a snapshot from it.
 //!
+//! Snapshot files (the daemon's, in `snapshots/`, taken of committed entries only) shorten a
+//! restart and a rebuild: the state starts from the newest one whose record checksum matches
+//! the journal, and the committed entries after it are applied. A snapshot proves its entry
+//! was committed, so opening raises the commit index to it.
+//!
 //! The hard state (term, vote, commit) lives in `raft-state` beside the journal: two 64-byte
 //! copies written in turn, each with a generation and a checksum, so a torn write loses one
 //! copy only. It is written, with one `fdatasync`, whenever the term or the vote changes;
@@ -21,6 +26,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::ReplicaStorage;
 use crate::journal::{Journal, JournalConfig, JournalError};
+use crate::recovery::{newest_snapshot_state, RecoveryReport};
+use crate::snapshot;
+use crate::state_machine::StateMachine;
 
 /// The file beside the journal that holds the hard state.
 pub const RAFT_STATE_FILE: &str = "raft-state";
@@ -36,6 +44,10 @@ pub struct JournalLog {
 
 struct Inner {
     journal: Journal,
+    /// The data directory, where the snapshot files are.
+    dir: PathBuf,
+    /// The state of the newest snapshot file, loaded on opening, until the replica takes it.
+    opened_state: Option<(StateMachine, u64)>,
     state_file: File,
     state_path: PathBuf,
     generation: u64,
@@ -70,6 +82,8 @@ impl JournalLog {
         let (generation, hard_state) = read_hard_state(&state_file, &state_path)?;
         let mut inner = Inner {
             journal,
+            dir: dir.clone(),
+            opened_state: None,
             state_file,
             state_path,
             generation,
@@ -87,6 +101,30 @@ impl JournalLog {
         let commit = inner.hard_state.commit;
         assert!(commit <= last, "the hard state commits {commit}, past the journal's end {last}");
         inner.journal.limit_claims(commit);
+        // Snapshots are taken of entries this replica held durably and saw committed, which
+        // are never cut: one beyond the journal's end means the journal lost them.
+        let refused = |reason: String| JournalError::Refused { dir: dir.clone(), reason };
+        let listed = snapshot::list_snapshots(&dir)
+            .map_err(|source| JournalError::Io { path: dir.join("snapshots"), source })?;
+        if let Some((sequence, path)) =
+            listed.iter().find(|(sequence, path)| *sequence > last && snapshot::load(path).is_ok())
+        {
+            return Err(refused(format!(
+                "snapshot {} is at entry {sequence}, beyond the journal's end ({last}): the \
+                 journal lost committed entries. Replace this replica (start it on an empty data \
+                 directory: it catches up from the leader)",
+                path.display()
+            )));
+        }
+        let mut report = RecoveryReport::default();
+        let (state, from) =
+            newest_snapshot_state(&dir, last, |seq| inner.journal.checksum_of(seq), &mut report);
+        for (path, reason) in &report.skipped_snapshots {
+            tracing::error!(snapshot = %path.display(), %reason, "skip: snapshot not used");
+        }
+        let snapshot_index = from - 1;
+        inner.raise_commit(snapshot_index);
+        inner.opened_state = Some((state, snapshot_index));
         Ok(JournalLog { inner: Arc::new(Mutex::new(inner)) })
     }
 
@@ -252,8 +290,22 @@ impl Storage for JournalLog {
 }
 
 impl ReplicaStorage for JournalLog {
-    fn newest_snapshot(&self) -> Snapshot {
-        Snapshot::default()
+    /// The state loaded on opening, the first time; later (a rebuild) the newest snapshot
+    /// file at or before the commit index whose record checksum matches the journal.
+    fn newest_state(&self) -> (StateMachine, u64) {
+        let mut inner = self.lock();
+        if let Some(opened) = inner.opened_state.take() {
+            return opened;
+        }
+        let limit = inner.hard_state.commit;
+        let mut report = RecoveryReport::default();
+        let (state, from) = newest_snapshot_state(
+            &inner.dir,
+            limit,
+            |seq| inner.journal.checksum_of(seq),
+            &mut report,
+        );
+        (state, from - 1)
     }
 
     fn persist(&self, entries: &[Entry], hard_state: Option<&HardState>) -> raft::Result<()> {

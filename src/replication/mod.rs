@@ -52,8 +52,9 @@ use crate::types::{Account, AccountLimit, CreateResult, Transfer};
 /// What a replica needs of its disk beyond raft-rs's read side ([`Storage`]). Everything a
 /// method writes is durable when it returns.
 pub trait ReplicaStorage: Storage + Clone {
-    /// The newest snapshot (index 0 and no data when there is none).
-    fn newest_snapshot(&self) -> Snapshot;
+    /// The state of the newest snapshot and its index (an empty ledger at 0 when there is
+    /// none); never beyond the commit index this storage holds.
+    fn newest_state(&self) -> (StateMachine, u64);
     /// Appends `entries`, first dropping the log from `entries[0].index` on where it holds
     /// entries there (they were never committed), then records `hard_state` if given.
     fn persist(&self, entries: &[Entry], hard_state: Option<&HardState>) -> raft::Result<()>;
@@ -87,11 +88,17 @@ impl LogStore {
     fn set_snapshot(&self, snapshot: Snapshot) {
         *self.snapshot.write().expect("snapshot lock") = snapshot;
     }
+
+    /// The newest snapshot (index 0 and no data when there is none).
+    fn newest_snapshot(&self) -> Snapshot {
+        self.snapshot.read().expect("snapshot lock").clone()
+    }
 }
 
 impl ReplicaStorage for LogStore {
-    fn newest_snapshot(&self) -> Snapshot {
-        self.snapshot.read().expect("snapshot lock").clone()
+    fn newest_state(&self) -> (StateMachine, u64) {
+        let snapshot = self.newest_snapshot();
+        (restore(&snapshot), snapshot.get_metadata().index)
     }
 
     fn persist(&self, entries: &[Entry], hard_state: Option<&HardState>) -> raft::Result<()> {
@@ -270,8 +277,13 @@ pub struct Replica<S: ReplicaStorage = LogStore> {
     applied: u64,
     /// Highest committed log index whose entry the state holds.
     committed: u64,
-    /// Entries this leader applied before they committed, with the term it proposed them in.
-    speculative: VecDeque<(u64, u64)>,
+    /// Entries this leader applied before they committed: index, the term it proposed them
+    /// in, and the changes each holds.
+    speculative: VecDeque<(u64, u64, u64)>,
+    /// Changes (accounts, transfers, limits, expiries) of the entries committed since start.
+    changes_committed: u64,
+    /// The snapshot index the state started from (0: from an empty ledger).
+    started_from: u64,
     waiting: VecDeque<Waiting>,
     results: Vec<CreateResult>,
     event: Event,
@@ -293,8 +305,7 @@ impl<S: ReplicaStorage> Replica<S> {
     pub fn start(id: u64, storage: S, options: Options) -> Replica<S> {
         assert!(id >= 1, "replica ids start at 1");
         assert!(options.log_entries_kept < options.log_entries_max);
-        let snapshot = storage.newest_snapshot();
-        let snapshot_index = snapshot.get_metadata().index;
+        let (state, snapshot_index) = storage.newest_state();
         let ticks = election_ticks(id);
         let config = Config {
             id,
@@ -316,10 +327,12 @@ impl<S: ReplicaStorage> Replica<S> {
             id,
             options,
             raw,
-            state: restore(&snapshot),
+            state,
             applied: snapshot_index,
             committed: snapshot_index,
             speculative: VecDeque::new(),
+            changes_committed: 0,
+            started_from: snapshot_index,
             waiting: VecDeque::new(),
             results: Vec::new(),
             event: Event::default(),
@@ -373,6 +386,18 @@ impl<S: ReplicaStorage> Replica<S> {
     /// Highest index in this replica's log (committed or not).
     pub fn last_index(&self) -> u64 {
         self.raw.raft.raft_log.last_index()
+    }
+
+    /// The index of the snapshot the state started from (0: an empty ledger, the whole log
+    /// applied).
+    pub fn started_from(&self) -> u64 {
+        self.started_from
+    }
+
+    /// Changes (accounts, transfers, limits, expiries) in the entries committed and applied
+    /// since this replica started.
+    pub fn changes_committed(&self) -> u64 {
+        self.changes_committed
     }
 
     /// Times the state was rebuilt from committed entries after a speculation was undone.
@@ -517,7 +542,7 @@ impl<S: ReplicaStorage> Replica<S> {
         assert_eq!(index, before + 1, "one proposal, one entry");
         assert_eq!(self.applied, before, "a serving leader's state holds its whole log");
         self.applied = index;
-        self.speculative.push_back((index, term));
+        self.speculative.push_back((index, term, self.event.changes() as u64));
         if token != 0 {
             self.waiting.push_back(Waiting::write(index, term, token, results));
         }
@@ -635,35 +660,38 @@ impl<S: ReplicaStorage> Replica<S> {
             if index <= self.applied {
                 // The state holds an entry at this index: this leader's own, if the term is
                 // the one it proposed in (equal index and term mean equal entries).
-                let ours = self.speculative.front() == Some(&(index, entry.term));
-                if ours {
+                let ours = self.speculative.front().filter(|s| (s.0, s.1) == (index, entry.term));
+                if let Some(&(_, _, changes)) = ours {
                     self.speculative.pop_front();
                     self.committed = index;
+                    self.changes_committed += changes;
                     continue;
                 }
                 self.rebuild();
                 assert_eq!(self.applied, index - 1);
             }
-            self.apply_entry(entry);
+            self.changes_committed += self.apply_entry(entry);
             self.committed = index;
             self.applied = index;
         }
     }
 
-    fn apply_entry(&mut self, entry: &Entry) {
+    /// Applies one entry's event; returns the changes it held.
+    fn apply_entry(&mut self, entry: &Entry) -> u64 {
         if entry.data.is_empty() {
-            return;
+            return 0;
         }
         // Entry data is a plain Vec; the archive wants 16-byte alignment.
         self.encoded.clear();
         self.encoded.extend_from_slice(&entry.data);
         let archived = event::access(&self.encoded).expect("a committed entry is an event");
         self.state.apply_event(archived).expect("a committed event applies");
+        archived.changes() as u64
     }
 
     /// A leader that lost its role or term while proposals were uncommitted drops them.
     fn undo_stale_speculation(&mut self) {
-        let Some(&(_, term)) = self.speculative.front() else {
+        let Some(&(_, term, _)) = self.speculative.front() else {
             return;
         };
         if self.raw.raft.state != StateRole::Leader || self.raw.raft.term != term {
@@ -676,10 +704,10 @@ impl<S: ReplicaStorage> Replica<S> {
         self.rebuilds += 1;
         self.speculative.clear();
         let store = self.raw.store().clone();
-        let snapshot = store.newest_snapshot();
-        let from = snapshot.get_metadata().index + 1;
+        let (state, snapshot_index) = store.newest_state();
+        let from = snapshot_index + 1;
         assert!(from <= self.committed + 1, "a snapshot beyond the commit index");
-        self.state = restore(&snapshot);
+        self.state = state;
         let entries = store
             .entries(from, self.committed + 1, u64::MAX, GetEntriesContext::empty(false))
             .expect("committed entries after the snapshot are in the log");

@@ -287,6 +287,7 @@ impl Node {
         m.replica_messages_received.store(stats.received.load(Relaxed), Relaxed);
         m.replica_messages_dropped.store(stats.dropped.load(Relaxed), Relaxed);
         m.journal_sequence.store(self.replica.commit_index(), Relaxed);
+        m.journal_events.store(self.replica.changes_committed(), Relaxed);
         let next = self.replica.state().next_expiry_ns().unwrap_or(u64::MAX);
         self.config.next_expiry_ns.store(next, Relaxed);
     }
@@ -425,7 +426,7 @@ impl Node {
         let counts = state.counts();
         StatusReply {
             sequence: self.replica.applied_index(),
-            snapshot_sequence: 0,
+            snapshot_sequence: self.metrics.snapshot_sequence.load(Relaxed),
             state_hash: state.state_hash(),
             accounts: counts.accounts,
             transfers: counts.transfers,

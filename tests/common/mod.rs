@@ -155,9 +155,15 @@ pub fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
 
 /// Runs `ledger-replay replay DIR` and returns the state hash it prints.
 pub fn replay_hash(dir: &Path) -> String {
+    replay_hash_with(dir, &[])
+}
+
+/// Runs `ledger-replay replay DIR ARGS` and returns the state hash it prints.
+pub fn replay_hash_with(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(bin("ledger-replay"))
         .arg("replay")
         .arg(dir)
+        .args(args)
         .output()
         .expect("run ledger-replay");
     let stdout = String::from_utf8_lossy(&out.stdout);
