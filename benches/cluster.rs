@@ -10,7 +10,8 @@
 //!
 //! On this 2-core machine the three replicas share the cores (no pinning: `--business-core
 //! none` for every replica; the single daemon runs with its defaults) and one disk, so each
-//! batch is flushed three times on the same device.
+//! batch is flushed three times on the same device. Every process takes snapshots with its
+//! defaults; the latency phase starts once the snapshots the load caused have ended.
 
 mod common;
 
@@ -27,6 +28,9 @@ const ACCOUNTS: u64 = 10_000;
 const BATCH: usize = 8189;
 const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait, between throughput and latency, for the snapshots of the load to end: the
+/// latency is measured without them (for the single daemon and the replicas alike).
+const SNAPSHOT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The source account of the failover trials' payments (credits may exceed debits).
 const SOURCE: u128 = 1_000_000;
 
@@ -52,6 +56,7 @@ fn main() {
     let mut client = daemon.client();
     common::create_accounts(&mut client, 1, accounts, 0);
     let single_tps = throughput(daemon.addr, accounts, sizes.transfers, &mut client);
+    daemon.wait_snapshots_idle(SNAPSHOT_IDLE_TIMEOUT).expect("snapshots of the load end");
     let single_lat = one_by_one(&mut client, accounts, sizes.single_requests);
     drop(client);
     drop(daemon);
@@ -69,6 +74,9 @@ fn main() {
     common::create_accounts(&mut client, 1, accounts, 0);
     let cluster_tps =
         throughput(cluster.replicas[leader].addr, accounts, sizes.transfers, &mut client);
+    for r in &cluster.replicas {
+        r.wait_snapshots_idle(SNAPSHOT_IDLE_TIMEOUT).expect("snapshots of the load end");
+    }
     let cluster_lat = one_by_one(&mut client, accounts, sizes.single_requests);
     drop(client);
     let failover = failovers(cluster, sizes.trials);

@@ -610,6 +610,7 @@ impl Timer {
                 Err(e) => tracing::warn!(error = %e, "snapshot process lost"),
             }
             self.child = None;
+            self.metrics.snapshot_running.store(0, Relaxed);
         }
         let sequence = self.metrics.journal_sequence.load(Relaxed);
         let events = self.metrics.journal_events.load(Relaxed);
@@ -625,7 +626,10 @@ impl Timer {
         self.last_snapshot_events = events;
         let evict_through_ns = self.cold_index.as_ref().map_or(0, |i| i.watermark().timestamp);
         match spawn_snapshot(&self.config, sequence, evict_through_ns) {
-            Ok(child) => self.child = Some((child, sequence)),
+            Ok(child) => {
+                self.child = Some((child, sequence));
+                self.metrics.snapshot_running.store(1, Relaxed);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not start the snapshot process");
                 self.last_snapshot_sequence = sequence;

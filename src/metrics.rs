@@ -108,6 +108,8 @@ pub struct Metrics {
     pub cold_read_errors: AtomicU64,
     pub cold_watermark_sequence: AtomicU64,
     pub snapshots_taken: AtomicU64,
+    /// 1 while a snapshot process runs.
+    pub snapshot_running: AtomicU64,
     /// Journal sequence of the newest snapshot on disk (0: none).
     pub snapshot_sequence: AtomicU64,
     /// Changes (accounts, transfers, limits, expiries) appended to the journal since start.
@@ -207,6 +209,7 @@ impl Metrics {
             flush_us: Buckets::new(FLUSH_BUCKETS_US),
             journal_sequence: AtomicU64::new(0),
             snapshot_sequence: AtomicU64::new(0),
+            snapshot_running: AtomicU64::new(0),
             journal_events: AtomicU64::new(0),
             started: std::time::Instant::now(),
             journal_errors: AtomicU64::new(0),
@@ -361,7 +364,7 @@ impl Metrics {
             "Latency of one journal flush (group commit).",
             6,
         );
-        let gauges: [(&str, &str, u64); 24] = [
+        let gauges: [(&str, &str, u64); 25] = [
             (
                 "ledgerd_journal_sequence",
                 "Last durable journal sequence.",
@@ -414,6 +417,11 @@ impl Metrics {
                 self.cold_watermark_sequence.load(Relaxed),
             ),
             ("ledgerd_snapshots_total", "Snapshots written.", self.snapshots_taken.load(Relaxed)),
+            (
+                "ledgerd_snapshot_running",
+                "1 while a snapshot process runs.",
+                self.snapshot_running.load(Relaxed),
+            ),
             (
                 "ledgerd_replica_messages_sent_total",
                 "Raft messages written to peers.",

@@ -42,6 +42,8 @@ pub const EXIT_POLL: Duration = Duration::from_millis(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Limit on each read and write of [`Daemon::http_get`].
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Between two looks at whether a snapshot process runs.
+pub const SNAPSHOT_POLL: Duration = Duration::from_millis(50);
 /// The log filter (`LEDGERD_LOG`) unless [`Builder::log`] says otherwise.
 pub const LOG_DEFAULT: &str = "warn";
 
@@ -87,6 +89,8 @@ pub enum Error {
     },
     #[error("no replica of the cluster led within {0:?}")]
     NoLeader(Duration),
+    #[error("a snapshot process was still running after {0:?}")]
+    SnapshotRunning(Duration),
     #[error("GET {path} from {addr}")]
     Http {
         addr: SocketAddr,
@@ -449,6 +453,23 @@ impl Daemon {
             .lines()
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
             .and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// Waits (at most `timeout`) until no snapshot process runs, seen on three looks
+    /// [`SNAPSHOT_POLL`] apart (the timer may start one more right after another ends): so
+    /// that a measurement does not share the machine with snapshots of the load before it.
+    pub fn wait_snapshots_idle(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut idle = 0;
+        while idle < 3 {
+            if Instant::now() >= deadline {
+                return Err(Error::SnapshotRunning(timeout));
+            }
+            let running = self.metric("ledgerd_snapshot_running")?.unwrap_or(0);
+            idle = if running == 0 { idle + 1 } else { 0 };
+            std::thread::sleep(SNAPSHOT_POLL);
+        }
+        Ok(())
     }
 
     /// `GET path` from the operator endpoint: (status code, body). Each read and write is
