@@ -271,17 +271,21 @@ fn writes_go_on_through_message_loss_and_a_follower_s_full_disk() {
 /// Every replica behind a proxy that delays what its peers send it (with jitter), while the
 /// test cuts connections, slows one replica's inbound traffic past the election timeout,
 /// SIGKILLs the leader and brings it back. The seed (`LEDGERD_TEST_SEED`, else fixed) draws
-/// the jitter and the faults; a failure names it.
+/// the jitter and the faults; a failure names it. `LEDGERD_TEST_ROUNDS` (default 24, one
+/// cycle of the faults) runs the long version: the cycle again and again.
 #[test]
 fn writes_survive_delay_jitter_cut_connections_and_a_killed_leader() {
     let seed: u64 =
         std::env::var("LEDGERD_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(2026);
-    eprintln!("LEDGERD_TEST_SEED={seed}");
+    let rounds: u128 =
+        std::env::var("LEDGERD_TEST_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
+    eprintln!("LEDGERD_TEST_SEED={seed} LEDGERD_TEST_ROUNDS={rounds}");
     let ms = Duration::from_millis;
     let tmp = tempfile::tempdir().unwrap();
     let mut cluster =
         Cluster::start_behind_proxies(3, Link { delay: ms(10), jitter: ms(20) }, seed, |i| {
-            builder(&tmp.path().join(format!("r{i}")), &[])
+            // Snapshot files often, so that a restart starts from one.
+            builder(&tmp.path().join(format!("r{i}")), &["--snapshot-every-records", "20"])
         })
         .expect("start three replicas behind proxies");
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -296,8 +300,13 @@ fn writes_survive_delay_jitter_cut_connections_and_a_killed_leader() {
     let mut acknowledged = Vec::new();
     let mut paid = 0u128;
     let mut killed = None;
-    for round in 0..24u128 {
-        match round {
+    for round in 0..rounds {
+        match round % 24 {
+            0 => {
+                for p in &cluster.proxies {
+                    p.set_link(Link { delay: ms(10), jitter: ms(20) });
+                }
+            }
             // Everything sent to the leader arrives late, past its election timeout.
             4 => {
                 let leader = cluster.leader(LEADER_TIMEOUT).expect("a leader");
@@ -332,12 +341,15 @@ fn writes_survive_delay_jitter_cut_connections_and_a_killed_leader() {
         acknowledged.extend(batch.iter().map(|t| t.id));
         paid += batch.iter().map(|t| t.amount).sum::<u128>();
     }
+    if let Some(back) = killed {
+        cluster.replicas[back].restart().expect("restart the killed leader");
+    }
 
     for p in &cluster.proxies {
         p.set_link(Link::default());
     }
     let (sequence, hash) = converged(&cluster);
-    assert!(sequence > 24, "entries replicated: {sequence}");
+    assert!(sequence as u128 > rounds, "entries replicated: {sequence}");
     let term = cluster.replicas[0].client().unwrap().status().unwrap().term;
     eprintln!("term {term}, requests sent again {}", client.retries);
     all_present(&mut client, &acknowledged);
