@@ -91,7 +91,8 @@ pub struct Settings {
 
     /// Also take a snapshot after this many journaled changes (accounts, transfers, limits,
     /// expiries; 0 disables): bounds the replay after a crash when requests are large batches.
-    /// [default: 1000000]
+    /// With --cold-index, also after the index has taken in this many ids since the last one
+    /// (even with no new records): the snapshot leaves them out of memory. [default: 1000000]
     #[arg(long, env = "LEDGERD_SNAPSHOT_EVERY_EVENTS")]
     pub snapshot_every_events: Option<u64>,
 

@@ -179,11 +179,16 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
     };
     let recovery_ms = started.elapsed().as_millis() as u64;
     metrics.recovery_ms.store(recovery_ms, Relaxed);
-    let (snapshot_sequence, next_expiry) = match &core {
-        Core::Single { recovered, .. } => {
-            (recovered.report.snapshot_sequence.unwrap_or(0), recovered.state.next_expiry_ns())
+    // What the snapshot loaded left out of memory: the rule for the next one starts there.
+    let (snapshot_sequence, next_expiry, snapshot_evicted_ids) = match &core {
+        Core::Single { recovered, .. } => (
+            recovered.report.snapshot_sequence.unwrap_or(0),
+            recovered.state.next_expiry_ns(),
+            recovered.state.evicted_ids(),
+        ),
+        Core::Member { replica, .. } => {
+            (replica.started_from(), replica.state().next_expiry_ns(), 0)
         }
-        Core::Member { replica, .. } => (replica.started_from(), replica.state().next_expiry_ns()),
     };
     metrics.snapshot_sequence.store(snapshot_sequence, Relaxed);
 
@@ -307,6 +312,7 @@ pub fn run(mut config: DaemonConfig, shutdown: Arc<AtomicBool>) -> anyhow::Resul
             config: config.clone(),
             last_snapshot_sequence: snapshot_sequence,
             last_snapshot_events: 0,
+            last_snapshot_indexed: snapshot_evicted_ids,
             child: None,
             faults,
             cold_index: cold.as_ref().map(|c| c.index.clone()),
@@ -508,6 +514,9 @@ struct Timer {
     last_snapshot_sequence: u64,
     /// `metrics.journal_events` when the last snapshot started.
     last_snapshot_events: u64,
+    /// Ids the cold index held when the last snapshot started (see [`indexed_ids`]): what it
+    /// left out of memory. At start, what the snapshot loaded left out.
+    last_snapshot_indexed: u64,
     child: Option<(Child, u64)>,
     faults: Option<FaultFile>,
     /// History on disk: snapshots leave out what the index holds.
@@ -618,12 +627,22 @@ impl Timer {
             (self.config.snapshot_every_records, self.config.snapshot_every_events);
         let due = (every_records > 0 && sequence >= self.last_snapshot_sequence + every_records)
             || (every_events > 0 && events >= self.last_snapshot_events + every_events);
-        if !due || sequence <= self.last_snapshot_sequence {
+        // History on disk: once the index has taken in another `every_events` ids, a snapshot
+        // leaves them out of memory, and a restart loads that much less. Due even with no new
+        // records (the index catching up after a burst): it replaces the snapshot at the same
+        // sequence.
+        let indexed = self.cold_index.as_ref().map_or(0, indexed_ids);
+        let hot_due = every_events > 0
+            && self.cold_index.is_some()
+            && indexed >= self.last_snapshot_indexed + every_events;
+        let new_records = sequence > self.last_snapshot_sequence;
+        if !((due && new_records) || (hot_due && sequence > 0)) {
             return;
         }
         // Counted from the start, not from the end, of the snapshot: a failed one is not
         // retried before another interval of changes.
         self.last_snapshot_events = events;
+        self.last_snapshot_indexed = indexed;
         let evict_through_ns = self.cold_index.as_ref().map_or(0, |i| i.watermark().timestamp);
         match spawn_snapshot(&self.config, sequence, evict_through_ns) {
             Ok(child) => {
@@ -636,6 +655,12 @@ impl Timer {
             }
         }
     }
+}
+
+/// Transfer and failed ids the cold index holds (both only grow).
+fn indexed_ids(index: &ColdIndex) -> u64 {
+    let watermark = index.watermark();
+    watermark.transfers + watermark.failed
 }
 
 /// Runs this executable with `--build-snapshot-up-to SEQ` on the same data directory.

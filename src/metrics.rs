@@ -105,6 +105,8 @@ pub struct Metrics {
     /// History in the disk index: records dropped from memory, index reads that failed,
     /// and the newest event timestamp the index holds.
     pub evicted_records: AtomicU64,
+    /// Transfers held in memory after the last batch (all of them without a disk index).
+    pub transfers_in_memory: AtomicU64,
     pub cold_read_errors: AtomicU64,
     pub cold_watermark_sequence: AtomicU64,
     pub snapshots_taken: AtomicU64,
@@ -220,6 +222,7 @@ impl Metrics {
             ring_published: AtomicU64::new(0),
             ring_consumed: AtomicU64::new(0),
             evicted_records: AtomicU64::new(0),
+            transfers_in_memory: AtomicU64::new(0),
             cold_read_errors: AtomicU64::new(0),
             cold_watermark_sequence: AtomicU64::new(0),
             ring_capacity: AtomicU64::new(0),
@@ -364,7 +367,7 @@ impl Metrics {
             "Latency of one journal flush (group commit).",
             6,
         );
-        let gauges: [(&str, &str, u64); 25] = [
+        let gauges: [(&str, &str, u64); 26] = [
             (
                 "ledgerd_journal_sequence",
                 "Last durable journal sequence.",
@@ -405,6 +408,11 @@ impl Metrics {
                 "ledgerd_evicted_records_total",
                 "Transfers, their list entries and failed ids dropped from memory (the disk index holds them).",
                 self.evicted_records.load(Relaxed),
+            ),
+            (
+                "ledgerd_transfers_in_memory",
+                "Transfers held in memory after the last batch: all of them, or with --cold-index those the index does not hold yet and pending ones.",
+                self.transfers_in_memory.load(Relaxed),
             ),
             (
                 "ledgerd_cold_read_errors_total",

@@ -407,10 +407,16 @@ pub fn build_snapshot(
     up_to: Option<u64>,
     keep: usize,
 ) -> Result<Option<SnapshotWritten>, RecoveryError> {
-    let (state, sequence, _) =
+    let (mut state, sequence, _) =
         rebuild_evicting(&config.data_dir, up_to, true, config.evict_through_ns, &mut |_| {})?;
     if sequence == 0 {
         return Ok(None);
+    }
+    if config.evict_through_ns > 0 {
+        // Replay evicts a bounded amount per record; here, before the image, everything the
+        // index holds goes: a snapshot at the same sequence as the one it started from (the
+        // index has caught up since) holds less than that one.
+        state.evict(config.evict_through_ns, usize::MAX);
     }
     let reader = JournalReader::open(&config.data_dir)?;
     let checksum = record_checksum(&reader, sequence).ok_or(RecoveryError::Replay {

@@ -215,6 +215,23 @@ fn wait_for_eviction(daemon: &TestDaemon, client: &mut Client, records: u64) {
     }
 }
 
+/// Sends cheap requests until the cold daemon holds no transfer in memory but pending ones
+/// (the snapshot it started from may have left out everything already).
+fn wait_for_hot_only(daemon: &TestDaemon, client: &mut Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pending = client.status().expect("status").pending_transfers;
+        let in_memory = daemon.metric("ledgerd_transfers_in_memory");
+        assert!(in_memory >= pending, "pending transfers stay in memory");
+        if in_memory == pending {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{in_memory} transfers in memory, {pending} pending");
+        client.lookup_accounts(&[1]).expect("lookup");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn with_history_on_disk_old_ids_pages_and_restarts_answer_as_if_all_were_in_memory() {
     let cold_dir = tempfile::tempdir().unwrap();
@@ -253,7 +270,7 @@ fn with_history_on_disk_old_ids_pages_and_restarts_answer_as_if_all_were_in_memo
     cold_daemon_.restart();
     twins.cold = cold_daemon_.client();
     assert_eq!(twins.cold.status().unwrap().state_hash, hash, "hash after SIGKILL and restart");
-    wait_for_eviction(&cold_daemon_, &mut twins.cold, 1);
+    wait_for_hot_only(&cold_daemon_, &mut twins.cold);
     twins.old_ids(&first);
     let hash = twins.cold.status().unwrap().state_hash;
 
@@ -275,4 +292,76 @@ fn with_history_on_disk_old_ids_pages_and_restarts_answer_as_if_all_were_in_memo
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "started without its index: {stderr}");
     assert!(stderr.contains("start it with --cold-index true"), "{stderr}");
+}
+
+/// A snapshot taken before the index caught up holds the history in memory; once the index
+/// has taken in `--snapshot-every-events` more ids, another one at the same sequence (no new
+/// records) leaves it out, and a restart loads that one.
+#[test]
+fn once_the_index_catches_up_a_snapshot_at_the_same_sequence_leaves_history_out() {
+    const TRANSFERS: u128 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    // Everything in memory first: the snapshot at the last record holds every transfer.
+    let mut daemon = TestDaemon::start_with(dir.path(), &["--snapshot-every-records", "1"]);
+    let mut client = daemon.client();
+    let accounts: Vec<_> = (1..=ACCOUNTS).map(|id| account(id, 1, 0)).collect();
+    assert_eq!(client.create_accounts(&accounts).unwrap(), []);
+    let transfers: Vec<Transfer> =
+        (0..TRANSFERS).map(|i| transfer(10_000 + i, 1 + i % 5, 1 + (i + 1) % 5, 1)).collect();
+    for chunk in transfers.chunks(500) {
+        assert_eq!(client.create_transfers(chunk).unwrap(), []);
+    }
+    let before = client.status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.metric("ledgerd_snapshot_sequence") != before.sequence {
+        assert!(Instant::now() < deadline, "no snapshot at the last record");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    daemon.wait_snapshots_idle(Duration::from_secs(30)).unwrap();
+    drop(client);
+    daemon.stop();
+    let snapshot = dir.path().join("snapshots").join(format!("{:020}.snap", before.sequence));
+    let full_bytes = std::fs::metadata(&snapshot).unwrap().len();
+
+    // With the index: it takes in the 2,000 transfers from the journal, and with no new
+    // record a snapshot at the same sequence replaces the full one.
+    let args = [
+        "--cold-index",
+        "true",
+        "--snapshot-every-records",
+        "1000000",
+        "--snapshot-every-events",
+        "500",
+    ];
+    let mut daemon = TestDaemon::start_with(dir.path(), &args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.metric("ledgerd_snapshots_total") == 0 {
+        assert!(Instant::now() < deadline, "no snapshot once the index caught up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    daemon.wait_snapshots_idle(Duration::from_secs(30)).unwrap();
+    let hot_bytes = std::fs::metadata(&snapshot).unwrap().len();
+    assert!(
+        hot_bytes * 4 < full_bytes,
+        "the snapshot at {} still holds the history: {hot_bytes} bytes, {full_bytes} before",
+        before.sequence
+    );
+    // One snapshot only: nothing more was indexed after it.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(daemon.metric("ledgerd_snapshots_total"), 1);
+
+    // A restart loads it: the same state, every old id still answers `exists`.
+    daemon.kill();
+    daemon.restart();
+    let mut client = daemon.client();
+    let after = client.status().unwrap();
+    assert_eq!(daemon.metric("ledgerd_snapshot_sequence"), before.sequence);
+    assert_eq!(daemon.metric("ledgerd_transfers_in_memory"), 0, "loaded the hot state only");
+    assert_eq!((after.sequence, after.state_hash), (before.sequence, before.state_hash));
+    assert_eq!(after.transfers, TRANSFERS as u64);
+    let results = client.create_transfers(&transfers[..100]).unwrap();
+    assert_eq!(results.len(), 100);
+    assert!(results.iter().all(|r| r.result == ResultCode::Exists), "{results:?}");
+    assert_eq!(client.status().unwrap().sequence, before.sequence);
+    assert_eq!(common::replay_hash(dir.path()), format!("{:032x}", before.state_hash));
 }

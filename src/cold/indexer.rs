@@ -28,9 +28,9 @@ const IDLE_SLEEP_MIN: Duration = Duration::from_micros(50);
 /// Longest sleep between retries after an error.
 const ERROR_SLEEP_MAX: Duration = Duration::from_millis(100);
 /// The filter file (the whole filter: about 1.2 bytes per id of capacity) is rewritten at most
-/// once per `FILTER_SAVE_INTERVAL_MIN` when ids were added since, and when the indexer stops;
-/// an open after a crash reads the journal records after it (at most that interval of
-/// history) to bring it up to date.
+/// once per `FILTER_SAVE_INTERVAL_MIN` when the watermark has moved past it (busy or idle),
+/// and when the indexer stops; an open after a crash reads the journal records after it (at
+/// most that interval of history) to bring it up to date.
 const FILTER_SAVE_INTERVAL_MIN: Duration = Duration::from_secs(5);
 
 /// Spawns and runs the indexer thread.
@@ -56,8 +56,7 @@ fn run(index: &ColdIndex, data_dir: &std::path::Path, durable: &AtomicU64, stop:
     let mut follower: Option<JournalFollower> = None;
     let mut idle = IDLE_SLEEP_MIN;
     let mut error_sleep = IDLE_SLEEP_MAX;
-    let mut saved = index.watermark();
-    // The first batch saves the filter at once: a crash soon after a start finds a file.
+    // The first save happens at once: a crash soon after a start finds a file.
     let mut saved_time =
         Instant::now().checked_sub(FILTER_SAVE_INTERVAL_MIN).unwrap_or_else(Instant::now);
     while !stop.load(Ordering::Acquire) {
@@ -70,15 +69,6 @@ fn run(index: &ColdIndex, data_dir: &std::path::Path, durable: &AtomicU64, stop:
             Ok(_) => {
                 error_sleep = IDLE_SLEEP_MAX;
                 idle = IDLE_SLEEP_MIN;
-                let at = index.watermark();
-                let ids = (at.transfers + at.failed) - (saved.transfers + saved.failed);
-                if ids > 0 && saved_time.elapsed() >= FILTER_SAVE_INTERVAL_MIN {
-                    saved_time = Instant::now();
-                    match index.save_filter() {
-                        Ok(()) => saved = at,
-                        Err(e) => tracing::error!("cold index: saving the filter: {e}"),
-                    }
-                }
             }
             Err(e) => {
                 tracing::error!("cold index: {e}; retrying from the watermark");
@@ -88,8 +78,16 @@ fn run(index: &ColdIndex, data_dir: &std::path::Path, durable: &AtomicU64, stop:
                 error_sleep = (error_sleep * 2).min(ERROR_SLEEP_MAX);
             }
         }
+        // Busy or idle alike: an idle indexer saves what the last busy interval added, and
+        // one started on a file older than its watermark saves at once.
+        if saved_time.elapsed() >= FILTER_SAVE_INTERVAL_MIN && index.filter_file_behind() {
+            saved_time = Instant::now();
+            if let Err(e) = index.save_filter() {
+                tracing::error!("cold index: saving the filter: {e}");
+            }
+        }
     }
-    if index.watermark().sequence != saved.sequence {
+    if index.filter_file_behind() {
         if let Err(e) = index.save_filter() {
             tracing::error!("cold index: saving the filter: {e}");
         }

@@ -47,6 +47,7 @@ mod tests;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
@@ -241,6 +242,9 @@ struct Inner {
     writer: Mutex<Writer>,
     /// One save of the filter file at a time (they share its temporary file).
     filter_save: Mutex<()>,
+    /// The watermark sequence the filter file covers (0: no usable file); behind the
+    /// watermark, an open after a crash reads the journal records in between.
+    filter_saved: AtomicU64,
 }
 
 /// The index: cheap to clone, shared by the indexer and any number of readers.
@@ -289,7 +293,7 @@ impl ColdIndex {
         let (db, ks, watermark, history) = opened;
         let store_ms = started.elapsed().as_millis() as u64;
         let filter_path = dir.join(FILTER_FILE);
-        let (transfer_filter, failed_filter) = match load_filters(
+        let (transfer_filter, failed_filter, filter_saved) = match load_filters(
             &filter_path,
             data_dir,
             config,
@@ -303,7 +307,8 @@ impl ColdIndex {
                         "cold index filter unusable ({reason}): rebuilding it from the index keys"
                     );
                 }
-                rebuild_filters(&ks, config)?
+                let (transfers, failed) = rebuild_filters(&ks, config)?;
+                (transfers, failed, 0)
             }
         };
         tracing::info!(
@@ -323,6 +328,7 @@ impl ColdIndex {
                 failed_filter,
                 writer: Mutex::new(Writer { history, writes: Writes::default() }),
                 filter_save: Mutex::new(()),
+                filter_saved: AtomicU64::new(filter_saved),
             }),
         })
     }
@@ -449,7 +455,15 @@ impl ColdIndex {
         let watermark = self.watermark();
         let path = self.inner.dir.join(FILTER_FILE);
         filter::save(&path, watermark, &self.inner.transfer_filter, &self.inner.failed_filter)
-            .map_err(|source| ColdError::Io { path, source })
+            .map_err(|source| ColdError::Io { path, source })?;
+        self.inner.filter_saved.store(watermark.sequence, Ordering::Release);
+        Ok(())
+    }
+
+    /// The filter file is older than the watermark: an open after a crash would read the
+    /// journal records in between (see [`ColdIndex::save_filter`]).
+    pub fn filter_file_behind(&self) -> bool {
+        self.inner.filter_saved.load(Ordering::Acquire) < self.watermark().sequence
     }
 
     /// fjall's background work in progress: memtables waiting to be flushed and compactions
@@ -617,19 +631,20 @@ fn open_store(dir: &Path, config: &ColdConfig) -> Result<Opened, String> {
 }
 
 /// The saved filters, brought up to `watermark` with the ids of the journal records after the
-/// watermark they were saved at. `Err` when there is no usable file or the journal cannot fill
-/// the gap.
+/// watermark they were saved at, and the sequence the file covers. `Err` when there is no
+/// usable file or the journal cannot fill the gap.
 fn load_filters(
     path: &Path,
     data_dir: &Path,
     config: &ColdConfig,
     watermark: Watermark,
-) -> Result<(IdFilter, IdFilter), String> {
+) -> Result<(IdFilter, IdFilter, u64), String> {
     if watermark.sequence == 0 {
         // Nothing indexed: empty filters, whatever an old file says.
         return Ok((
             IdFilter::with_capacity(config.transfers_max),
             IdFilter::with_capacity(config.failed_ids_max),
+            0,
         ));
     }
     let (saved, transfers, failed) =
@@ -664,7 +679,7 @@ fn load_filters(
             ));
         }
     }
-    Ok((transfers, failed))
+    Ok((transfers, failed, saved.sequence))
 }
 
 /// Filters with every transfer and failed id key of the store.

@@ -473,7 +473,20 @@ fn a_missing_or_stale_filter_file_is_rebuilt_or_brought_up_to_date() {
     fs::copy(&stale, &filter_path).unwrap();
     let index = ColdIndex::open(l.data_dir(), &config()).unwrap();
     assert_eq!(index.watermark().sequence, last);
+    assert!(index.filter_file_behind());
     check(&index, &l);
+    // An indexer with nothing to index still brings the file up to the watermark (a crash
+    // after a burst must not read the burst again), without being stopped.
+    let running = Running::start(&index, l.data_dir(), last);
+    let deadline = Instant::now() + CATCH_UP_DEADLINE;
+    while index.filter_file_behind() {
+        assert!(Instant::now() < deadline, "the idle indexer never saved the filter");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (transfers_max, failed_max) = (config().transfers_max, config().failed_ids_max);
+    let (saved, _, _) = filter::load(&filter_path, transfers_max, failed_max).unwrap();
+    assert_eq!(saved.sequence, last);
+    running.stop();
     drop(index);
     // Missing: rebuilt from the index keys.
     fs::remove_file(&filter_path).unwrap();

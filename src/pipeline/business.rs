@@ -158,6 +158,7 @@ impl Business {
     ) -> Self {
         let committed_sequence = journal.last_sequence();
         metrics.journal_sequence.store(committed_sequence, Relaxed);
+        metrics.transfers_in_memory.store(state.in_memory().0, Relaxed);
         let outs = sinks.iter().map(|_| ReplyBatch::default()).collect();
         Business {
             config,
@@ -214,7 +215,10 @@ impl Business {
         // Keep up with what a request can create, whatever its size.
         let budget = EVICT_PER_SLOT_MIN + 2 * (slot.body.len() / Transfer::SIZE);
         let evicted = self.state.evict(cell.watermark_ns, budget);
-        self.metrics.evicted_records.fetch_add(evicted as u64, Relaxed);
+        if evicted > 0 {
+            self.metrics.evicted_records.fetch_add(evicted as u64, Relaxed);
+            self.metrics.transfers_in_memory.store(self.state.in_memory().0, Relaxed);
+        }
         cell.fill(self.state.cold_hits());
         true
     }
@@ -563,6 +567,7 @@ impl Business {
                         self.batch_sequence_max
                     );
                     self.metrics.journal_sequence.store(sequence, Relaxed);
+                    self.metrics.transfers_in_memory.store(self.state.in_memory().0, Relaxed);
                     self.committed_sequence = sequence;
                     if let Some(cold) = &self.cold {
                         cold.durable.store(sequence, std::sync::atomic::Ordering::Release);
@@ -664,6 +669,7 @@ impl Business {
                 );
                 self.unavailable_log.reset();
                 self.metrics.journal_sequence.store(recovered.journal.last_sequence(), Relaxed);
+                self.metrics.transfers_in_memory.store(recovered.state.in_memory().0, Relaxed);
                 self.committed_sequence = recovered.journal.last_sequence();
                 self.state = recovered.state;
                 self.journal = Some(recovered.journal);

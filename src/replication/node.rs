@@ -288,6 +288,7 @@ impl Node {
         m.replica_messages_dropped.store(stats.dropped.load(Relaxed), Relaxed);
         m.journal_sequence.store(self.replica.commit_index(), Relaxed);
         m.journal_events.store(self.replica.changes_committed(), Relaxed);
+        m.transfers_in_memory.store(self.replica.state().in_memory().0, Relaxed);
         let next = self.replica.state().next_expiry_ns().unwrap_or(u64::MAX);
         self.config.next_expiry_ns.store(next, Relaxed);
     }

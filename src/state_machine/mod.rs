@@ -390,6 +390,12 @@ impl StateMachine {
         )
     }
 
+    /// Transfers and failed ids no longer in memory (the disk index holds them).
+    pub fn evicted_ids(&self) -> u64 {
+        let (transfers, failed) = self.in_memory();
+        (self.transfers_created - transfers) + (self.failed_remembered - failed)
+    }
+
     pub fn counts(&self) -> Counts {
         Counts {
             accounts: self.accounts.len() as u64,
