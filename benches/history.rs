@@ -413,6 +413,18 @@ fn main() {
     let rss_max = (watch.daemon_rss_max_kb.load(Relaxed) as f64 / 1024.0).max(rss_mb(daemon.pid()));
     let before = client.status().expect("status");
     drop(client);
+    // What the index store's own journal holds: a restart after SIGKILL replays it.
+    let store_journal_bytes: u64 = std::fs::read_dir(data.path().join("index").join("store"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "jnl"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    println!("history.index_store_journal_mb_at_kill: {:.1}", store_journal_bytes as f64 / MB);
     let killed = Instant::now();
     daemon.kill();
     let spawned = Instant::now();

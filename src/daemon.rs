@@ -374,7 +374,29 @@ fn start_single(
     metrics: &Metrics,
 ) -> anyhow::Result<Core> {
     let started = Instant::now();
-    let recovered = recovery::recover(recovery_config).context("recovery failed")?;
+    // The index store opens on its own thread while the journal is scanned and the snapshot
+    // loaded: they touch different files, and both take a while after a crash (fjall removes
+    // the tables a compaction left behind; recovery checks every record). Not beside a
+    // confirmed repair, which may cut records the index has read (`start_cold` checks).
+    let cold_config = cold_config(config);
+    let opening = (config.cold_index && recovery_config.discard_after.is_none()).then(|| {
+        let (data_dir, cold_config) = (config.data_dir.clone(), cold_config.clone());
+        std::thread::Builder::new()
+            .name("cold-index-open".into())
+            .spawn(move || ColdIndex::open(&data_dir, &cold_config))
+    });
+    let opening = opening.transpose().context("starting the cold index's opening thread")?;
+    let recovered = recovery::recover(recovery_config).context("recovery failed");
+    let opened = opening
+        .map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+    let recovered = recovered?;
+    let index = match opened {
+        Some(opened) => Some(opened.context("opening the cold index")?),
+        None if config.cold_index => Some(
+            ColdIndex::open(&config.data_dir, &cold_config).context("opening the cold index")?,
+        ),
+        None => None,
+    };
     // The operator confirmed a repair for this start only: an in-process rebuild after a
     // journal failure must never repair anything by itself.
     recovery_config.discard_after = None;
@@ -396,9 +418,9 @@ fn start_single(
     );
     metrics.journal_sequence.store(recovered.journal.last_sequence(), Relaxed);
     // History on disk: nothing is decided before the index holds what memory left out.
-    let cold = match config.cold_index {
-        true => Some(start_cold(config, &recovered)?),
-        false => None,
+    let cold = match index {
+        Some(index) => Some(start_cold(config, &cold_config, index, &recovered)?),
+        None => None,
     };
     Ok(Core::Single { recovered: Box::new(recovered), cold })
 }
@@ -759,20 +781,27 @@ struct Cold {
     indexer: std::thread::JoinHandle<()>,
 }
 
-/// How often the start-up wait for the index logs its progress.
-const COLD_CATCH_UP_LOG_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Opens the index, starts the indexer and waits until the index holds every record the
-/// recovered state left out of memory (a snapshot taken with eviction): until then a retry of
-/// an evicted id would look new.
-fn start_cold(config: &DaemonConfig, recovered: &recovery::Recovered) -> anyhow::Result<Cold> {
-    let cold_config = ColdConfig {
+/// The disk index's settings from the daemon's.
+fn cold_config(config: &DaemonConfig) -> ColdConfig {
+    ColdConfig {
         transfers_max: config.cold_index_transfers,
         failed_ids_max: config.capacity.failed_ids.max(config.cold_index_transfers / 16),
         ..ColdConfig::default()
-    };
-    let mut index =
-        ColdIndex::open(&config.data_dir, &cold_config).context("opening the cold index")?;
+    }
+}
+
+/// How often the start-up wait for the index logs its progress.
+const COLD_CATCH_UP_LOG_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Starts the indexer on the opened index and waits until it holds every record the
+/// recovered state left out of memory (a snapshot taken with eviction): until then a retry of
+/// an evicted id would look new.
+fn start_cold(
+    config: &DaemonConfig,
+    cold_config: &ColdConfig,
+    mut index: ColdIndex,
+    recovered: &recovery::Recovered,
+) -> anyhow::Result<Cold> {
     let last = recovered.journal.last_sequence();
     if index.watermark().sequence > last {
         // A confirmed repair cut the journal after the index read it: what the index holds
@@ -786,8 +815,7 @@ fn start_cold(config: &DaemonConfig, recovered: &recovery::Recovered) -> anyhow:
         drop(index);
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("removing the cold index {}", dir.display()))?;
-        index =
-            ColdIndex::open(&config.data_dir, &cold_config).context("opening the cold index")?;
+        index = ColdIndex::open(&config.data_dir, cold_config).context("opening the cold index")?;
     }
     let durable = Arc::new(AtomicU64::new(last));
     let stop = Arc::new(AtomicBool::new(false));

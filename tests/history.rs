@@ -25,7 +25,10 @@ const ACCOUNTS: u128 = 6;
 const WALLET: u128 = 6;
 
 fn cold_daemon(dir: &std::path::Path) -> TestDaemon {
-    TestDaemon::start_with(dir, &["--cold-index", "true", "--snapshot-every-records", "4"])
+    // A snapshot every 4 records, and whenever the index has taken in 100 more ids than the
+    // last one left out of memory.
+    let args = ["--snapshot-every-records", "4", "--snapshot-every-events", "100"];
+    TestDaemon::start_with(dir, &[&["--cold-index", "true"][..], &args].concat())
 }
 
 fn blank(t: &Transfer) -> Transfer {
@@ -265,7 +268,9 @@ fn with_history_on_disk_old_ids_pages_and_restarts_answer_as_if_all_were_in_memo
     twins.old_ids(&first);
     let hash = twins.cold.status().unwrap().state_hash;
 
-    // SIGKILL: the restart loads a snapshot that holds the hot state only.
+    // SIGKILL: the restart loads a snapshot that holds the hot state only (the index holds
+    // every transfer by now, so the last snapshot left them out, or one that does is due).
+    cold_daemon_.wait_snapshots_idle(Duration::from_secs(30)).unwrap();
     cold_daemon_.kill();
     cold_daemon_.restart();
     twins.cold = cold_daemon_.client();
