@@ -11,8 +11,8 @@ use std::collections::BinaryHeap;
 
 use super::digest::StateSums;
 use super::{
-    AccountExt, Capacity, StateMachine, TransferState, MARK_CREATION_EVICTED, MARK_FINISH_EVICTED,
-    SIDE_CREDIT, SIDE_DEBIT,
+    AccountExt, BatchEvent, Capacity, StateMachine, TransferState, MARK_CREATION_EVICTED,
+    MARK_FINISH_EVICTED, SIDE_CREDIT, SIDE_DEBIT, WARM_AHEAD_EVENTS,
 };
 use crate::event::FailedId;
 use crate::types::{
@@ -33,9 +33,9 @@ const IMAGE_HEADER_SIZE: usize = 16;
 const PART_HEADER_SIZE: usize = 16;
 /// Archives start 16-byte aligned: each is zero-padded to a multiple of it.
 const PART_ALIGN: usize = 16;
-/// Most records in one part: 1M transfers make a 128 MiB archive, far inside rkyv's 2 GiB.
-/// How many transfers ahead loading prefetches the id index.
+/// How many accounts ahead loading prefetches the id index.
 const IMAGE_PREFETCH_AHEAD: usize = 16;
+/// Most records in one part: 1M transfers make a 128 MiB archive, far inside rkyv's 2 GiB.
 #[cfg(not(test))]
 const PART_RECORDS_MAX: usize = 1 << 20;
 /// Unit tests split every image into many parts.
@@ -403,17 +403,20 @@ impl Loader {
                 self.totals = Some(t);
             }
             ArchivedPart::Accounts(accounts) => {
-                for a in accounts.iter() {
-                    let a = Account::from(a);
-                    if a.id == 0 || sm.account_index.contains(a.id, &sm.accounts) {
-                        return Err(inconsistent(format!("account id {} zero or repeated", a.id)));
+                for (i, a) in accounts.iter().enumerate() {
+                    // The index slot of a later account, so that its cache miss overlaps.
+                    if let Some(ahead) = accounts.get(i + IMAGE_PREFETCH_AHEAD) {
+                        sm.account_index.prefetch(ahead.id.to_native());
                     }
+                    let a = Account::from(a);
                     if sm.accounts.len() as u64 >= Capacity::MAX.accounts {
                         return Err(inconsistent("more accounts than an index can hold"));
                     }
-                    let claimed =
-                        sm.account_index.claim(a.id, sm.accounts.len() as u32, &sm.accounts);
-                    debug_assert!(claimed.is_ok());
+                    // One probe: the claim finds a repeated id.
+                    let index = sm.accounts.len() as u32;
+                    if a.id == 0 || sm.account_index.claim(a.id, index, &sm.accounts).is_err() {
+                        return Err(inconsistent(format!("account id {} zero or repeated", a.id)));
+                    }
                     sm.accounts.push(a);
                     sm.account_ext.push(AccountExt::default());
                     sm.account_keys.push(0);
@@ -464,9 +467,12 @@ impl Loader {
                     return Err(inconsistent("transfer states and transfers differ in length"));
                 }
                 for (i, (t, state)) in transfers.iter().zip(states.iter()).enumerate() {
-                    // The index slot of a later transfer, so that its cache miss overlaps.
-                    if let Some(ahead) = transfers.get(i + IMAGE_PREFETCH_AHEAD) {
-                        sm.transfer_index.prefetch(ahead.id.to_native());
+                    // What later transfers need (their id slot, their accounts, the ends of
+                    // the accounts' lists), as the batch path warms it: the misses overlap.
+                    for (stage, ahead) in WARM_AHEAD_EVENTS.iter().enumerate() {
+                        if let Some(later) = transfers.get(i + ahead) {
+                            Transfer::warm(sm, &Transfer::from(later), stage);
+                        }
                     }
                     let t = Transfer::from(t);
                     let marks = *state >> 4;

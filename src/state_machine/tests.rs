@@ -854,6 +854,13 @@ fn images_are_written_in_bounded_parts_and_a_missing_or_misplaced_part_is_refuse
     let last = swapped.len() - 1;
     swapped.swap(1, last);
     assert!(StateMachine::from_image(&join_image(&header, &swapped)).is_err());
+    // An accounts part twice: its ids are repeated.
+    let mut twice = parts.clone();
+    twice.insert(2, parts[1].clone());
+    match StateMachine::from_image(&join_image(&header, &twice)) {
+        Err(ImageError::Inconsistent(reason)) => assert!(reason.contains("repeated"), "{reason}"),
+        other => panic!("an accounts part twice: {:?}", other.map(|_| ())),
+    }
     // A part cut short, or bytes after the last part: refused.
     let cut = &bytes[..bytes.len() - 16];
     assert!(matches!(StateMachine::from_image(cut), Err(ImageError::Length { .. })));
