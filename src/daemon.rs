@@ -376,10 +376,14 @@ fn start_single(
     let started = Instant::now();
     // The index store opens on its own thread while the journal is scanned and the snapshot
     // loaded: they touch different files, and both take a while after a crash (fjall removes
-    // the tables a compaction left behind; recovery checks every record). Not beside a
-    // confirmed repair, which may cut records the index has read (`start_cold` checks).
+    // the tables a compaction left behind; recovery checks every record). Only on an existing
+    // ledger (a new one is created in an empty directory only: the index's directory must not
+    // appear before recovery looks), and not beside a confirmed repair, which may cut records
+    // the index has read (`start_cold` checks).
     let cold_config = cold_config(config);
-    let opening = (config.cold_index && recovery_config.discard_after.is_none()).then(|| {
+    let existing = crate::journal::superblock::superblock_path(&config.data_dir).exists();
+    let parallel = config.cold_index && existing && recovery_config.discard_after.is_none();
+    let opening = parallel.then(|| {
         let (data_dir, cold_config) = (config.data_dir.clone(), cold_config.clone());
         std::thread::Builder::new()
             .name("cold-index-open".into())
