@@ -103,11 +103,39 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A free port on 127.0.0.1 (bound, read and released: another process could take it before
-/// the daemon binds it, which on a test machine does not happen in practice).
+/// the daemon binds it, which on a test machine does not happen in practice). The kernel may
+/// hand a just-released port out again, so a port this process was given among the last
+/// [`PORTS_REMEMBERED`] is never returned twice: the addresses of one cluster (its peers,
+/// clients and metrics) are distinct.
 pub fn free_addr() -> Result<SocketAddr> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(Error::Port)?;
-    listener.local_addr().map_err(Error::Port)
+    static GIVEN: std::sync::Mutex<std::collections::VecDeque<u16>> =
+        std::sync::Mutex::new(std::collections::VecDeque::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Ports refused stay bound until a new one is found, so the kernel offers others.
+    let mut refused = Vec::new();
+    for _ in 0..PORT_ATTEMPTS {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(Error::Port)?;
+        let addr = listener.local_addr().map_err(Error::Port)?;
+        if given.contains(&addr.port()) {
+            refused.push(listener);
+            continue;
+        }
+        if given.len() == PORTS_REMEMBERED {
+            given.pop_front();
+        }
+        given.push_back(addr.port());
+        return Ok(addr);
+    }
+    Err(Error::Port(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("{PORT_ATTEMPTS} ports in a row had been given out already"),
+    )))
 }
+
+/// Ports [`free_addr`] remembers having given out.
+pub const PORTS_REMEMBERED: usize = 4096;
+/// Binds [`free_addr`] tries before it gives up.
+const PORT_ATTEMPTS: usize = 64;
 
 /// Where the daemon's standard error goes.
 #[derive(Clone, Debug)]
@@ -613,4 +641,16 @@ fn open_log(path: &Path) -> Result<File> {
         .append(true)
         .open(path)
         .map_err(|source| Error::Log { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_addresses_are_never_given_twice() {
+        let ports: Vec<u16> = (0..500).map(|_| free_addr().unwrap().port()).collect();
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port was given out twice");
+    }
 }
